@@ -1,0 +1,24 @@
+# Dependencies come from the system (Debian packages). A missing required one fails with the
+# package to install; a missing optional one turns its feature off with one line.
+find_package(Eigen3 3.3 QUIET NO_MODULE)
+if(NOT TARGET Eigen3::Eigen)
+  message(FATAL_ERROR "ember: Eigen3 not found. Install it: apt-get install libeigen3-dev "
+                      "(or run scripts/setup.sh)")
+endif()
+find_package(OpenMP REQUIRED)
+
+if(EMBER_BUILD_TESTS)
+  find_package(doctest QUIET)
+  if(NOT TARGET doctest::doctest)
+    message(FATAL_ERROR "ember: doctest not found. Install it: apt-get install doctest-dev "
+                        "(or configure with -DEMBER_BUILD_TESTS=OFF)")
+  endif()
+endif()
+
+if(EMBER_BUILD_BENCH)
+  find_package(benchmark QUIET)
+  if(NOT TARGET benchmark::benchmark)
+    message(STATUS "ember: Google Benchmark not found (apt-get install libbenchmark-dev); "
+                   "kernel benchmarks off")
+  endif()
+endif()

@@ -1,0 +1,16 @@
+// Umbrella header: everything a training program needs.
+#pragma once
+#include "ember/autograd/grad_mode.h"
+#include "ember/autograd/gradcheck.h"
+#include "ember/autograd/node.h"
+#include "ember/core/device.h"
+#include "ember/core/dtype.h"
+#include "ember/core/error.h"
+#include "ember/core/generator.h"
+#include "ember/core/shape.h"
+#include "ember/core/tensor.h"
+#include "ember/nn/layers.h"
+#include "ember/nn/loss.h"
+#include "ember/nn/module.h"
+#include "ember/ops/ops.h"
+#include "ember/optim/sgd.h"

@@ -1,0 +1,92 @@
+// The backward engine: counts dependencies over the reachable graph, then runs each node once
+// all gradients flowing into it have been summed (so a leaf's AccumulateGrad sees its final
+// gradient, and grad-ready hooks fire once per leaf per pass).
+#include <queue>
+#include <unordered_map>
+
+#include "ember/autograd/grad_mode.h"
+#include "ember/autograd/node.h"
+#include "ember/ops/ops.h"
+
+namespace ember {
+
+void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  NoGradGuard no_grad;
+  std::unordered_map<Node*, int> deps;
+  std::unordered_map<Node*, std::vector<Tensor>> buffers;
+  std::vector<Node*> stack;
+
+  auto visit = [&](Node* n) {
+    if (deps.emplace(n, 0).second) stack.push_back(n);
+  };
+  std::vector<Edge> root_edges;
+  for (const auto& r : roots) {
+    Edge e = gradient_edge(r);
+    EMBER_CHECK(e.fn, "backward", "tensor of shape ", shape_str(r.shape()),
+                " does not require grad and has no grad_fn");
+    root_edges.push_back(e);
+    visit(e.fn.get());
+  }
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    for (auto& e : n->next_edges)
+      if (e.fn) {
+        visit(e.fn.get());
+        deps[e.fn.get()]++;
+      }
+  }
+
+  auto accumulate = [&](Node* n, uint32_t slot, const Tensor& g) {
+    auto& buf = buffers[n];
+    if (buf.empty()) buf.resize(n->output_meta.size());
+    const auto& meta = n->output_meta[slot];
+    EMBER_CHECK(g.shape() == meta.shape, n->name(), "received a gradient of shape ",
+                shape_str(g.shape()), " for an output of shape ", shape_str(meta.shape));
+    if (!buf[slot].defined()) {
+      buf[slot] = g;
+    } else {
+      buf[slot] = add(buf[slot], g);
+    }
+  };
+  for (size_t i = 0; i < roots.size(); ++i) accumulate(root_edges[i].fn.get(), root_edges[i].input_nr, grads[i]);
+
+  auto later_first = [](Node* a, Node* b) { return a->sequence_nr < b->sequence_nr; };
+  std::priority_queue<Node*, std::vector<Node*>, decltype(later_first)> ready(later_first);
+  std::unordered_map<Node*, std::shared_ptr<Node>> keep;  // hold nodes alive while running
+  for (auto& e : root_edges) {
+    keep[e.fn.get()] = e.fn;
+    if (deps[e.fn.get()] == 0) {
+      deps[e.fn.get()] = -1;  // queued
+      ready.push(e.fn.get());
+    }
+  }
+  while (!ready.empty()) {
+    Node* n = ready.top();
+    ready.pop();
+    auto buf = std::move(buffers[n]);
+    buffers.erase(n);
+    buf.resize(n->output_meta.size());
+    for (auto& [slot, hooks] : n->pre_hooks)
+      if (slot < buf.size() && buf[slot].defined())
+        for (auto& h : hooks) {
+          Tensor r = h(buf[slot]);
+          if (r.defined()) buf[slot] = r;
+        }
+    std::vector<Tensor> out = n->apply(std::move(buf));
+    if (!retain_graph) n->release();
+    for (size_t i = 0; i < n->next_edges.size(); ++i) {
+      const Edge& e = n->next_edges[i];
+      if (!e.fn) continue;
+      Node* m = e.fn.get();
+      keep[m] = e.fn;
+      if (i < out.size() && out[i].defined()) accumulate(m, e.input_nr, out[i]);
+      if (--deps[m] == 0) {
+        deps[m] = -1;
+        ready.push(m);
+      }
+    }
+  }
+}
+
+}  // namespace ember

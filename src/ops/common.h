@@ -1,0 +1,29 @@
+// Helpers shared by the op implementations.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "ember/autograd/grad_mode.h"
+#include "ember/autograd/node.h"
+#include "ember/ops/ops.h"
+
+namespace ember::detail {
+
+// A fresh contiguous tensor (no autograd).
+Tensor make_tensor(const Shape& shape, DType dtype, Device device);
+// A view of x's storage with new geometry (no autograd recorded here).
+Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset);
+// Throws unless every defined tensor is on the same device, naming them all.
+void check_same_device(const char* op, const std::vector<Tensor>& ts);
+void check_defined(const char* op, const std::vector<Tensor>& ts);
+// "(2, 3) f32 cpu"
+std::string describe(const Tensor& t);
+// Sums g down to shape (undoes broadcasting).
+Tensor sum_to(const Tensor& g, const Shape& shape);
+// Marks a view output's autograd metadata.
+void mark_view(const Tensor& base, const Tensor& view);
+// Normalised, sorted, de-duplicated reduction dims (empty = all).
+std::vector<int64_t> reduction_dims(const Shape& dims, int64_t ndim, const char* op);
+Shape reduced_shape(const Shape& s, const std::vector<int64_t>& dims, bool keepdim);
+
+}  // namespace ember::detail

@@ -1,0 +1,174 @@
+// Creation (constant, range, random, from host data), copies and dtype conversion.
+#include <cmath>
+
+#include "cpu/cpu.h"
+#include "ops/common.h"
+
+namespace ember {
+using detail::make_tensor;
+
+namespace {
+Tensor finish(Tensor t, const TensorOptions& o) {
+  if (o.requires_grad) t.requires_grad_(true);
+  return t;
+}
+}  // namespace
+
+Tensor empty(const Shape& shape, TensorOptions o) {
+  return finish(make_tensor(shape, o.dtype, o.device), o);
+}
+Tensor full(const Shape& shape, double value, TensorOptions o) {
+  Tensor t = make_tensor(shape, o.dtype, o.device);
+  cpu::fill(t, value);
+  return finish(t, o);
+}
+Tensor zeros(const Shape& shape, TensorOptions o) { return full(shape, 0.0, o); }
+Tensor ones(const Shape& shape, TensorOptions o) { return full(shape, 1.0, o); }
+Tensor scalar_tensor(double value, TensorOptions o) { return full({}, value, o); }
+Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), TensorOptions(t.dtype()).with_device(t.device())); }
+Tensor ones_like(const Tensor& t) { return ones(t.shape(), TensorOptions(t.dtype()).with_device(t.device())); }
+Tensor empty_like(const Tensor& t) { return empty(t.shape(), TensorOptions(t.dtype()).with_device(t.device())); }
+
+Tensor arange(double start, double end, double step, TensorOptions o) {
+  EMBER_CHECK(step != 0, "arange", "step must be non-zero");
+  EMBER_CHECK(std::isfinite(start) && std::isfinite(end), "arange", "bounds must be finite");
+  const double span = (end - start) / step;
+  const int64_t n = span > 0 ? static_cast<int64_t>(std::ceil(span)) : 0;
+  Tensor t = make_tensor({n}, DType::f64, o.device);
+  double* p = t.data<double>();
+  for (int64_t i = 0; i < n; ++i) p[i] = start + static_cast<double>(i) * step;
+  return finish(to_dtype(t, o.dtype), o);
+}
+
+Tensor linspace(double start, double end, int64_t steps, TensorOptions o) {
+  EMBER_CHECK(steps >= 0, "linspace", "steps must be >= 0, got ", steps);
+  Tensor t = make_tensor({steps}, DType::f64, o.device);
+  double* p = t.data<double>();
+  for (int64_t i = 0; i < steps; ++i)
+    p[i] = steps == 1 ? start : start + (end - start) * static_cast<double>(i) / static_cast<double>(steps - 1);
+  return finish(to_dtype(t, o.dtype), o);
+}
+
+template <class T>
+Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions o) {
+  EMBER_CHECK(static_cast<int64_t>(values.size()) == numel_of(shape), "from_vector", values.size(),
+              " values do not fill shape ", shape_str(shape));
+  Tensor t = make_tensor(shape, dtype_of<T>::value, Device::cpu());
+  T* p = t.data<T>();
+  for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
+  if (o.dtype != t.dtype()) t = to_dtype(t, o.dtype);
+  return finish(t, o);
+}
+template Tensor from_vector<float>(const std::vector<float>&, const Shape&, TensorOptions);
+template Tensor from_vector<double>(const std::vector<double>&, const Shape&, TensorOptions);
+template Tensor from_vector<int32_t>(const std::vector<int32_t>&, const Shape&, TensorOptions);
+template Tensor from_vector<int64_t>(const std::vector<int64_t>&, const Shape&, TensorOptions);
+template <>
+Tensor from_vector<bool>(const std::vector<bool>& values, const Shape& shape, TensorOptions o) {
+  std::vector<int64_t> v(values.begin(), values.end());
+  Tensor t = from_vector(v, shape, DType::boolean);
+  if (o.dtype != t.dtype()) t = to_dtype(t, o.dtype);
+  return finish(t, o);
+}
+
+Tensor tensor(std::initializer_list<double> values, TensorOptions o) {
+  return from_vector(std::vector<double>(values), {static_cast<int64_t>(values.size())}, o);
+}
+
+Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, TensorOptions o) {
+  std::vector<double> v;
+  const int64_t r = static_cast<int64_t>(rows.size());
+  const int64_t c = r ? static_cast<int64_t>(rows.begin()->size()) : 0;
+  for (const auto& row : rows) {
+    EMBER_CHECK(static_cast<int64_t>(row.size()) == c, "tensor", "ragged rows: expected ", c,
+                " values per row, got ", row.size());
+    v.insert(v.end(), row.begin(), row.end());
+  }
+  return from_vector(v, {r, c}, o);
+}
+
+namespace {
+Tensor random_tensor(cpu::RandomKind kind, const Shape& shape, TensorOptions o, Generator* gen,
+                     double a, double b) {
+  Generator& g = gen ? *gen : default_generator();
+  const DType compute = compute_dtype(o.dtype) == DType::boolean ? DType::i64 : compute_dtype(o.dtype);
+  Tensor t = make_tensor(shape, compute, o.device);
+  cpu::random_fill(kind, t, g.seed(), g.reserve(t.numel()), a, b);
+  if (compute != o.dtype) t = to_dtype(t, o.dtype);
+  return finish(t, o);
+}
+}  // namespace
+
+Tensor rand(const Shape& shape, TensorOptions o, Generator* gen) { return uniform(shape, 0.0, 1.0, o, gen); }
+Tensor uniform(const Shape& shape, double lo, double hi, TensorOptions o, Generator* gen) {
+  EMBER_CHECK(is_floating(o.dtype), "uniform", "needs a float dtype, got ", o.dtype);
+  EMBER_CHECK(lo <= hi, "uniform", "low ", lo, " > high ", hi);
+  return random_tensor(cpu::RandomKind::uniform, shape, o, gen, lo, hi);
+}
+Tensor randn(const Shape& shape, TensorOptions o, Generator* gen) {
+  EMBER_CHECK(is_floating(o.dtype), "randn", "needs a float dtype, got ", o.dtype);
+  return random_tensor(cpu::RandomKind::normal, shape, o, gen, 0.0, 1.0);
+}
+Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions o, Generator* gen) {
+  EMBER_CHECK(low < high, "randint", "empty range [", low, ", ", high, ")");
+  return random_tensor(cpu::RandomKind::randint, shape, o, gen, static_cast<double>(low),
+                       static_cast<double>(high));
+}
+Tensor bernoulli(const Shape& shape, double p, TensorOptions o, Generator* gen) {
+  EMBER_CHECK(p >= 0 && p <= 1, "bernoulli", "probability ", p, " outside [0, 1]");
+  return random_tensor(cpu::RandomKind::bernoulli, shape, o, gen, p, 0.0);
+}
+
+// --- copies ----------------------------------------------------------------------------------
+Tensor contiguous(const Tensor& x) {
+  detail::check_defined("contiguous", {x});
+  if (x.is_contiguous()) return x;
+  return clone(x);
+}
+
+Tensor clone(const Tensor& x) {
+  detail::check_defined("clone", {x});
+  Tensor out = make_tensor(x.shape(), x.dtype(), x.device());
+  cpu::copy(x, out);
+  record("clone", {x}, {out},
+         [](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
+           return std::vector<Tensor>{g[0]};
+         });
+  return out;
+}
+
+Tensor to_dtype(const Tensor& x, DType t) {
+  detail::check_defined("to", {x});
+  if (x.dtype() == t) return x;
+  Tensor out = make_tensor(x.shape(), t, x.device());
+  cpu::copy(x, out);
+  const DType from = x.dtype();
+  if (is_floating(from) && is_floating(t))
+    record("to", {x}, {out},
+           [from](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
+             return std::vector<Tensor>{to_dtype(g[0], from)};
+           });
+  return out;
+}
+
+// --- comparison helpers ----------------------------------------------------------------------
+bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
+  detail::check_same_device("allclose", {a, b});
+  NoGradGuard ng;
+  broadcast_shapes(a.shape(), b.shape(), "allclose");
+  Tensor x = to_dtype(a, DType::f64), y = to_dtype(b, DType::f64);
+  Tensor tol = add(mul(abs(y), scalar_tensor(rtol, DType::f64)), scalar_tensor(atol, DType::f64));
+  Tensor ok = le(abs(sub(x, y)), tol);
+  // NaN never compares close.
+  return amin(to_dtype(ok, DType::i64)).item<int64_t>() == 1;
+}
+
+bool equal(const Tensor& a, const Tensor& b) {
+  detail::check_same_device("equal", {a, b});
+  if (a.shape() != b.shape()) return false;
+  if (a.numel() == 0) return true;
+  NoGradGuard ng;
+  return amin(to_dtype(eq(a, b), DType::i64)).item<int64_t>() == 1;
+}
+
+}  // namespace ember

@@ -1,0 +1,361 @@
+// Elementwise ops: promotion, broadcasting, dispatch to the backend, and their backward.
+#include <cmath>
+#include <limits>
+
+#include "cpu/cpu.h"
+#include "ops/common.h"
+
+namespace ember {
+namespace {
+using Grads = std::vector<Tensor>;
+using Needs = std::vector<bool>;
+using detail::make_tensor;
+
+// What a backward needs to know about an input without keeping it alive.
+struct InputMeta {
+  Shape shape;
+  DType dtype;
+};
+InputMeta meta_of(const Tensor& t) { return {t.shape(), t.dtype()}; }
+
+// Reduces a broadcast gradient back to an input's shape and dtype.
+Tensor grad_for(const Tensor& g, const InputMeta& m) {
+  Tensor r = detail::sum_to(g, m.shape);
+  return is_floating(m.dtype) ? to_dtype(r, m.dtype) : r;
+}
+
+Tensor scalar_of(double v, DType dt) { return scalar_tensor(v, TensorOptions(dt)); }
+
+// Runs a unary kernel; returns the result in dtype `result` (computed in its compute dtype).
+Tensor run_unary(UnaryOp op, const Tensor& x, DType result, UnaryArgs args = {}) {
+  const DType cd = compute_dtype(result);
+  Tensor xin = to_dtype(x.detach(), cd);
+  Tensor out = make_tensor(x.shape(), cd, x.device());
+  cpu::unary(op, xin, out, args);
+  return cd == result ? out : to_dtype(out, result);
+}
+
+// Result dtype of a unary op: float-only ops turn integers and bool into f32; the others
+// turn bool into i64.
+DType unary_result(const Tensor& x, bool float_only) {
+  if (float_only && !is_floating(x.dtype())) return DType::f32;
+  if (x.dtype() == DType::boolean) return DType::i64;
+  return x.dtype();
+}
+
+Tensor unary_float(const char* name, UnaryOp op, const Tensor& x, FunctionNode::BackwardFn bw,
+                   bool save_in, bool save_out, UnaryArgs args = {}) {
+  detail::check_defined(name, {x});
+  Tensor out = run_unary(op, x, unary_result(x, true), args);
+  Grads saved;
+  if (save_in) saved.push_back(x);
+  if (save_out) saved.push_back(out);
+  record(name, {x}, {out}, std::move(bw), saved);
+  return out;
+}
+
+DType binary_result(BinaryOp op, DType a, DType b) {
+  DType r = promote_types(a, b);
+  if (is_comparison(op)) return r;
+  if (r == DType::boolean) r = DType::i64;
+  if (op == BinaryOp::div && !is_floating(r)) r = DType::f32;
+  return r;
+}
+
+Tensor run_binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& b, double alpha = 1.0) {
+  detail::check_same_device(name, {a, b});
+  const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
+  const DType rd = binary_result(op, a.dtype(), b.dtype());
+  const DType cd = compute_dtype(rd);
+  Tensor ai = expand(to_dtype(a.detach(), cd), shape);
+  Tensor bi = expand(to_dtype(b.detach(), cd), shape);
+  Tensor out = make_tensor(shape, is_comparison(op) ? DType::boolean : cd, a.device());
+  cpu::binary(op, ai, bi, out, alpha);
+  if (!is_comparison(op) && cd != rd) out = to_dtype(out, rd);
+  return out;
+}
+
+}  // namespace
+
+// --- binary ----------------------------------------------------------------------------------
+Tensor add(const Tensor& a, const Tensor& b, double alpha) {
+  Tensor out = run_binary("add", BinaryOp::add, a, b, alpha);
+  record("add", {a, b}, {out},
+         [ma = meta_of(a), mb = meta_of(b), alpha](const Grads& g, const Grads&, const Needs& n) {
+           return Grads{n[0] ? grad_for(g[0], ma) : Tensor(),
+                        n[1] ? grad_for(alpha == 1.0 ? g[0] : mul(g[0], scalar_of(alpha, g[0].dtype())), mb)
+                             : Tensor()};
+         });
+  return out;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) {
+  Tensor out = run_binary("sub", BinaryOp::sub, a, b);
+  record("sub", {a, b}, {out}, [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads&, const Needs& n) {
+    return Grads{n[0] ? grad_for(g[0], ma) : Tensor(), n[1] ? grad_for(neg(g[0]), mb) : Tensor()};
+  });
+  return out;
+}
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = run_binary("mul", BinaryOp::mul, a, b);
+  record(
+      "mul", {a, b}, {out},
+      [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads& s, const Needs& n) {
+        return Grads{n[0] ? grad_for(mul(g[0], s[1]), ma) : Tensor(), n[1] ? grad_for(mul(g[0], s[0]), mb) : Tensor()};
+      },
+      {a, b});
+  return out;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  Tensor out = run_binary("div", BinaryOp::div, a, b);
+  record(
+      "div", {a, b}, {out},
+      [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads& s, const Needs& n) {
+        Tensor ga, gb;
+        if (n[0]) ga = grad_for(div(g[0], s[1]), ma);
+        if (n[1]) gb = grad_for(neg(div(mul(g[0], s[0]), mul(s[1], s[1]))), mb);
+        return Grads{ga, gb};
+      },
+      {a, b});
+  return out;
+}
+
+Tensor pow(const Tensor& a, const Tensor& b) {
+  Tensor out = run_binary("pow", BinaryOp::pow, a, b);
+  record(
+      "pow", {a, b}, {out},
+      [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads& s, const Needs& n) {
+        Tensor ga, gb;
+        if (n[0]) ga = grad_for(mul(g[0], mul(s[1], pow(s[0], sub(s[1], scalar_of(1, s[1].dtype()))))), ma);
+        if (n[1]) gb = grad_for(mul(g[0], mul(s[2], log(s[0]))), mb);
+        return Grads{ga, gb};
+      },
+      {a, b, out});
+  return out;
+}
+
+Tensor pow(const Tensor& a, double exponent) {
+  detail::check_defined("pow", {a});
+  Tensor out = run_unary(UnaryOp::pow_scalar, a, unary_result(a, std::floor(exponent) != exponent),
+                         UnaryArgs{exponent, 0});
+  record(
+      "pow", {a}, {out},
+      [exponent](const Grads& g, const Grads& s, const Needs&) {
+        return Grads{mul(g[0], mul(pow(s[0], exponent - 1.0), scalar_of(exponent, s[0].dtype())))};
+      },
+      {a});
+  return out;
+}
+
+namespace {
+// maximum/minimum: the gradient goes to the winner; ties split it evenly.
+Tensor extremum(const char* name, BinaryOp op, const Tensor& a, const Tensor& b) {
+  Tensor out = run_binary(name, op, a, b);
+  const BinaryOp win = op == BinaryOp::maximum ? BinaryOp::gt : BinaryOp::lt;
+  record(
+      name, {a, b}, {out},
+      [ma = meta_of(a), mb = meta_of(b), win](const Grads& g, const Grads& s, const Needs& n) {
+        const DType dt = g[0].dtype();
+        Tensor a_wins = to_dtype(win == BinaryOp::gt ? gt(s[0], s[1]) : lt(s[0], s[1]), dt);
+        Tensor tie = mul(to_dtype(eq(s[0], s[1]), dt), scalar_of(0.5, dt));
+        Tensor wa = add(a_wins, tie);
+        Tensor ga, gb;
+        if (n[0]) ga = grad_for(mul(g[0], wa), ma);
+        if (n[1]) gb = grad_for(mul(g[0], sub(scalar_of(1, dt), wa)), mb);
+        return Grads{ga, gb};
+      },
+      {a, b});
+  return out;
+}
+}  // namespace
+
+Tensor maximum(const Tensor& a, const Tensor& b) { return extremum("maximum", BinaryOp::maximum, a, b); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return extremum("minimum", BinaryOp::minimum, a, b); }
+
+Tensor eq(const Tensor& a, const Tensor& b) { return run_binary("eq", BinaryOp::eq, a, b); }
+Tensor ne(const Tensor& a, const Tensor& b) { return run_binary("ne", BinaryOp::ne, a, b); }
+Tensor lt(const Tensor& a, const Tensor& b) { return run_binary("lt", BinaryOp::lt, a, b); }
+Tensor le(const Tensor& a, const Tensor& b) { return run_binary("le", BinaryOp::le, a, b); }
+Tensor gt(const Tensor& a, const Tensor& b) { return run_binary("gt", BinaryOp::gt, a, b); }
+Tensor ge(const Tensor& a, const Tensor& b) { return run_binary("ge", BinaryOp::ge, a, b); }
+Tensor logical_and(const Tensor& a, const Tensor& b) {
+  return run_binary("logical_and", BinaryOp::logical_and, to_dtype(a, DType::boolean), to_dtype(b, DType::boolean));
+}
+Tensor logical_or(const Tensor& a, const Tensor& b) {
+  return run_binary("logical_or", BinaryOp::logical_or, to_dtype(a, DType::boolean), to_dtype(b, DType::boolean));
+}
+Tensor logical_not(const Tensor& a) {
+  detail::check_defined("logical_not", {a});
+  Tensor x = to_dtype(a.detach(), DType::boolean);
+  Tensor out = make_tensor(x.shape(), DType::boolean, x.device());
+  cpu::unary(UnaryOp::logical_not, x, out, {});
+  return out;
+}
+
+// --- unary -----------------------------------------------------------------------------------
+Tensor neg(const Tensor& x) {
+  detail::check_defined("neg", {x});
+  Tensor out = run_unary(UnaryOp::neg, x, unary_result(x, false));
+  record("neg", {x}, {out}, [](const Grads& g, const Grads&, const Needs&) { return Grads{neg(g[0])}; });
+  return out;
+}
+
+Tensor exp(const Tensor& x) {
+  return unary_float("exp", UnaryOp::exp, x,
+                     [](const Grads& g, const Grads& s, const Needs&) { return Grads{mul(g[0], s[0])}; },
+                     false, true);
+}
+Tensor log(const Tensor& x) {
+  return unary_float("log", UnaryOp::log, x,
+                     [](const Grads& g, const Grads& s, const Needs&) { return Grads{div(g[0], s[0])}; },
+                     true, false);
+}
+Tensor log1p(const Tensor& x) {
+  return unary_float("log1p", UnaryOp::log1p, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {
+                       return Grads{div(g[0], add(s[0], scalar_of(1, s[0].dtype())))};
+                     },
+                     true, false);
+}
+Tensor sqrt(const Tensor& x) {
+  return unary_float("sqrt", UnaryOp::sqrt, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {
+                       return Grads{div(g[0], mul(s[0], scalar_of(2, s[0].dtype())))};
+                     },
+                     false, true);
+}
+Tensor rsqrt(const Tensor& x) {
+  // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
+  return unary_float("rsqrt", UnaryOp::rsqrt, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {
+                       const Tensor& y = s[0];
+                       return Grads{mul(g[0], mul(mul(y, mul(y, y)), scalar_of(-0.5, y.dtype())))};
+                     },
+                     false, true);
+}
+Tensor tanh(const Tensor& x) {
+  return unary_float("tanh", UnaryOp::tanh, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {
+                       const Tensor& y = s[0];
+                       return Grads{mul(g[0], sub(scalar_of(1, y.dtype()), mul(y, y)))};
+                     },
+                     false, true);
+}
+Tensor sigmoid(const Tensor& x) {
+  return unary_float("sigmoid", UnaryOp::sigmoid, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {
+                       const Tensor& y = s[0];
+                       return Grads{mul(g[0], mul(y, sub(scalar_of(1, y.dtype()), y)))};
+                     },
+                     false, true);
+}
+Tensor gelu(const Tensor& x) {
+  return unary_float("gelu", UnaryOp::gelu, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {
+                       return Grads{mul(g[0], run_unary(UnaryOp::gelu_grad, s[0], s[0].dtype()))};
+                     },
+                     true, false);
+}
+Tensor silu(const Tensor& x) {
+  // d/dx x*s(x) = s(x) * (1 + x * (1 - s(x)))
+  return unary_float("silu", UnaryOp::silu, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {
+                       const Tensor& v = s[0];
+                       const DType dt = v.dtype();
+                       Tensor sg = sigmoid(v);
+                       return Grads{mul(g[0], mul(sg, add(scalar_of(1, dt), mul(v, sub(scalar_of(1, dt), sg)))))};
+                     },
+                     true, false);
+}
+
+Tensor abs(const Tensor& x) {
+  detail::check_defined("abs", {x});
+  Tensor out = run_unary(UnaryOp::abs, x, unary_result(x, false));
+  record(
+      "abs", {x}, {out},
+      [](const Grads& g, const Grads& s, const Needs&) {
+        const DType dt = g[0].dtype();
+        Tensor zero = scalar_of(0, s[0].dtype());
+        Tensor sign = sub(to_dtype(gt(s[0], zero), dt), to_dtype(lt(s[0], zero), dt));
+        return Grads{mul(g[0], sign)};
+      },
+      {x});
+  return out;
+}
+
+Tensor relu(const Tensor& x) {
+  detail::check_defined("relu", {x});
+  Tensor out = run_unary(UnaryOp::relu, x, unary_result(x, false));
+  record(
+      "relu", {x}, {out},
+      [](const Grads& g, const Grads& s, const Needs&) {
+        return Grads{mul(g[0], to_dtype(gt(s[0], scalar_of(0, s[0].dtype())), g[0].dtype()))};
+      },
+      {out});
+  return out;
+}
+
+Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
+  detail::check_defined("clamp", {x});
+  EMBER_CHECK(lo || hi, "clamp", "needs at least one of min and max");
+  const double l = lo ? *lo : -std::numeric_limits<double>::infinity();
+  const double h = hi ? *hi : std::numeric_limits<double>::infinity();
+  EMBER_CHECK(l <= h, "clamp", "min ", l, " > max ", h);
+  DType rd = unary_result(x, false);
+  if (!is_floating(rd) && ((lo && std::floor(*lo) != *lo) || (hi && std::floor(*hi) != *hi))) rd = DType::f32;
+  const bool integral = !is_floating(rd);
+  UnaryArgs args{integral && !lo ? static_cast<double>(std::numeric_limits<int64_t>::min()) : l,
+                 integral && !hi ? static_cast<double>(std::numeric_limits<int64_t>::max()) : h};
+  if (integral && rd == DType::i32) {
+    args.a = std::max(args.a, static_cast<double>(std::numeric_limits<int32_t>::min()));
+    args.b = std::min(args.b, static_cast<double>(std::numeric_limits<int32_t>::max()));
+  }
+  Tensor out = run_unary(UnaryOp::clamp, x, rd, args);
+  record(
+      "clamp", {x}, {out},
+      [l, h](const Grads& g, const Grads& s, const Needs&) {
+        const DType dt = s[0].dtype();
+        Tensor inside = logical_and(ge(s[0], scalar_of(l, dt)), le(s[0], scalar_of(h, dt)));
+        return Grads{mul(g[0], to_dtype(inside, g[0].dtype()))};
+      },
+      {x});
+  return out;
+}
+
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+  detail::check_same_device("where", {cond, a, b});
+  EMBER_CHECK(cond.dtype() == DType::boolean, "where", "condition must be bool, got ", cond.dtype(),
+              " of shape ", shape_str(cond.shape()));
+  const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
+  const DType rd = promote_types(a.dtype(), b.dtype());
+  const DType cd = compute_dtype(rd);
+  Tensor out = make_tensor(shape, cd, a.device());
+  cpu::where(expand(cond.detach(), shape), expand(to_dtype(a.detach(), cd), shape),
+             expand(to_dtype(b.detach(), cd), shape), out);
+  if (cd != rd) out = to_dtype(out, rd);
+  record(
+      "where", {a, b}, {out},
+      [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads& s, const Needs& n) {
+        Tensor zero = scalar_of(0, g[0].dtype());
+        Tensor ga, gb;
+        if (n[0]) ga = grad_for(where(s[0], g[0], zero), ma);
+        if (n[1]) gb = grad_for(where(s[0], zero, g[0]), mb);
+        return Grads{ga, gb};
+      },
+      {cond});
+  return out;
+}
+
+Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  detail::check_same_device("masked_fill", {x, mask});
+  EMBER_CHECK(mask.dtype() == DType::boolean, "masked_fill", "mask must be bool, got ", mask.dtype(),
+              " of shape ", shape_str(mask.shape()));
+  const Shape shape = broadcast_shapes(x.shape(), mask.shape(), "masked_fill");
+  EMBER_CHECK(shape == x.shape(), "masked_fill", "mask of shape ", shape_str(mask.shape()),
+              " must broadcast to the input's shape ", shape_str(x.shape()));
+  return where(mask, scalar_tensor(value, TensorOptions(x.dtype()).with_device(x.device())), x);
+}
+
+}  // namespace ember

@@ -1,0 +1,95 @@
+// The math of every elementwise op, written once as functors that both backends call
+// (__host__ __device__ under nvcc). Arithmetic for f16/bf16 happens in float.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#ifdef __CUDACC__
+#define EMBER_HD __host__ __device__ __forceinline__
+#else
+#define EMBER_HD inline
+#endif
+
+namespace ember {
+
+enum class UnaryOp : uint8_t {
+  neg, exp, log, log1p, sqrt, rsqrt, abs, tanh, sigmoid, relu, gelu, silu, clamp, pow_scalar,
+  logical_not, gelu_grad  // d gelu(x) / dx
+};
+
+enum class BinaryOp : uint8_t {
+  add, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge, logical_and, logical_or
+};
+
+constexpr bool is_comparison(BinaryOp op) {
+  return op == BinaryOp::eq || op == BinaryOp::ne || op == BinaryOp::lt || op == BinaryOp::le ||
+         op == BinaryOp::gt || op == BinaryOp::ge || op == BinaryOp::logical_and ||
+         op == BinaryOp::logical_or;
+}
+
+// Parameters a unary op may need (clamp bounds, exponent).
+struct UnaryArgs {
+  double a = 0, b = 0;
+};
+
+template <class T>
+EMBER_HD T unary_apply(UnaryOp op, T x, UnaryArgs p) {
+  using std::abs;
+  switch (op) {
+    case UnaryOp::neg: return static_cast<T>(-x);
+    case UnaryOp::exp: return std::exp(x);
+    case UnaryOp::log: return std::log(x);
+    case UnaryOp::log1p: return std::log1p(x);
+    case UnaryOp::sqrt: return std::sqrt(x);
+    case UnaryOp::rsqrt: return T(1) / std::sqrt(x);
+    case UnaryOp::abs: return x < T(0) ? static_cast<T>(-x) : x;
+    case UnaryOp::tanh: return std::tanh(x);
+    case UnaryOp::sigmoid: return T(1) / (T(1) + std::exp(-x));
+    case UnaryOp::relu: return x > T(0) ? x : T(0);
+    case UnaryOp::gelu: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+    case UnaryOp::silu: return x / (T(1) + std::exp(-x));
+    case UnaryOp::clamp: {
+      T lo = static_cast<T>(p.a), hi = static_cast<T>(p.b);
+      return x < lo ? lo : (x > hi ? hi : x);
+    }
+    case UnaryOp::pow_scalar: return std::pow(x, static_cast<T>(p.a));
+    case UnaryOp::logical_not: return static_cast<T>(!static_cast<bool>(x));
+    case UnaryOp::gelu_grad: {
+      T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+      T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
+      return cdf + x * pdf;
+    }
+  }
+  return x;
+}
+
+template <class T>
+EMBER_HD T binary_apply(BinaryOp op, T a, T b, T alpha) {
+  switch (op) {
+    case BinaryOp::add: return static_cast<T>(a + alpha * b);
+    case BinaryOp::sub: return static_cast<T>(a - b);
+    case BinaryOp::mul: return static_cast<T>(a * b);
+    case BinaryOp::div: return static_cast<T>(a / b);
+    case BinaryOp::pow: return static_cast<T>(std::pow(a, b));
+    case BinaryOp::maximum: return a > b ? a : b;
+    case BinaryOp::minimum: return a < b ? a : b;
+    default: return a;
+  }
+}
+
+template <class T>
+EMBER_HD bool compare_apply(BinaryOp op, T a, T b) {
+  switch (op) {
+    case BinaryOp::eq: return a == b;
+    case BinaryOp::ne: return a != b;
+    case BinaryOp::lt: return a < b;
+    case BinaryOp::le: return a <= b;
+    case BinaryOp::gt: return a > b;
+    case BinaryOp::ge: return a >= b;
+    case BinaryOp::logical_and: return static_cast<bool>(a) && static_cast<bool>(b);
+    case BinaryOp::logical_or: return static_cast<bool>(a) || static_cast<bool>(b);
+    default: return false;
+  }
+}
+
+}  // namespace ember

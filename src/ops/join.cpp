@@ -1,0 +1,142 @@
+// Joining and splitting (cat, stack, split, chunk), constant padding, and dropout.
+#include "cpu/cpu.h"
+#include "ops/common.h"
+
+namespace ember {
+namespace {
+using Grads = std::vector<Tensor>;
+using Needs = std::vector<bool>;
+}  // namespace
+
+Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
+  EMBER_CHECK(!xs.empty(), "cat", "needs at least one tensor");
+  detail::check_same_device("cat", xs);
+  const Tensor& first = xs[0];
+  EMBER_CHECK(first.dim() > 0, "cat", "cannot concatenate 0-D tensors (use stack)");
+  dim = wrap_dim(dim, first.dim(), "cat");
+  DType dt = first.dtype();
+  int64_t total = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const Tensor& t = xs[i];
+    EMBER_CHECK(t.dim() == first.dim(), "cat", "tensor ", i, " has shape ", shape_str(t.shape()),
+                ", tensor 0 has shape ", shape_str(first.shape()), " (dims differ)");
+    for (int64_t d = 0; d < t.dim(); ++d)
+      EMBER_CHECK(d == dim || t.size(d) == first.size(d), "cat", "tensor ", i, " has shape ",
+                  shape_str(t.shape()), ", tensor 0 has shape ", shape_str(first.shape()),
+                  "; sizes must match except in dim ", dim);
+    total += t.size(dim);
+    dt = promote_types(dt, t.dtype());
+  }
+  Shape s = first.shape();
+  s[dim] = total;
+  Tensor out = detail::make_tensor(s, dt, first.device());
+  std::vector<int64_t> sizes;
+  int64_t at = 0;
+  for (const auto& t : xs) {
+    cpu::copy(t, detail::make_view(out, [&] { Shape v = s; v[dim] = t.size(dim); return v; }(),
+                                   out.strides(), at * out.stride(dim)));
+    sizes.push_back(t.size(dim));
+    at += t.size(dim);
+  }
+  std::vector<DType> dts;
+  for (const auto& t : xs) dts.push_back(t.dtype());
+  record("cat", xs, {out}, [sizes, dim, dts](const Grads& g, const Grads&, const Needs& n) {
+    Grads r;
+    int64_t off = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      r.push_back(n[i] ? to_dtype(g[0].narrow(dim, off, sizes[i]), dts[i]) : Tensor());
+      off += sizes[i];
+    }
+    return r;
+  });
+  return out;
+}
+
+Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
+  EMBER_CHECK(!xs.empty(), "stack", "needs at least one tensor");
+  dim = wrap_dim(dim, xs[0].dim() + 1, "stack");
+  std::vector<Tensor> u;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    EMBER_CHECK(xs[i].defined() && xs[i].shape() == xs[0].shape(), "stack", "tensor ", i, " has shape ",
+                xs[i].defined() ? shape_str(xs[i].shape()) : "undefined", ", tensor 0 has shape ",
+                shape_str(xs[0].shape()), "; all must match");
+    u.push_back(xs[i].unsqueeze(dim));
+  }
+  return cat(u, dim);
+}
+
+std::vector<Tensor> split_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  detail::check_defined("split", {x});
+  dim = wrap_dim(dim, x.dim(), "split");
+  int64_t total = 0;
+  for (auto s : sizes) {
+    EMBER_CHECK(s >= 0, "split", "negative split size ", s);
+    total += s;
+  }
+  EMBER_CHECK(total == x.size(dim), "split", "sizes sum to ", total, " but dim ", dim, " of shape ",
+              shape_str(x.shape()), " has ", x.size(dim));
+  std::vector<Tensor> r;
+  int64_t at = 0;
+  for (auto s : sizes) {
+    r.push_back(x.narrow(dim, at, s));
+    at += s;
+  }
+  return r;
+}
+
+std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  detail::check_defined("split", {x});
+  EMBER_CHECK(split_size > 0, "split", "split_size must be positive, got ", split_size);
+  dim = wrap_dim(dim, x.dim(), "split");
+  std::vector<int64_t> sizes;
+  for (int64_t at = 0; at < x.size(dim); at += split_size) sizes.push_back(std::min(split_size, x.size(dim) - at));
+  return split_sizes(x, sizes, dim);
+}
+
+std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
+  detail::check_defined("chunk", {x});
+  EMBER_CHECK(chunks > 0, "chunk", "chunks must be positive, got ", chunks);
+  dim = wrap_dim(dim, x.dim(), "chunk");
+  const int64_t n = x.size(dim);
+  return split(x, std::max<int64_t>((n + chunks - 1) / chunks, 1), dim);
+}
+
+Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
+  detail::check_defined("pad", {x});
+  EMBER_CHECK(pads.size() % 2 == 0 && static_cast<int64_t>(pads.size()) / 2 <= x.dim(), "pad",
+              "pads must hold (lo, hi) pairs for at most ", x.dim(), " dims, got ", pads.size(),
+              " values for shape ", shape_str(x.shape()));
+  Shape s = x.shape();
+  for (size_t i = 0; i < pads.size(); ++i) {
+    EMBER_CHECK(pads[i] >= 0, "pad", "negative padding ", pads[i], " is not supported");
+    s[x.dim() - 1 - static_cast<int64_t>(i / 2)] += pads[i];
+  }
+  Tensor out = full(s, value, TensorOptions(x.dtype()).with_device(x.device()));
+  Tensor inner = out;
+  for (size_t p = 0; p < pads.size() / 2; ++p) {
+    const int64_t d = x.dim() - 1 - static_cast<int64_t>(p);
+    inner = inner.narrow(d, pads[2 * p], x.size(d));
+  }
+  cpu::copy(x, inner);
+  record("pad", {x}, {out}, [pads, shape = x.shape()](const Grads& g, const Grads&, const Needs&) {
+    Tensor r = g[0];
+    for (size_t p = 0; p < pads.size() / 2; ++p) {
+      const int64_t d = static_cast<int64_t>(shape.size()) - 1 - static_cast<int64_t>(p);
+      r = r.narrow(d, pads[2 * p], shape[d]);
+    }
+    return Grads{contiguous(r)};
+  });
+  return out;
+}
+
+Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  detail::check_defined("dropout", {x});
+  EMBER_CHECK(p >= 0 && p <= 1, "dropout", "probability ", p, " outside [0, 1]");
+  EMBER_CHECK(is_floating(x.dtype()), "dropout", "needs a float tensor, got ", detail::describe(x));
+  if (!training || p == 0) return x;
+  if (p == 1) return mul(x, zeros_like(x));
+  Tensor keep = bernoulli(x.shape(), 1.0 - p, TensorOptions(x.dtype()).with_device(x.device()), gen);
+  return mul(x, mul(keep, scalar_tensor(1.0 / (1.0 - p), TensorOptions(x.dtype()))));
+}
+
+}  // namespace ember

@@ -1,0 +1,98 @@
+// matmul and bmm. Every product reduces to one primitive, a batched (B, n, k) @ (B, k, m),
+// whose backward is two more batched products.
+#include "cpu/cpu.h"
+#include "ops/common.h"
+
+namespace ember {
+namespace {
+using Grads = std::vector<Tensor>;
+using Needs = std::vector<bool>;
+
+// The backend needs unit stride in one of a matrix's two dims and no broadcast batch.
+Tensor gemm_ready(const Tensor& t) {
+  const bool rows_ok = t.stride(2) == 1 || t.size(2) == 1;
+  const bool cols_ok = t.stride(1) == 1 || t.size(1) == 1;
+  const bool batch_ok = t.size(0) == 1 || t.stride(0) != 0;
+  const bool lead_ok = rows_ok ? t.stride(1) >= t.size(2) || t.size(1) == 1 : t.stride(2) >= t.size(1) || t.size(2) == 1;
+  if ((rows_ok || cols_ok) && batch_ok && lead_ok) return t;
+  return contiguous(t);
+}
+
+// (B, n, k) @ (B, k, m) -> (B, n, m), with autograd.
+Tensor bmm_primitive(const Tensor& a, const Tensor& b) {
+  const DType rd = a.dtype();
+  const DType cd = compute_dtype(rd);
+  Tensor ai = gemm_ready(to_dtype(a.detach(), cd)), bi = gemm_ready(to_dtype(b.detach(), cd));
+  Tensor out = detail::make_tensor({a.size(0), a.size(1), b.size(2)}, cd, a.device());
+  cpu::bmm(ai, bi, out);
+  if (cd != rd) out = to_dtype(out, rd);
+  record(
+      "matmul", {a, b}, {out},
+      [](const Grads& g, const Grads& s, const Needs& n) {
+        Tensor ga, gb;
+        if (n[0]) ga = bmm_primitive(g[0], s[1].transpose(1, 2));
+        if (n[1]) gb = bmm_primitive(s[0].transpose(1, 2), g[0]);
+        return Grads{ga, gb};
+      },
+      {a, b});
+  return out;
+}
+
+void check_matmul_args(const char* op, const Tensor& a, const Tensor& b) {
+  detail::check_same_device(op, {a, b});
+  EMBER_CHECK(a.dtype() == b.dtype(), op, "dtypes differ: ", detail::describe(a), " @ ", detail::describe(b));
+  EMBER_CHECK(is_floating(a.dtype()), op, "needs float tensors, got ", detail::describe(a), " @ ",
+              detail::describe(b));
+  EMBER_CHECK(a.dim() >= 1 && b.dim() >= 1, op, "needs tensors of at least 1 dim, got ",
+              shape_str(a.shape()), " @ ", shape_str(b.shape()));
+}
+
+}  // namespace
+
+Tensor bmm(const Tensor& a, const Tensor& b) {
+  check_matmul_args("bmm", a, b);
+  EMBER_CHECK(a.dim() == 3 && b.dim() == 3, "bmm", "needs 3-D tensors, got ", shape_str(a.shape()), " @ ",
+              shape_str(b.shape()));
+  EMBER_CHECK(a.size(0) == b.size(0), "bmm", "batch sizes differ: ", shape_str(a.shape()), " @ ",
+              shape_str(b.shape()));
+  EMBER_CHECK(a.size(2) == b.size(1), "bmm", "inner dimensions differ: ", shape_str(a.shape()), " @ ",
+              shape_str(b.shape()));
+  return bmm_primitive(a, b);
+}
+
+Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+  check_matmul_args("matmul", a_in, b_in);
+  const bool a_vec = a_in.dim() == 1, b_vec = b_in.dim() == 1;
+  Tensor a = a_vec ? a_in.unsqueeze(0) : a_in;
+  Tensor b = b_vec ? b_in.unsqueeze(1) : b_in;
+  EMBER_CHECK(a.size(-1) == b.size(-2), "matmul", "inner dimensions differ: ", shape_str(a_in.shape()),
+              " @ ", shape_str(b_in.shape()));
+  const int64_t n = a.size(-2), k = a.size(-1), m = b.size(-1);
+  Shape batch_a(a.shape().begin(), a.shape().end() - 2), batch_b(b.shape().begin(), b.shape().end() - 2);
+  Tensor out;
+  if (b.dim() == 2) {
+    // (..., n, k) @ (k, m): fold the batch into rows, one GEMM.
+    Tensor a2 = reshape(a, {-1, k}).unsqueeze(0);
+    Tensor r = bmm_primitive(a2, b.unsqueeze(0));
+    Shape s = batch_a;
+    s.push_back(n);
+    s.push_back(m);
+    out = reshape(r, s);
+  } else {
+    const Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+    Shape sa = batch, sb = batch;
+    sa.insert(sa.end(), {n, k});
+    sb.insert(sb.end(), {k, m});
+    const int64_t B = numel_of(batch);
+    Tensor a3 = reshape(expand(a, sa), {B, n, k});
+    Tensor b3 = reshape(expand(b, sb), {B, k, m});
+    Shape s = batch;
+    s.insert(s.end(), {n, m});
+    out = reshape(bmm_primitive(a3, b3), s);
+  }
+  if (a_vec) out = out.squeeze(-2);
+  if (b_vec) out = out.squeeze(-1);
+  return out;
+}
+
+}  // namespace ember
