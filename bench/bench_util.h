@@ -1,0 +1,65 @@
+// What ember-bench and its libtorch peer share, so both measure the same way (WORKLOADS.md):
+// a workload is a step function; it runs `warmup` untimed steps, then `steps` timed ones, and
+// reports min / median / max wall time per step in milliseconds. Header-only and free of
+// ember and torch, so the peer binary does not link ember.
+#pragma once
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace bench {
+
+struct Stats {
+  double min_ms = 0, median_ms = 0, max_ms = 0;
+  int steps = 0;
+};
+
+// Median of an odd count is the middle value; of an even count, the mean of the two middles.
+inline Stats summarize(std::vector<double> ms) {
+  Stats s;
+  if (ms.empty()) return s;
+  std::sort(ms.begin(), ms.end());
+  size_t n = ms.size();
+  s.min_ms = ms.front();
+  s.max_ms = ms.back();
+  s.median_ms = (n % 2) ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  s.steps = static_cast<int>(n);
+  return s;
+}
+
+// Runs step() warmup times untimed, then `steps` times, timing each call on its own.
+// CPU work is synchronous, so the wall time of the call is the time of the step.
+inline Stats time_steps(const std::function<void()>& step, int warmup, int steps) {
+  for (int i = 0; i < warmup; ++i) step();
+  std::vector<double> ms;
+  ms.reserve(static_cast<size_t>(steps));
+  for (int i = 0; i < steps; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    step();
+    auto t1 = std::chrono::steady_clock::now();
+    ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+  }
+  return summarize(std::move(ms));
+}
+
+// Parses a positive integer flag value; exits with a message on anything else.
+inline int parse_positive(const char* flag, const char* value) {
+  char* end = nullptr;
+  long v = value ? std::strtol(value, &end, 10) : 0;
+  if (!value || *end != '\0' || v <= 0 || v > 1000000) {
+    std::fprintf(stderr, "%s expects a positive integer, got '%s'\n", flag, value ? value : "");
+    std::exit(2);
+  }
+  return static_cast<int>(v);
+}
+
+constexpr int kWarmupSteps = 3;
+constexpr int kDefaultSteps = 15;
+constexpr int kDefaultThreads = 2;
+constexpr unsigned kSeed = 1234;
+
+}  // namespace bench

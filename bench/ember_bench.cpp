@@ -1,0 +1,308 @@
+// ember-bench: the CPU training-step workloads of WORKLOADS.md, timed the same way every run.
+//
+//   ember-bench [--list] [--filter REGEX] [--json FILE] [--threads N] [--steps N] [--no-peer]
+//
+// Each workload is a full training step (forward, backward, SGD update, zero_grad) timed as
+// min / median / max over --steps steps after 3 warm-up steps, on --threads OpenMP threads.
+// When the libtorch peer `ember-bench-torch` sits next to this binary, it runs in the same
+// invocation with the same flags and a ratio line (ember / torch; below 1.0 = ember faster)
+// is printed per workload. Output contract: the last lines are one `NAME MEDIAN_MS` per
+// workload, nothing after them.
+#include <omp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "bench_util.h"
+#include "ember/ember.h"
+
+#ifndef EMBER_BENCH_COMMIT
+#define EMBER_BENCH_COMMIT "unknown"
+#endif
+
+namespace {
+
+// One built workload: step() runs a timed training step, last_loss() reports the loss of the
+// most recent step (a sanity figure printed next to the timing, never timed).
+struct Instance {
+  std::function<void()> step;
+  std::function<double()> last_loss;
+};
+
+struct Workload {
+  std::string name;
+  std::string what;
+  std::function<Instance()> make;
+};
+
+// W1_mlp: Linear 784->512, ReLU, Linear 512->512, ReLU, Linear 512->10, cross-entropy.
+// x (256, 784) ~ N(0, 1), labels in [0, 10), plain SGD lr 0.01, all from a fixed seed.
+Instance make_w1_mlp() {
+  using namespace ember;
+  auto gen = std::make_shared<Generator>(bench::kSeed);
+  auto model = std::make_shared<nn::Sequential>();
+  model->add(std::make_shared<nn::Linear>(784, 512, true, gen.get()));
+  model->add(std::make_shared<nn::ReLU>());
+  model->add(std::make_shared<nn::Linear>(512, 512, true, gen.get()));
+  model->add(std::make_shared<nn::ReLU>());
+  model->add(std::make_shared<nn::Linear>(512, 10, true, gen.get()));
+  Tensor x = randn({256, 784}, {}, gen.get());                 // (B, 784) f32
+  Tensor y = randint(0, 10, {256}, DType::i64, gen.get());     // (B) class indices
+  optim::SGDOptions sgd;
+  sgd.lr = 0.01;
+  auto opt = std::make_shared<optim::SGD>(model->parameters(), sgd);
+  auto last = std::make_shared<Tensor>();
+
+  Instance w;
+  w.step = [gen, model, x, y, opt, last] {
+    Tensor logits = model->forward(x);  // (B, 10)
+    Tensor loss = nn::cross_entropy(logits, y);
+    loss.backward();
+    opt->step();
+    opt->zero_grad();
+    *last = loss.detach();  // keep the value, not the graph
+  };
+  w.last_loss = [last] { return last->defined() ? static_cast<double>(last->item<float>()) : NAN; };
+  return w;
+}
+
+const std::vector<Workload>& workloads() {
+  static const std::vector<Workload> all = {
+      {"W1_mlp", "MLP 784-512-512-10, ReLU, cross-entropy, x (256, 784), SGD", make_w1_mlp},
+  };
+  return all;
+}
+
+struct Result {
+  std::string name;
+  std::string library;  // "ember" or "torch"
+  bench::Stats stats;
+  double loss = NAN;
+};
+
+struct Args {
+  bool list = false;
+  bool peer = true;
+  std::string filter = ".*";
+  std::string json;
+  int threads = bench::kDefaultThreads;
+  int steps = bench::kDefaultSteps;
+};
+
+void usage(FILE* to) {
+  std::fprintf(to,
+               "usage: ember-bench [--list] [--filter REGEX] [--json FILE] [--threads N] "
+               "[--steps N] [--no-peer]\n"
+               "  --list          name the workloads and exit\n"
+               "  --filter REGEX  run the workloads whose name matches (default: all)\n"
+               "  --json FILE     write every figure (min/median/max ms, device, dtype, commit)\n"
+               "  --threads N     OpenMP threads, also given to the libtorch peer (default %d)\n"
+               "  --steps N       timed steps after %d warm-up steps (default %d)\n"
+               "  --no-peer       do not run ember-bench-torch even when it is built\n",
+               bench::kDefaultThreads, bench::kWarmupSteps, bench::kDefaultSteps);
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    std::string s = argv[i];
+    auto value = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", s.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (s == "--list") a.list = true;
+    else if (s == "--no-peer") a.peer = false;
+    else if (s == "--filter") a.filter = value();
+    else if (s == "--json") a.json = value();
+    else if (s == "--threads") a.threads = bench::parse_positive("--threads", value());
+    else if (s == "--steps") a.steps = bench::parse_positive("--steps", value());
+    else if (s == "-h" || s == "--help") { usage(stdout); std::exit(0); }
+    else { std::fprintf(stderr, "unknown argument '%s'\n", s.c_str()); usage(stderr); std::exit(2); }
+  }
+  return a;
+}
+
+std::string json_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) { out += ' '; continue; }
+    out += c;
+  }
+  return out;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += (c == '\'') ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+std::filesystem::path peer_path(const char* argv0) {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) self = std::filesystem::absolute(argv0, ec);
+  return self.parent_path() / "ember-bench-torch";
+}
+
+// Runs the libtorch peer with the same flags and reads its `stats NAME MIN MEDIAN MAX STEPS`
+// lines. Returns false (with a message) when it fails.
+bool run_peer(const std::filesystem::path& exe, const Args& a, std::vector<Result>& out) {
+  std::string cmd = shell_quote(exe.string()) + " --stats --threads " + std::to_string(a.threads) +
+                    " --steps " + std::to_string(a.steps) + " --filter " + shell_quote(a.filter);
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) {
+    std::printf("libtorch peer could not be started: %s\n", cmd.c_str());
+    return false;
+  }
+  std::string text;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) text.append(buf, n);
+  int status = pclose(p);
+  if (status != 0) {
+    std::printf("libtorch peer failed (status %d); its output:\n%s", status, text.c_str());
+    return false;
+  }
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    std::string tag;
+    Result r;
+    r.library = "torch";
+    if (f >> tag && tag == "stats" &&
+        f >> r.name >> r.stats.min_ms >> r.stats.median_ms >> r.stats.max_ms >> r.stats.steps >> r.loss)
+      out.push_back(r);
+  }
+  return true;
+}
+
+void print_result(const Result& r) {
+  std::printf("  %-6s %-22s min %9.3f  median %9.3f  max %9.3f ms  (%d steps, last loss %.4f)\n",
+              r.library.c_str(), r.name.c_str(), r.stats.min_ms, r.stats.median_ms, r.stats.max_ms,
+              r.stats.steps, r.loss);
+  std::fflush(stdout);
+}
+
+bool write_json(const std::string& file, const Args& a, const std::vector<Result>& results,
+                const std::map<std::string, double>& ratios) {
+  std::ofstream js(file);
+  if (!js) return false;
+  js << "{\n  \"commit\": \"" << json_escape(EMBER_BENCH_COMMIT) << "\",\n"
+     << "  \"device\": \"cpu\",\n  \"dtype\": \"f32\",\n"
+     << "  \"threads\": " << a.threads << ",\n  \"warmup_steps\": " << bench::kWarmupSteps
+     << ",\n  \"steps\": " << a.steps << ",\n  \"results\": [";
+  for (size_t i = 0; i < results.size(); ++i) {
+    const Result& r = results[i];
+    js << (i ? "," : "") << "\n    {\"name\": \"" << json_escape(r.name) << "\", \"library\": \""
+       << r.library << "\", \"device\": \"cpu\", \"dtype\": \"f32\", \"min_ms\": " << r.stats.min_ms
+       << ", \"median_ms\": " << r.stats.median_ms << ", \"max_ms\": " << r.stats.max_ms
+       << ", \"steps\": " << r.stats.steps << ", \"last_loss\": "
+       << (std::isfinite(r.loss) ? std::to_string(r.loss) : std::string("null")) << "}";
+  }
+  js << "\n  ],\n  \"ratios_ember_over_torch\": {";
+  size_t i = 0;
+  for (const auto& [name, ratio] : ratios)
+    js << (i++ ? "," : "") << "\n    \"" << json_escape(name) << "\": " << ratio;
+  js << (ratios.empty() ? "}" : "\n  }") << "\n}\n";
+  return static_cast<bool>(js);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a = parse_args(argc, argv);
+  if (a.list) {
+    for (const auto& w : workloads()) std::printf("%-22s %s\n", w.name.c_str(), w.what.c_str());
+    return 0;
+  }
+  std::regex filter;
+  try {
+    filter = std::regex(a.filter);
+  } catch (const std::regex_error& e) {
+    std::fprintf(stderr, "--filter: bad regex '%s': %s\n", a.filter.c_str(), e.what());
+    return 2;
+  }
+  std::vector<const Workload*> chosen;
+  for (const auto& w : workloads())
+    if (std::regex_search(w.name, filter)) chosen.push_back(&w);
+  if (chosen.empty()) {
+    std::fprintf(stderr, "no workload matches '%s' (see --list)\n", a.filter.c_str());
+    return 2;
+  }
+
+  omp_set_num_threads(a.threads);
+  std::printf("ember-bench  commit %s  device cpu  dtype f32  threads %d  steps %d (+%d warm-up)\n",
+              EMBER_BENCH_COMMIT, a.threads, a.steps, bench::kWarmupSteps);
+  std::fflush(stdout);
+
+  std::vector<Result> results;
+  for (const Workload* w : chosen) {
+    Result r{w->name, "ember", {}, NAN};
+    try {
+      Instance inst = w->make();
+      r.stats = bench::time_steps(inst.step, bench::kWarmupSteps, a.steps);
+      r.loss = inst.last_loss();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s failed: %s\n", w->name.c_str(), e.what());
+      return 1;
+    }
+    print_result(r);
+    results.push_back(r);
+  }
+  const size_t n_ember = results.size();
+
+  std::vector<std::string> notes;
+  std::map<std::string, double> ratios;
+  if (a.peer) {
+    auto exe = peer_path(argv[0]);
+    std::error_code ec;
+    if (!std::filesystem::exists(exe, ec)) {
+      notes.push_back("libtorch peer not built (apt-get install libtorch-dev)");
+    } else {
+      std::vector<Result> peer;
+      if (run_peer(exe, a, peer)) {
+        for (const Result& p : peer) {
+          print_result(p);
+          results.push_back(p);
+        }
+        for (size_t i = 0; i < n_ember; ++i)
+          for (const Result& p : peer)
+            if (p.name == results[i].name && p.stats.median_ms > 0) {
+              double ratio = results[i].stats.median_ms / p.stats.median_ms;
+              ratios[p.name] = ratio;
+              char line[256];
+              std::snprintf(line, sizeof line, "%s ratio ember/torch %.2f", p.name.c_str(), ratio);
+              notes.push_back(line);
+            }
+      } else {
+        notes.push_back("libtorch peer failed; no ratios");
+      }
+    }
+  }
+
+  if (!a.json.empty()) {
+    if (!write_json(a.json, a, results, ratios)) {
+      std::fprintf(stderr, "could not write %s\n", a.json.c_str());
+      return 1;
+    }
+    std::printf("wrote %s\n", a.json.c_str());
+  }
+  for (const auto& n : notes) std::printf("%s\n", n.c_str());
+  // The contract: last, one `NAME MEDIAN_MS` line per workload.
+  for (size_t i = 0; i < n_ember; ++i)
+    std::printf("%s %.3f\n", results[i].name.c_str(), results[i].stats.median_ms);
+  return 0;
+}

@@ -1,0 +1,350 @@
+// fashion_mnist: trains a 784-256-128-10 MLP with SGD + momentum on the real Fashion-MNIST.
+//
+// Data: the four IDX files of the original distribution (gzip or plain; zlib reads both) in
+// --data DIR. Debian's dataset-fashion-mnist package installs them in the default folder.
+//   train-images-idx3-ubyte[.gz]  magic 0x00000803, then n, rows, cols (big-endian u32), u8 pixels
+//   train-labels-idx1-ubyte[.gz]  magic 0x00000801, then n, u8 labels in [0, 10)
+//   t10k-*                        the same for the 10k test set
+// Pixels go to [0, 1], then (x - 0.2860) / 0.3530 (the training set's mean and std).
+#include <zlib.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <filesystem>
+#include <iomanip>
+#include <iostream>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ember/ember.h"
+
+namespace {
+
+using namespace ember;
+namespace fs = std::filesystem;
+
+constexpr int64_t kClasses = 10;
+constexpr double kMean = 0.2860, kStd = 0.3530;
+constexpr double kPi = 3.14159265358979323846;
+
+// --- IDX reading ------------------------------------------------------------------------------
+
+// A gzFile that closes itself.
+struct GzFile {
+  gzFile f = nullptr;
+  ~GzFile() {
+    if (f) gzclose(f);
+  }
+};
+
+// Finds DIR/name.gz or DIR/name.
+std::string find_file(const std::string& dir, const std::string& name) {
+  for (const std::string& cand : {dir + "/" + name + ".gz", dir + "/" + name}) {
+    if (fs::is_regular_file(cand)) return cand;
+  }
+  EMBER_FAIL("fashion_mnist", "missing data file ", dir, "/", name, ".gz (or without .gz); "
+             "install Debian's dataset-fashion-mnist package or pass --data DIR holding the "
+             "Fashion-MNIST IDX files");
+}
+
+void read_exact(gzFile f, void* buf, size_t n, const std::string& path, const char* what) {
+  auto* p = static_cast<unsigned char*>(buf);
+  size_t done = 0;
+  while (done < n) {
+    // gzread takes an unsigned count; read in chunks well under 2^31.
+    const unsigned chunk = static_cast<unsigned>(std::min<size_t>(n - done, 1u << 30));
+    const int got = gzread(f, p + done, chunk);
+    if (got < 0) {
+      int errnum = 0;
+      const char* msg = gzerror(f, &errnum);
+      EMBER_FAIL("fashion_mnist", "corrupt file ", path, " while reading ", what, ": ", msg);
+    }
+    if (got == 0) {
+      EMBER_FAIL("fashion_mnist", "corrupt file ", path, ": truncated while reading ", what,
+                 " (got ", done, " of ", n, " bytes)");
+    }
+    done += static_cast<size_t>(got);
+  }
+}
+
+uint32_t read_be32(gzFile f, const std::string& path, const char* what) {
+  unsigned char b[4];
+  read_exact(f, b, 4, path, what);
+  return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | uint32_t{b[3]};
+}
+
+struct Split {
+  Tensor images;  // (N, rows*cols) f32, normalised
+  Tensor labels;  // (N) i64
+  int64_t n = 0;
+  int64_t features = 0;
+};
+
+// Reads an images/labels pair; keeps at most `limit` samples when limit > 0.
+Split load_split(const std::string& dir, const std::string& prefix, int64_t limit) {
+  const std::string ipath = find_file(dir, prefix + "-images-idx3-ubyte");
+  const std::string lpath = find_file(dir, prefix + "-labels-idx1-ubyte");
+
+  GzFile img;
+  img.f = gzopen(ipath.c_str(), "rb");
+  EMBER_CHECK(img.f != nullptr, "fashion_mnist", "cannot open ", ipath);
+  const uint32_t imagic = read_be32(img.f, ipath, "the magic number");
+  EMBER_CHECK(imagic == 0x00000803, "fashion_mnist", "corrupt file ", ipath,
+              ": IDX magic is 0x", std::hex, std::setfill('0'), std::setw(8), imagic, std::dec, ", expected 0x00000803 (u8, 3 dims)");
+  const uint32_t n = read_be32(img.f, ipath, "the image count");
+  const uint32_t rows = read_be32(img.f, ipath, "the row count");
+  const uint32_t cols = read_be32(img.f, ipath, "the column count");
+  EMBER_CHECK(n > 0 && rows > 0 && cols > 0 && rows <= 4096 && cols <= 4096, "fashion_mnist",
+              "corrupt file ", ipath, ": implausible sizes n=", n, " rows=", rows, " cols=", cols);
+
+  GzFile lab;
+  lab.f = gzopen(lpath.c_str(), "rb");
+  EMBER_CHECK(lab.f != nullptr, "fashion_mnist", "cannot open ", lpath);
+  const uint32_t lmagic = read_be32(lab.f, lpath, "the magic number");
+  EMBER_CHECK(lmagic == 0x00000801, "fashion_mnist", "corrupt file ", lpath,
+              ": IDX magic is 0x", std::hex, std::setfill('0'), std::setw(8), lmagic, std::dec, ", expected 0x00000801 (u8, 1 dim)");
+  const uint32_t ln = read_be32(lab.f, lpath, "the label count");
+  EMBER_CHECK(ln == n, "fashion_mnist", ipath, " holds ", n, " images but ", lpath, " holds ", ln,
+              " labels");
+
+  const int64_t keep = limit > 0 ? std::min<int64_t>(limit, n) : n;
+  const int64_t features = int64_t{rows} * cols;
+  std::vector<unsigned char> pix(static_cast<size_t>(keep * features));
+  read_exact(img.f, pix.data(), pix.size(), ipath, "pixels");
+  std::vector<unsigned char> lab8(static_cast<size_t>(keep));
+  read_exact(lab.f, lab8.data(), lab8.size(), lpath, "labels");
+
+  std::vector<int64_t> labels(lab8.size());
+  for (size_t i = 0; i < lab8.size(); ++i) {
+    EMBER_CHECK(lab8[i] < kClasses, "fashion_mnist", "corrupt file ", lpath, ": label ", int{lab8[i]},
+                " at index ", i, " is not in [0, ", kClasses, ")");
+    labels[i] = lab8[i];
+  }
+  Split s;
+  s.n = keep;
+  s.features = features;
+  {
+    std::vector<float> raw(pix.begin(), pix.end());  // the one conversion from bytes
+    s.images = from_vector(raw, {keep, features});   // (N, rows*cols) in [0, 255]
+  }
+  // [0, 255] -> [0, 1] -> (x - mean) / std, in place so the 60k images exist once.
+  s.images.mul_(1.0 / 255.0);
+  s.images.add_(scalar_tensor(-kMean));
+  s.images.mul_(1.0 / kStd);
+  s.labels = from_vector(labels, {keep});
+  return s;
+}
+
+// --- command line -----------------------------------------------------------------------------
+
+struct Args {
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  int64_t epochs = 3;
+  int64_t batch = 128;
+  double lr = 0.05;
+  uint64_t seed = 42;
+  int threads = 0;  // 0: OpenMP's default
+  int64_t limit = 0;
+  bool help = false;
+};
+
+void usage(std::ostream& os) {
+  os << "usage: fashion_mnist [options]\n"
+        "  --data DIR     folder with the Fashion-MNIST IDX files (.gz or plain)\n"
+        "                 (default /usr/share/datasets/fashion-mnist: apt-get install dataset-fashion-mnist)\n"
+        "  --epochs N     training epochs (default 3)\n"
+        "  --batch N      minibatch size (default 128)\n"
+        "  --lr X         peak SGD learning rate, cosine-decayed to 0; momentum 0.9 (default 0.05)\n"
+        "  --seed N       seed for initialisation and shuffling (default 42)\n"
+        "  --threads N    OpenMP threads (default: OpenMP's own default)\n"
+        "  --limit N      train on the first N training images only (smoke tests)\n"
+        "  --help         this text\n";
+}
+
+int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
+  size_t pos = 0;
+  long long x = 0;
+  try {
+    x = std::stoll(v, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  EMBER_CHECK(pos == v.size() && !v.empty(), "fashion_mnist", flag, " expects an integer, got \"", v, "\"");
+  EMBER_CHECK(x >= min, "fashion_mnist", flag, " must be >= ", min, ", got ", x);
+  return x;
+}
+
+double parse_double(const std::string& flag, const std::string& v) {
+  size_t pos = 0;
+  double x = 0;
+  try {
+    x = std::stod(v, &pos);
+  } catch (const std::exception&) {
+    pos = 0;
+  }
+  EMBER_CHECK(pos == v.size() && !v.empty(), "fashion_mnist", flag, " expects a number, got \"", v, "\"");
+  EMBER_CHECK(x > 0.0, "fashion_mnist", flag, " must be > 0, got ", x);
+  return x;
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      a.help = true;
+      continue;
+    }
+    EMBER_CHECK(flag == "--data" || flag == "--epochs" || flag == "--batch" || flag == "--lr" ||
+                    flag == "--seed" || flag == "--threads" || flag == "--limit",
+                "fashion_mnist", "unknown option \"", flag, "\" (see --help)");
+    EMBER_CHECK(i + 1 < argc, "fashion_mnist", flag, " needs a value (see --help)");
+    const std::string v = argv[++i];
+    if (flag == "--data") a.data = v;
+    else if (flag == "--epochs") a.epochs = parse_int(flag, v, 1);
+    else if (flag == "--batch") a.batch = parse_int(flag, v, 1);
+    else if (flag == "--lr") a.lr = parse_double(flag, v);
+    else if (flag == "--seed") a.seed = static_cast<uint64_t>(parse_int(flag, v, 0));
+    else if (flag == "--threads") a.threads = static_cast<int>(parse_int(flag, v, 1));
+    else if (flag == "--limit") a.limit = parse_int(flag, v, 1);
+  }
+  return a;
+}
+
+// --- training ---------------------------------------------------------------------------------
+
+// Number of rows whose argmax matches the label.
+int64_t count_correct(const Tensor& logits, const Tensor& labels) {
+  return sum(eq(argmax(logits, 1), labels)).item<int64_t>();
+}
+
+double evaluate(nn::Sequential& model, const Split& test) {
+  model.eval();
+  NoGradGuard no_grad;
+  int64_t correct = 0;
+  constexpr int64_t kEvalBatch = 1000;
+  for (int64_t start = 0; start < test.n; start += kEvalBatch) {
+    const int64_t len = std::min(kEvalBatch, test.n - start);
+    correct += count_correct(model(test.images.narrow(0, start, len)), test.labels.narrow(0, start, len));
+  }
+  model.train();
+  return 100.0 * static_cast<double>(correct) / static_cast<double>(test.n);
+}
+
+int run(const Args& args) {
+  if (args.threads > 0) omp_set_num_threads(args.threads);
+  const auto t0 = std::chrono::steady_clock::now();
+
+  const Split train = load_split(args.data, "train", args.limit);
+  const Split test = load_split(args.data, "t10k", 0);
+  EMBER_CHECK(train.features == test.features, "fashion_mnist", "train images have ", train.features,
+              " pixels but test images have ", test.features);
+  std::printf("data: %lld train, %lld test images of %lld pixels from %s (threads %d)\n",
+              static_cast<long long>(train.n), static_cast<long long>(test.n),
+              static_cast<long long>(train.features), args.data.c_str(), omp_get_max_threads());
+
+  Generator gen(args.seed);
+  nn::Sequential model;
+  model.add(std::make_shared<nn::Linear>(train.features, 256, true, &gen))
+      .add(std::make_shared<nn::ReLU>())
+      .add(std::make_shared<nn::Linear>(256, 128, true, &gen))
+      .add(std::make_shared<nn::ReLU>())
+      .add(std::make_shared<nn::Linear>(128, kClasses, true, &gen));
+  std::printf("model: %lld -> 256 -> ReLU -> 128 -> ReLU -> %lld, %lld parameters; "
+              "SGD lr %g (cosine to 0) momentum 0.9, batch %lld\n",
+              static_cast<long long>(train.features), static_cast<long long>(kClasses),
+              static_cast<long long>(model.parameter_count()), args.lr,
+              static_cast<long long>(args.batch));
+
+  optim::SGD opt(model.parameters(), {.lr = args.lr, .momentum = 0.9, .weight_decay = 0.0});
+
+  std::mt19937_64 shuffle_rng(args.seed);
+  std::vector<int64_t> order(static_cast<size_t>(train.n));
+  const int64_t steps = (train.n + args.batch - 1) / args.batch;
+  constexpr int64_t kLogEvery = 100;
+  double test_acc = 0.0;
+
+  for (int64_t epoch = 1; epoch <= args.epochs; ++epoch) {
+    std::iota(order.begin(), order.end(), int64_t{0});
+    std::shuffle(order.begin(), order.end(), shuffle_rng);
+    const Tensor perm = from_vector(order, {train.n});
+
+    double loss_sum = 0.0;
+    int64_t correct = 0, seen = 0;
+    auto window_start = std::chrono::steady_clock::now();
+    for (int64_t step = 1; step <= steps; ++step) {
+      const int64_t start = (step - 1) * args.batch;
+      const int64_t len = std::min(args.batch, train.n - start);
+      const Tensor idx = perm.narrow(0, start, len);
+      const Tensor x = index_select(train.images, 0, idx);  // (B, 784)
+      const Tensor y = index_select(train.labels, 0, idx);  // (B)
+
+      // Cosine decay from lr to 0 over the whole run: the late small steps settle the noise
+      // that momentum SGD leaves at a constant rate (worth about a point of test accuracy).
+      const double progress = static_cast<double>((epoch - 1) * steps + step - 1) /
+                              static_cast<double>(args.epochs * steps);
+      opt.options().lr = args.lr * 0.5 * (1.0 + std::cos(kPi * progress));
+
+      const Tensor logits = model(x);  // (B, 10)
+      const Tensor loss = nn::cross_entropy(logits, y);
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+
+      loss_sum += loss.item<double>() * static_cast<double>(len);
+      {
+        NoGradGuard no_grad;
+        correct += count_correct(logits, y);
+      }
+      seen += len;
+      if (step % kLogEvery == 0 || step == steps) {
+        const auto now = std::chrono::steady_clock::now();
+        const double secs = std::chrono::duration<double>(now - window_start).count();
+        std::printf("epoch %lld/%lld step %lld/%lld loss %.4f acc %.1f%% %.0f samples/s\n",
+                    static_cast<long long>(epoch), static_cast<long long>(args.epochs),
+                    static_cast<long long>(step), static_cast<long long>(steps),
+                    loss_sum / static_cast<double>(seen),
+                    100.0 * static_cast<double>(correct) / static_cast<double>(seen),
+                    static_cast<double>(seen) / std::max(secs, 1e-9));
+        std::fflush(stdout);
+        loss_sum = 0.0;
+        correct = seen = 0;
+        window_start = now;
+      }
+    }
+    test_acc = evaluate(model, test);
+    std::printf("epoch %lld test_acc %.2f%%\n", static_cast<long long>(epoch), test_acc);
+    std::fflush(stdout);
+  }
+
+  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("final test accuracy: %.2f%%\n", test_acc);
+  std::printf("total time: %.1f s\n", total);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args args = parse_args(argc, argv);
+    if (args.help) {
+      usage(std::cout);
+      return 0;
+    }
+    return run(args);
+  } catch (const ember::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
