@@ -1,4 +1,5 @@
 // Elementwise CPU kernels: copy/convert, fill, unary, binary, where.
+#include <Eigen/Core>
 #include <cstring>
 
 #include "cpu/cpu.h"
@@ -102,8 +103,46 @@ void unary_loop(const Tensor& x, const Tensor& out, F f) {
                   });
 }
 
+// Contiguous float inputs: Eigen's packet math vectorises exp/log/tanh/sqrt/... which the
+// scalar std:: calls in unary_apply do not. Returns false when the op has no Eigen form.
+template <class T>
+bool unary_vectorised(UnaryOp op, const Tensor& x, const Tensor& out) {
+  if constexpr (!std::is_floating_point_v<T>) {
+    return false;
+  } else {
+    if (!x.is_contiguous() || !out.is_contiguous()) return false;
+    switch (op) {
+      case UnaryOp::exp: case UnaryOp::log: case UnaryOp::log1p: case UnaryOp::sqrt:
+      case UnaryOp::rsqrt: case UnaryOp::tanh: case UnaryOp::sigmoid: case UnaryOp::relu:
+      case UnaryOp::neg: case UnaryOp::abs: break;
+      default: return false;
+    }
+    const T* px = static_cast<const T*>(x.data_ptr());
+    T* po = static_cast<T*>(out.data_ptr());
+    parallel_for(x.numel(), 1, [&](int64_t b, int64_t e) {
+      Eigen::Map<const Eigen::Array<T, Eigen::Dynamic, 1>> in(px + b, e - b);
+      Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> o(po + b, e - b);
+      switch (op) {
+        case UnaryOp::exp: o = in.exp(); break;
+        case UnaryOp::log: o = in.log(); break;
+        case UnaryOp::log1p: o = in.log1p(); break;
+        case UnaryOp::sqrt: o = in.sqrt(); break;
+        case UnaryOp::rsqrt: o = in.rsqrt(); break;
+        case UnaryOp::tanh: o = in.tanh(); break;
+        case UnaryOp::sigmoid: o = in.logistic(); break;
+        case UnaryOp::relu: o = in.max(T(0)); break;
+        case UnaryOp::neg: o = -in; break;
+        case UnaryOp::abs: o = in.abs(); break;
+        default: break;
+      }
+    });
+    return true;
+  }
+}
+
 template <class T>
 void unary_typed(UnaryOp op, const Tensor& x, const Tensor& out, UnaryArgs p) {
+  if (unary_vectorised<T>(op, x, out)) return;
   // One loop per op so the op is a constant inside the loop and the switch folds away.
 #define EMBER_UNARY_CASE(OP) \
   case UnaryOp::OP: unary_loop<T>(x, out, [p](T v) { return unary_apply<T>(UnaryOp::OP, v, p); }); break;

@@ -53,6 +53,8 @@ template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions o) {
   EMBER_CHECK(static_cast<int64_t>(values.size()) == numel_of(shape), "from_vector", values.size(),
               " values do not fill shape ", shape_str(shape));
+  EMBER_CHECK(o.device.is_cpu(), "from_vector", "cannot create a tensor of shape ", shape_str(shape),
+              " on ", o.device, ": this build of ember has no CUDA backend");
   Tensor t = make_tensor(shape, dtype_of<T>::value, Device::cpu());
   T* p = t.data<T>();
   for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];

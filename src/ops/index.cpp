@@ -148,7 +148,8 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
               shape_str(weight.shape()));
   EMBER_CHECK(indices.dtype() == DType::i64 || indices.dtype() == DType::i32, "embedding",
               "indices must be i64 or i32, got ", detail::describe(indices));
-  Tensor rows = index_select(weight, 0, reshape(indices.detach(), {-1}));
+  Tensor idx = checked_index("embedding", indices, weight.size(0), weight, 0);
+  Tensor rows = index_select(weight, 0, reshape(idx, {-1}));
   Shape s = indices.shape();
   s.push_back(weight.size(1));
   return reshape(rows, s);

@@ -66,14 +66,14 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
 }
 
 std::vector<Tensor> split_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
-  detail::check_defined("split", {x});
-  dim = wrap_dim(dim, x.dim(), "split");
+  detail::check_defined("split_sizes", {x});
+  dim = wrap_dim(dim, x.dim(), "split_sizes");
   int64_t total = 0;
   for (auto s : sizes) {
-    EMBER_CHECK(s >= 0, "split", "negative split size ", s);
+    EMBER_CHECK(s >= 0, "split_sizes", "negative split size ", s);
     total += s;
   }
-  EMBER_CHECK(total == x.size(dim), "split", "sizes sum to ", total, " but dim ", dim, " of shape ",
+  EMBER_CHECK(total == x.size(dim), "split_sizes", "sizes sum to ", total, " but dim ", dim, " of shape ",
               shape_str(x.shape()), " has ", x.size(dim));
   std::vector<Tensor> r;
   int64_t at = 0;

@@ -72,14 +72,20 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   Tensor out;
   if (b.dim() == 2) {
     // (..., n, k) @ (k, m): fold the batch into rows, one GEMM.
-    Tensor a2 = reshape(a, {-1, k}).unsqueeze(0);
+    Tensor a2 = reshape(a, {numel_of(batch_a) * n, k}).unsqueeze(0);
     Tensor r = bmm_primitive(a2, b.unsqueeze(0));
     Shape s = batch_a;
     s.push_back(n);
     s.push_back(m);
     out = reshape(r, s);
   } else {
-    const Shape batch = broadcast_shapes(batch_a, batch_b, "matmul");
+    Shape batch;
+    try {
+      batch = broadcast_shapes(batch_a, batch_b, "matmul");
+    } catch (const Error&) {
+      EMBER_FAIL("matmul", "batch dimensions do not broadcast: ", shape_str(a_in.shape()), " @ ",
+                 shape_str(b_in.shape()));
+    }
     Shape sa = batch, sb = batch;
     sa.insert(sa.end(), {n, k});
     sb.insert(sb.end(), {k, m});

@@ -190,15 +190,16 @@ Tensor select(const Tensor& x, int64_t dim, int64_t index) {
                      });
 }
 
-Tensor expand(const Tensor& x, const Shape& shape) {
-  detail::check_defined("expand", {x});
-  EMBER_CHECK(static_cast<int64_t>(shape.size()) >= x.dim(), "expand", "cannot expand shape ",
+namespace {
+Tensor expand_impl(const char* op, const Tensor& x, const Shape& shape) {
+  detail::check_defined(op, {x});
+  EMBER_CHECK(static_cast<int64_t>(shape.size()) >= x.dim(), op, "cannot expand shape ",
               shape_str(x.shape()), " to ", shape_str(shape), " (fewer dims)");
   const int64_t lead = static_cast<int64_t>(shape.size()) - x.dim();
   Shape s(shape.size()), st(shape.size());
   for (int64_t i = 0; i < static_cast<int64_t>(shape.size()); ++i) {
     if (i < lead) {
-      EMBER_CHECK(shape[i] >= 0, "expand", "cannot expand shape ", shape_str(x.shape()), " to ",
+      EMBER_CHECK(shape[i] >= 0, op, "cannot expand shape ", shape_str(x.shape()), " to ",
                   shape_str(shape));
       s[i] = shape[i];
       st[i] = 0;
@@ -206,7 +207,7 @@ Tensor expand(const Tensor& x, const Shape& shape) {
     }
     const int64_t have = x.size(i - lead);
     const int64_t want = shape[i] == -1 ? have : shape[i];
-    EMBER_CHECK(have == want || have == 1, "expand", "cannot broadcast ", shape_str(x.shape()),
+    EMBER_CHECK(have == want || have == 1, op, "cannot broadcast ", shape_str(x.shape()),
                 " to ", shape_str(shape));
     s[i] = want;
     st[i] = have == want ? x.stride(i - lead) : 0;
@@ -217,7 +218,10 @@ Tensor expand(const Tensor& x, const Shape& shape) {
                      [orig](const Grads& g, const Grads&, const Needs&) { return Grads{detail::sum_to(g[0], orig)}; });
 }
 
-Tensor broadcast_to(const Tensor& x, const Shape& shape) { return expand(x, shape); }
+}  // namespace
+
+Tensor expand(const Tensor& x, const Shape& shape) { return expand_impl("expand", x, shape); }
+Tensor broadcast_to(const Tensor& x, const Shape& shape) { return expand_impl("broadcast_to", x, shape); }
 
 Tensor squeeze(const Tensor& x, std::optional<int64_t> dim) {
   detail::check_defined("squeeze", {x});

@@ -34,6 +34,10 @@ Tensor arange(double start, double end, double step = 1.0, TensorOptions o = DTy
 Tensor linspace(double start, double end, int64_t steps, TensorOptions o = {});
 template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions o = dtype_of<T>::value);
+template <>
+Tensor from_vector<bool>(const std::vector<bool>& values, const Shape& shape, TensorOptions o);
+// 1-D and 2-D literals. A 2-D literal with one-element rows ({{1.0}, {2.0}}) is ambiguous
+// with the 1-D form in C++: use from_vector for those.
 Tensor tensor(std::initializer_list<double> values, TensorOptions o = {});
 Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, TensorOptions o = {});
 Tensor rand(const Shape& shape, TensorOptions o = {}, Generator* gen = nullptr);   // U[0, 1)

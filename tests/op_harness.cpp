@@ -1,0 +1,263 @@
+// The op-test harness runner (see op_harness.h for the modes).
+#include "op_harness.h"
+
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <sstream>
+
+#include "test_util.h"
+
+namespace ember_test {
+
+using ember::Generator;
+
+std::vector<ShapeSet> unary_shapes() {
+  return {{"(3, 4)", {{3, 4}}},          {"prime (7, 13)", {{7, 13}}}, {"size-1 (1, 7)", {{1, 7}}},
+          {"1-D (13)", {{13}}},           {"3-D (2, 3, 5)", {{2, 3, 5}}}, {"0-D ()", {{}}}};
+}
+
+std::vector<ShapeSet> binary_shapes() {
+  return {{"(3, 4) (3, 4)", {{3, 4}, {3, 4}}},
+          {"prime (7, 13) (7, 13)", {{7, 13}, {7, 13}}},
+          {"size-1 (1, 7) (1, 7)", {{1, 7}, {1, 7}}},
+          {"broadcast (3, 1, 5) (4, 5)", {{3, 1, 5}, {4, 5}}},
+          {"broadcast (5, 1) (1, 3)", {{5, 1}, {1, 3}}},
+          {"broadcast (13) (3, 13)", {{13}, {3, 13}}},
+          {"broadcast (3, 4) ()", {{3, 4}, {}}}};
+}
+
+std::vector<ShapeSet> reduce_shapes() {
+  return {{"(3, 4, 5)", {{3, 4, 5}}},
+          {"odd, size-1 (7, 1, 13)", {{7, 1, 13}}},
+          {"prime (5, 3, 7)", {{5, 3, 7}}},
+          {"size-1 (1, 5, 1)", {{1, 5, 1}}}};
+}
+
+static std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char ch : s) {
+    if (ch == ',') {
+      if (!cur.empty()) out.push_back(cur);
+      cur.clear();
+    } else if (ch != ' ') {
+      cur += ch;
+    }
+  }
+  if (!cur.empty()) out.push_back(cur);
+  return out;
+}
+
+bool op_selected(const std::string& name) {
+  const char* env = std::getenv("EMBER_TEST_OP");
+  if (!env || !*env) return true;
+  for (const std::string& tok : split_list(env)) {
+    if (tok == name) return true;
+    if (!tok.empty() && tok.back() == '*' && name.rfind(tok.substr(0, tok.size() - 1), 0) == 0) return true;
+  }
+  return false;
+}
+
+// FNV-1a: a seed per case that does not depend on the standard library's std::hash.
+static uint64_t name_seed(const std::string& s, size_t set_index) {
+  uint64_t h = 1469598103934665603ULL;
+  for (char ch : s) h = (h ^ static_cast<unsigned char>(ch)) * 1099511628211ULL;
+  return h ^ (set_index * 0x9e3779b97f4a7c15ULL);
+}
+
+static Tensor signed_uniform(const Shape& shape, double lo, double hi, Generator& g) {
+  Tensor mag = ember::uniform(shape, lo, hi, DType::f64, &g);
+  Tensor coin = ember::bernoulli(shape, 0.5, DType::f64, &g);  // 0 or 1
+  return mag * (coin * 2.0 - 1.0);
+}
+
+std::vector<Tensor> make_inputs(const OpCase& c, const ShapeSet& s, uint64_t seed) {
+  Generator g(seed);
+  std::vector<Tensor> xs;
+  for (size_t i = 0; i < s.shapes.size(); ++i) {
+    Dist d = i < c.dists.size() ? c.dists[i] : Dist::normal;
+    const Shape& shape = s.shapes[i];
+    switch (d) {
+      case Dist::normal: xs.push_back(ember::randn(shape, DType::f64, &g)); break;
+      case Dist::positive: xs.push_back(ember::uniform(shape, 0.3, 2.0, DType::f64, &g)); break;
+      case Dist::away_from_zero: xs.push_back(signed_uniform(shape, 0.25, 1.5, g)); break;
+      case Dist::near_one: xs.push_back(signed_uniform(shape, 0.7, 1.3, g)); break;
+    }
+  }
+  return xs;
+}
+
+const char* layout_name(Layout l) {
+  switch (l) {
+    case Layout::contiguous: return "contiguous";
+    case Layout::transposed: return "transposed view";
+    case Layout::sliced: return "strided slice";
+    case Layout::mixed: return "mixed transposed/sliced";
+  }
+  return "?";
+}
+
+static constexpr double kPoison = 777.25;
+
+static Tensor transposed_layout(const Tensor& v) {
+  if (v.dim() == 0) return v.clone();
+  if (v.dim() == 1) {  // column 1 of a (n, 3) buffer: stride 3, offset 1
+    Tensor buf = ember::full({v.size(0), 3}, kPoison, v.dtype());
+    Tensor col = ember::select(buf, 1, 1);
+    col.copy_(v);
+    return col;
+  }
+  // A buffer holding v with its last two dims swapped, viewed back through a transpose.
+  Tensor buf = ember::contiguous(ember::transpose(v, -2, -1));
+  return ember::transpose(buf, -2, -1);
+}
+
+static Tensor sliced_layout(const Tensor& v) {
+  if (v.dim() == 0) return v.clone();
+  Shape big;
+  for (int64_t s : v.shape()) big.push_back(2 * s + 1);
+  Tensor buf = ember::full(big, kPoison, v.dtype());
+  Tensor s = buf;
+  for (int64_t d = 0; d < v.dim(); ++d) s = ember::slice(s, d, 1, 1 + 2 * v.size(d), 2);
+  s.copy_(v);
+  return s;
+}
+
+Tensor with_layout(const Tensor& v, Layout l, size_t input_index) {
+  switch (l) {
+    case Layout::contiguous: return v.clone();
+    case Layout::transposed: return transposed_layout(v);
+    case Layout::sliced: return sliced_layout(v);
+    case Layout::mixed: return input_index % 2 == 0 ? transposed_layout(v) : sliced_layout(v);
+  }
+  return v;
+}
+
+Tensor random_index(int64_t bound, const Shape& shape, uint64_t seed) {
+  Generator g(seed);
+  return ember::randint(0, bound, shape, DType::i64, &g);
+}
+
+Tensor random_mask(const Shape& shape, uint64_t seed) {
+  Generator g(seed);
+  return ember::lt(ember::rand(shape, DType::f64, &g), ember::full(shape, 0.5, DType::f64));
+}
+
+static bool all_finite(const std::vector<double>& v) {
+  for (double x : v)
+    if (!std::isfinite(x)) return false;
+  return true;
+}
+
+// Forward on each layout against the contiguous result; gradcheck on each layout.
+static void run_layouts_and_gradcheck(const OpCase& c, const ShapeSet& s, const std::vector<Tensor>& base) {
+  Tensor ref;
+  std::vector<double> ref_vals;
+  try {
+    ref = c.fn(base);
+    ref_vals = vals(ref);
+  } catch (const std::exception& e) {
+    FAIL_CHECK(c.name << " [" << s.label << ", contiguous] forward threw: " << e.what());
+    return;
+  }
+  CHECK_MESSAGE(all_finite(ref_vals), c.name << " [" << s.label << "]: forward gave non-finite values "
+                                              << list_str(ref_vals) << " (bad test domain or a bug)");
+
+  std::vector<Layout> layouts = {Layout::contiguous};
+  if (!(c.flags & kNoLayouts)) {
+    layouts.push_back(Layout::transposed);
+    layouts.push_back(Layout::sliced);
+    if (base.size() > 1) layouts.push_back(Layout::mixed);
+  }
+  for (Layout l : layouts) {
+    std::ostringstream ctx;
+    ctx << c.name << " [" << s.label << ", " << layout_name(l) << "]";
+    try {
+      std::vector<Tensor> xs;
+      for (size_t i = 0; i < base.size(); ++i) {
+        xs.push_back(with_layout(base[i], l, i));
+        // the harness itself: the layout holds the same values, and a slice really is strided
+        CHECK_MESSAGE(close_ratio(vals(xs[i]), vals(base[i]), 0, 0) <= 1.0, ctx.str() << ": layout changed values");
+        bool sliced = l == Layout::sliced || (l == Layout::mixed && i % 2 == 1);
+        if (sliced && base[i].numel() > 1)
+          CHECK_MESSAGE((!xs[i].is_contiguous() && xs[i].offset() > 0), ctx.str() << ": input " << i << " is not strided");
+      }
+      if (l != Layout::contiguous) {
+        Tensor out = c.fn(xs);
+        CHECK_MESSAGE(out.shape() == ref.shape(), ctx.str() << ": shape " << to_string(out.shape())
+                                                            << " != contiguous " << to_string(ref.shape()));
+        if (out.shape() == ref.shape()) {
+          std::vector<double> got = vals(out);
+          CHECK_MESSAGE(close_ratio(got, ref_vals, 1e-9, 1e-12) <= 1.0,
+                        ctx.str() << ": forward " << list_str(got) << " != contiguous " << list_str(ref_vals));
+        }
+        for (size_t i = 0; i < xs.size(); ++i)  // ops must not write their inputs
+          CHECK_MESSAGE(close_ratio(vals(xs[i]), vals(base[i]), 0, 0) <= 1.0,
+                        ctx.str() << ": input " << i << " was modified by the op");
+      }
+      if (!(c.flags & kNoGradcheck)) {
+        for (Tensor& x : xs) x.requires_grad_(true);
+        ember::GradcheckResult r = ember::gradcheck(c.fn, xs, c.grad_opts);
+        CHECK_MESSAGE(r.ok, ctx.str() << ": gradcheck failed: " << r.message);
+      }
+    } catch (const std::exception& e) {
+      FAIL_CHECK(ctx.str() << " threw: " << e.what());
+    }
+  }
+}
+
+// f16/bf16 inputs against f32 on the same rounded inputs.
+static void run_low_precision(const OpCase& c, const ShapeSet& s, const std::vector<Tensor>& base) {
+  struct Tol {
+    DType dt;
+    double rtol, atol;
+  };
+  // About two units in the last place of the result type, plus a little near zero.
+  for (Tol tol : {Tol{DType::f16, 2e-3, 1e-4}, Tol{DType::bf16, 1.6e-2, 1e-3}}) {
+    std::ostringstream ctx;
+    ctx << c.name << " [" << s.label << ", " << ember::dtype_name(tol.dt) << " vs f32]";
+    try {
+      std::vector<Tensor> lo, hi;
+      for (const Tensor& x : base) {
+        Tensor r = ember::to_dtype(ember::to_dtype(x, DType::f32), tol.dt);
+        lo.push_back(r);
+        hi.push_back(ember::to_dtype(r, DType::f32));
+      }
+      Tensor out_lo = c.fn(lo);
+      Tensor out_hi = c.fn(hi);
+      CHECK_MESSAGE(out_lo.dtype() == tol.dt, ctx.str() << ": result dtype " << out_lo.dtype());
+      CHECK_MESSAGE(out_hi.dtype() == DType::f32, ctx.str() << ": f32 result dtype " << out_hi.dtype());
+      REQUIRE(out_lo.shape() == out_hi.shape());
+      std::vector<double> got = vals(out_lo), want = vals(out_hi);
+      CHECK_MESSAGE(close_ratio(got, want, tol.rtol, tol.atol) <= 1.0,
+                    ctx.str() << ": " << list_str(got) << " != " << list_str(want));
+    } catch (const std::exception& e) {
+      FAIL_CHECK(ctx.str() << " threw: " << e.what());
+    }
+  }
+}
+
+void run_cases(const std::vector<OpCase>& cases) {
+  int ran = 0;
+  for (const OpCase& c : cases) {
+    if (!op_selected(c.name)) continue;
+    ++ran;
+    for (size_t si = 0; si < c.shape_sets.size(); ++si) {
+      const ShapeSet& s = c.shape_sets[si];
+      std::vector<Tensor> base;
+      try {
+        base = make_inputs(c, s, name_seed(c.name, si));
+      } catch (const std::exception& e) {
+        FAIL_CHECK(c.name << " [" << s.label << "]: making inputs threw: " << e.what());
+        continue;
+      }
+      run_layouts_and_gradcheck(c, s, base);
+      if (c.flags & kLowPrecision) run_low_precision(c, s, base);
+    }
+  }
+  if (std::getenv("EMBER_TEST_OP")) MESSAGE("EMBER_TEST_OP: ran " << ran << " of " << cases.size() << " cases");
+}
+
+}  // namespace ember_test
