@@ -204,8 +204,26 @@ Tensor& Tensor::copy_(const Tensor& src) {
   return *this;
 }
 
+namespace {
+// Without autograd, same dtype and a broadcastable operand: run the kernel straight into
+// self's memory (the optimizer's hot path). Returns false when the general path is needed.
+bool inplace_direct(Tensor& self, BinaryOp op, const Tensor& o, double alpha) {
+  if (grad_enabled() && (self.requires_grad() || o.requires_grad())) return false;
+  if (self.dtype() != o.dtype() || compute_dtype(self.dtype()) != self.dtype() ||
+      self.dtype() == DType::boolean || self.device() != o.device() ||
+      self.impl().storage == o.impl().storage)  // overlapping operands take the copying path
+    return false;
+  if (broadcast_shapes(self.shape(), o.shape(), op == BinaryOp::add ? "add_" : "mul_") != self.shape())
+    return false;
+  cpu::binary(op, self, ember::expand(o.detach(), self.shape()), self, alpha);
+  self.impl().storage->bump_version();
+  return true;
+}
+}  // namespace
+
 Tensor& Tensor::add_(const Tensor& o, double alpha) {
   check_inplace(*this, o.requires_grad(), "add_");
+  if (inplace_direct(*this, BinaryOp::add, o, alpha)) return *this;
   Tensor r = add(grad_enabled() ? history_alias(*this) : detach(), o, alpha);
   EMBER_CHECK(r.shape() == shape(), "add_", "result of shape ", shape_str(r.shape()),
               " cannot be written into a tensor of shape ", shape_str(shape()));
@@ -215,6 +233,7 @@ Tensor& Tensor::add_(const Tensor& o, double alpha) {
 
 Tensor& Tensor::mul_(const Tensor& o) {
   check_inplace(*this, o.requires_grad(), "mul_");
+  if (inplace_direct(*this, BinaryOp::mul, o, 1.0)) return *this;
   Tensor r = mul(grad_enabled() ? history_alias(*this) : detach(), o);
   EMBER_CHECK(r.shape() == shape(), "mul_", "result of shape ", shape_str(r.shape()),
               " cannot be written into a tensor of shape ", shape_str(shape()));

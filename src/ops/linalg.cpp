@@ -29,9 +29,17 @@ Tensor bmm_primitive(const Tensor& a, const Tensor& b) {
   record(
       "matmul", {a, b}, {out},
       [](const Grads& g, const Grads& s, const Needs& n) {
+        // Each gradient is produced in its input's memory layout: an operand that is a
+        // transposed view (a Linear weight used as W^T) gets a transposed gradient, which
+        // the transpose's backward turns back into a contiguous one, so no copy follows.
+        auto col_major = [](const Tensor& t) { return t.stride(1) == 1 && t.stride(2) != 1; };
         Tensor ga, gb;
-        if (n[0]) ga = bmm_primitive(g[0], s[1].transpose(1, 2));
-        if (n[1]) gb = bmm_primitive(s[0].transpose(1, 2), g[0]);
+        if (n[0])
+          ga = col_major(s[0]) ? bmm_primitive(s[1], g[0].transpose(1, 2)).transpose(1, 2)
+                               : bmm_primitive(g[0], s[1].transpose(1, 2));
+        if (n[1])
+          gb = col_major(s[1]) ? bmm_primitive(g[0].transpose(1, 2), s[0]).transpose(1, 2)
+                               : bmm_primitive(s[0].transpose(1, 2), g[0]);
         return Grads{ga, gb};
       },
       {a, b});
