@@ -13,6 +13,9 @@ GradcheckResult gradcheck(const std::function<Tensor(const std::vector<Tensor>&)
                           const std::vector<Tensor>& inputs, GradcheckOptions opt) {
   GradcheckResult res;
   for (size_t i = 0; i < inputs.size(); ++i)
+    EMBER_CHECK(inputs[i].device().is_cpu(), "gradcheck", "input ", i, " is on ", inputs[i].device(),
+                "; gradcheck perturbs inputs on the CPU (compare CUDA gradients against CPU ones)");
+  for (size_t i = 0; i < inputs.size(); ++i)
     if (inputs[i].requires_grad())
       EMBER_CHECK(inputs[i].dtype() == DType::f64, "gradcheck", "input ", i, " is ", inputs[i].dtype(),
                   "; use f64 inputs for a meaningful check");

@@ -3,18 +3,38 @@
 #include <cstdlib>
 #include <new>
 
+#include "ember/core/allocator.h"
 #include "ember/core/error.h"
 
 namespace ember {
-
-Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
-  EMBER_CHECK(device.is_cpu(), "storage", "cannot allocate ", nbytes, " bytes on ", device.str(),
-              ": this build of ember has no CUDA backend");
-  size_t rounded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
-  data_ = std::aligned_alloc(64, rounded);
-  EMBER_CHECK(data_ != nullptr, "storage", "out of memory allocating ", nbytes, " bytes on cpu");
+namespace {
+DeviceAllocator* g_allocators[2] = {nullptr, nullptr};
 }
 
-Storage::~Storage() { std::free(data_); }
+void set_device_allocator(DeviceType type, DeviceAllocator* alloc) {
+  g_allocators[static_cast<int>(type)] = alloc;
+}
+DeviceAllocator* device_allocator(DeviceType type) { return g_allocators[static_cast<int>(type)]; }
+
+Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  if (device.is_cpu()) {
+    size_t rounded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
+    data_ = std::aligned_alloc(64, rounded);
+    EMBER_CHECK(data_ != nullptr, "storage", "out of memory allocating ", nbytes, " bytes on cpu");
+    return;
+  }
+  DeviceAllocator* alloc = device_allocator(device.type);
+  EMBER_CHECK(alloc != nullptr, "storage", "cannot allocate ", nbytes, " bytes on ", device.str(),
+              ": this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)");
+  data_ = alloc->allocate(nbytes, device);
+}
+
+Storage::~Storage() {
+  if (device_.is_cpu()) {
+    std::free(data_);
+  } else if (DeviceAllocator* alloc = device_allocator(device_.type)) {
+    alloc->deallocate(data_, nbytes_, device_);
+  }
+}
 
 }  // namespace ember

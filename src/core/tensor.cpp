@@ -6,7 +6,7 @@
 #include <iomanip>
 #include <sstream>
 
-#include "cpu/cpu.h"
+#include "ops/dispatch.h"
 #include "ember/autograd/grad_mode.h"
 #include "ember/autograd/node.h"
 #include "ember/ops/ops.h"
@@ -45,7 +45,7 @@ T Tensor::item() const {
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
-  Tensor c = ember::contiguous(to_dtype(*this, dtype_of<T>::value));
+  Tensor c = ember::contiguous(to_dtype(to_device(*this, Device::cpu()), dtype_of<T>::value));
   const T* p = c.data<T>();
   return std::vector<T>(p, p + c.numel());
 }
@@ -145,7 +145,7 @@ namespace {
 // Writes `value` (already computed, same shape) into self's memory and, when autograd is
 // involved, makes self's history the history of `value`.
 void commit_inplace(Tensor& self, const Tensor& value, const char* op) {
-  cpu::copy(value, self);
+  backend::copy(value, self);
   self.impl().storage->bump_version();
   if (value.requires_grad()) {
     auto& meta = self.impl().autograd;
@@ -183,7 +183,7 @@ Tensor& Tensor::zero_() { return fill_(0.0); }
 
 Tensor& Tensor::fill_(double v) {
   check_inplace(*this, false, "fill_");
-  cpu::fill(*this, v);
+  backend::fill(*this, v);
   impl().storage->bump_version();
   if (grad_enabled() && requires_grad()) {
     // The filled values no longer depend on anything: cut the history.
@@ -209,13 +209,13 @@ namespace {
 // self's memory (the optimizer's hot path). Returns false when the general path is needed.
 bool inplace_direct(Tensor& self, BinaryOp op, const Tensor& o, double alpha) {
   if (grad_enabled() && (self.requires_grad() || o.requires_grad())) return false;
-  if (self.dtype() != o.dtype() || compute_dtype(self.dtype()) != self.dtype() ||
+  if (self.dtype() != o.dtype() || backend::compute_dtype_on(self.dtype(), self.device()) != self.dtype() ||
       self.dtype() == DType::boolean || self.device() != o.device() ||
       self.impl().storage == o.impl().storage)  // overlapping operands take the copying path
     return false;
   if (broadcast_shapes(self.shape(), o.shape(), op == BinaryOp::add ? "add_" : "mul_") != self.shape())
     return false;
-  cpu::binary(op, self, ember::expand(o.detach(), self.shape()), self, alpha);
+  backend::binary(op, self, ember::expand(o.detach(), self.shape()), self, alpha);
   self.impl().storage->bump_version();
   return true;
 }
@@ -261,6 +261,7 @@ Tensor Tensor::flatten(int64_t s, int64_t e) const { return ember::flatten(*this
 Tensor Tensor::contiguous() const { return ember::contiguous(*this); }
 Tensor Tensor::clone() const { return ember::clone(*this); }
 Tensor Tensor::to(DType t) const { return to_dtype(*this, t); }
+Tensor Tensor::to(Device d) const { return to_device(*this, d); }
 Tensor Tensor::sum() const { return ember::sum(*this); }
 Tensor Tensor::mean() const { return ember::mean(*this); }
 
@@ -292,7 +293,7 @@ Tensor operator/(double a, const Tensor& b) { return div(scalar_like(a, b), b); 
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "Tensor(undefined)";
   constexpr int64_t kMaxShown = 6;  // per dim: first 3 and last 3
-  Tensor c = to_dtype(t, is_floating(t.dtype()) ? DType::f64 : DType::i64).contiguous();
+  Tensor c = to_dtype(to_device(t.detach(), Device::cpu()), is_floating(t.dtype()) ? DType::f64 : DType::i64).contiguous();
   const bool fl = is_floating(t.dtype());
   std::function<void(int64_t, int64_t, int)> rec = [&](int64_t d, int64_t off, int indent) {
     if (d == t.dim()) {

@@ -5,6 +5,7 @@
 
 #include "ember/core/tensor.h"
 #include "ops/elementwise_math.h"
+#include "ops/kinds.h"
 
 namespace ember::cpu {
 
@@ -20,7 +21,6 @@ void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, do
 // out = cond ? a : b; all of out's shape (broadcast by strides), a/b/out share a dtype.
 void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out);
 
-enum class ReduceOp : uint8_t { sum, prod, max, min };
 // x contiguous (M, R) -> out contiguous (M): reduce each row.
 void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out, int64_t M, int64_t R);
 // x contiguous (R, M) -> out (M): reduce each column (sum only).
@@ -43,7 +43,6 @@ void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tenso
 void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, double alpha);
 void one_hot(const Tensor& index, const Tensor& out, int64_t classes);
 
-enum class RandomKind : uint8_t { uniform, normal, bernoulli, randint };
 // Fills contiguous out from the Philox stream (seed, block offset): see core/generator.h.
 void random_fill(RandomKind kind, const Tensor& out, uint64_t seed, uint64_t offset, double a, double b);
 

@@ -1,7 +1,7 @@
 // Creation (constant, range, random, from host data), copies and dtype conversion.
 #include <cmath>
 
-#include "cpu/cpu.h"
+#include "ops/dispatch.h"
 #include "ops/common.h"
 
 namespace ember {
@@ -19,7 +19,7 @@ Tensor empty(const Shape& shape, TensorOptions o) {
 }
 Tensor full(const Shape& shape, double value, TensorOptions o) {
   Tensor t = make_tensor(shape, o.dtype, o.device);
-  cpu::fill(t, value);
+  backend::fill(t, value);
   return finish(t, o);
 }
 Tensor zeros(const Shape& shape, TensorOptions o) { return full(shape, 0.0, o); }
@@ -34,32 +34,30 @@ Tensor arange(double start, double end, double step, TensorOptions o) {
   EMBER_CHECK(std::isfinite(start) && std::isfinite(end), "arange", "bounds must be finite");
   const double span = (end - start) / step;
   const int64_t n = span > 0 ? static_cast<int64_t>(std::ceil(span)) : 0;
-  Tensor t = make_tensor({n}, DType::f64, o.device);
+  Tensor t = make_tensor({n}, DType::f64, Device::cpu());
   double* p = t.data<double>();
   for (int64_t i = 0; i < n; ++i) p[i] = start + static_cast<double>(i) * step;
-  return finish(to_dtype(t, o.dtype), o);
+  return finish(to_device(to_dtype(t, o.dtype), o.device), o);
 }
 
 Tensor linspace(double start, double end, int64_t steps, TensorOptions o) {
   EMBER_CHECK(steps >= 0, "linspace", "steps must be >= 0, got ", steps);
-  Tensor t = make_tensor({steps}, DType::f64, o.device);
+  Tensor t = make_tensor({steps}, DType::f64, Device::cpu());
   double* p = t.data<double>();
   for (int64_t i = 0; i < steps; ++i)
     p[i] = steps == 1 ? start : start + (end - start) * static_cast<double>(i) / static_cast<double>(steps - 1);
-  return finish(to_dtype(t, o.dtype), o);
+  return finish(to_device(to_dtype(t, o.dtype), o.device), o);
 }
 
 template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions o) {
   EMBER_CHECK(static_cast<int64_t>(values.size()) == numel_of(shape), "from_vector", values.size(),
               " values do not fill shape ", shape_str(shape));
-  EMBER_CHECK(o.device.is_cpu(), "from_vector", "cannot create a tensor of shape ", shape_str(shape),
-              " on ", o.device, ": this build of ember has no CUDA backend");
   Tensor t = make_tensor(shape, dtype_of<T>::value, Device::cpu());
   T* p = t.data<T>();
   for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
   if (o.dtype != t.dtype()) t = to_dtype(t, o.dtype);
-  return finish(t, o);
+  return finish(to_device(t, o.device), o);
 }
 template Tensor from_vector<float>(const std::vector<float>&, const Shape&, TensorOptions);
 template Tensor from_vector<double>(const std::vector<double>&, const Shape&, TensorOptions);
@@ -70,7 +68,7 @@ Tensor from_vector<bool>(const std::vector<bool>& values, const Shape& shape, Te
   std::vector<int64_t> v(values.begin(), values.end());
   Tensor t = from_vector(v, shape, DType::boolean);
   if (o.dtype != t.dtype()) t = to_dtype(t, o.dtype);
-  return finish(t, o);
+  return finish(to_device(t, o.device), o);
 }
 
 Tensor tensor(std::initializer_list<double> values, TensorOptions o) {
@@ -90,12 +88,12 @@ Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, TensorO
 }
 
 namespace {
-Tensor random_tensor(cpu::RandomKind kind, const Shape& shape, TensorOptions o, Generator* gen,
+Tensor random_tensor(RandomKind kind, const Shape& shape, TensorOptions o, Generator* gen,
                      double a, double b) {
   Generator& g = gen ? *gen : default_generator();
-  const DType compute = compute_dtype(o.dtype) == DType::boolean ? DType::i64 : compute_dtype(o.dtype);
+  const DType compute = o.dtype == DType::boolean ? DType::i64 : backend::compute_dtype_on(o.dtype, o.device);
   Tensor t = make_tensor(shape, compute, o.device);
-  cpu::random_fill(kind, t, g.seed(), g.reserve(t.numel()), a, b);
+  backend::random_fill(kind, t, g.seed(), g.reserve(t.numel()), a, b);
   if (compute != o.dtype) t = to_dtype(t, o.dtype);
   return finish(t, o);
 }
@@ -105,20 +103,20 @@ Tensor rand(const Shape& shape, TensorOptions o, Generator* gen) { return unifor
 Tensor uniform(const Shape& shape, double lo, double hi, TensorOptions o, Generator* gen) {
   EMBER_CHECK(is_floating(o.dtype), "uniform", "needs a float dtype, got ", o.dtype);
   EMBER_CHECK(lo <= hi, "uniform", "low ", lo, " > high ", hi);
-  return random_tensor(cpu::RandomKind::uniform, shape, o, gen, lo, hi);
+  return random_tensor(RandomKind::uniform, shape, o, gen, lo, hi);
 }
 Tensor randn(const Shape& shape, TensorOptions o, Generator* gen) {
   EMBER_CHECK(is_floating(o.dtype), "randn", "needs a float dtype, got ", o.dtype);
-  return random_tensor(cpu::RandomKind::normal, shape, o, gen, 0.0, 1.0);
+  return random_tensor(RandomKind::normal, shape, o, gen, 0.0, 1.0);
 }
 Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions o, Generator* gen) {
   EMBER_CHECK(low < high, "randint", "empty range [", low, ", ", high, ")");
-  return random_tensor(cpu::RandomKind::randint, shape, o, gen, static_cast<double>(low),
+  return random_tensor(RandomKind::randint, shape, o, gen, static_cast<double>(low),
                        static_cast<double>(high));
 }
 Tensor bernoulli(const Shape& shape, double p, TensorOptions o, Generator* gen) {
   EMBER_CHECK(p >= 0 && p <= 1, "bernoulli", "probability ", p, " outside [0, 1]");
-  return random_tensor(cpu::RandomKind::bernoulli, shape, o, gen, p, 0.0);
+  return random_tensor(RandomKind::bernoulli, shape, o, gen, p, 0.0);
 }
 
 // --- copies ----------------------------------------------------------------------------------
@@ -131,7 +129,7 @@ Tensor contiguous(const Tensor& x) {
 Tensor clone(const Tensor& x) {
   detail::check_defined("clone", {x});
   Tensor out = make_tensor(x.shape(), x.dtype(), x.device());
-  cpu::copy(x, out);
+  backend::copy(x, out);
   record("clone", {x}, {out},
          [](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
            return std::vector<Tensor>{g[0]};
@@ -143,13 +141,25 @@ Tensor to_dtype(const Tensor& x, DType t) {
   detail::check_defined("to", {x});
   if (x.dtype() == t) return x;
   Tensor out = make_tensor(x.shape(), t, x.device());
-  cpu::copy(x, out);
+  backend::copy(x, out);
   const DType from = x.dtype();
   if (is_floating(from) && is_floating(t))
     record("to", {x}, {out},
            [from](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
              return std::vector<Tensor>{to_dtype(g[0], from)};
            });
+  return out;
+}
+
+Tensor to_device(const Tensor& x, Device d) {
+  detail::check_defined("to", {x});
+  if (x.device() == d) return x;
+  Tensor out = make_tensor(x.shape(), x.dtype(), d);
+  backend::copy(contiguous(x.detach()), out);
+  const Device from = x.device();
+  record("to", {x}, {out}, [from](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
+    return std::vector<Tensor>{to_device(g[0], from)};
+  });
   return out;
 }
 

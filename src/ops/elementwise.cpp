@@ -2,7 +2,7 @@
 #include <cmath>
 #include <limits>
 
-#include "cpu/cpu.h"
+#include "ops/dispatch.h"
 #include "ops/common.h"
 
 namespace ember {
@@ -28,10 +28,10 @@ Tensor scalar_of(double v, DType dt) { return scalar_tensor(v, TensorOptions(dt)
 
 // Runs a unary kernel; returns the result in dtype `result` (computed in its compute dtype).
 Tensor run_unary(UnaryOp op, const Tensor& x, DType result, UnaryArgs args = {}) {
-  const DType cd = compute_dtype(result);
+  const DType cd = backend::compute_dtype_on(result, x.device());
   Tensor xin = to_dtype(x.detach(), cd);
   Tensor out = make_tensor(x.shape(), cd, x.device());
-  cpu::unary(op, xin, out, args);
+  backend::unary(op, xin, out, args);
   return cd == result ? out : to_dtype(out, result);
 }
 
@@ -66,11 +66,11 @@ Tensor run_binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& 
   detail::check_same_device(name, {a, b});
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   const DType rd = binary_result(op, a.dtype(), b.dtype());
-  const DType cd = compute_dtype(rd);
+  const DType cd = backend::compute_dtype_on(rd, a.device());
   Tensor ai = expand(to_dtype(a.detach(), cd), shape);
   Tensor bi = expand(to_dtype(b.detach(), cd), shape);
   Tensor out = make_tensor(shape, is_comparison(op) ? DType::boolean : cd, a.device());
-  cpu::binary(op, ai, bi, out, alpha);
+  backend::binary(op, ai, bi, out, alpha);
   if (!is_comparison(op) && cd != rd) out = to_dtype(out, rd);
   return out;
 }
@@ -190,7 +190,7 @@ Tensor logical_not(const Tensor& a) {
   detail::check_defined("logical_not", {a});
   Tensor x = to_dtype(a.detach(), DType::boolean);
   Tensor out = make_tensor(x.shape(), DType::boolean, x.device());
-  cpu::unary(UnaryOp::logical_not, x, out, {});
+  backend::unary(UnaryOp::logical_not, x, out, {});
   return out;
 }
 
@@ -330,9 +330,9 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
               " of shape ", shape_str(cond.shape()));
   const Shape shape = broadcast_shapes(broadcast_shapes(cond.shape(), a.shape(), "where"), b.shape(), "where");
   const DType rd = promote_types(a.dtype(), b.dtype());
-  const DType cd = compute_dtype(rd);
+  const DType cd = backend::compute_dtype_on(rd, a.device());
   Tensor out = make_tensor(shape, cd, a.device());
-  cpu::where(expand(cond.detach(), shape), expand(to_dtype(a.detach(), cd), shape),
+  backend::where(expand(cond.detach(), shape), expand(to_dtype(a.detach(), cd), shape),
              expand(to_dtype(b.detach(), cd), shape), out);
   if (cd != rd) out = to_dtype(out, rd);
   record(

@@ -1,6 +1,6 @@
 // Indexing ops: gather/scatter_add, index_select/index_add, embedding, one_hot. Indices are
 // checked against their dim before any memory is touched.
-#include "cpu/cpu.h"
+#include "ops/dispatch.h"
 #include "ops/common.h"
 
 namespace ember {
@@ -14,8 +14,10 @@ Tensor checked_index(const char* op, const Tensor& index, int64_t limit, const T
   EMBER_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32, op,
               "index must be i64 or i32, got ", detail::describe(index));
   Tensor idx = contiguous(to_dtype(index.detach(), DType::i64));
-  const int64_t* p = idx.data<int64_t>();
-  for (int64_t i = 0; i < idx.numel(); ++i)
+  // Bounds are checked on the host (a device-to-host copy for CUDA indices).
+  Tensor host = to_device(idx, Device::cpu());
+  const int64_t* p = host.data<int64_t>();
+  for (int64_t i = 0; i < host.numel(); ++i)
     EMBER_CHECK(p[i] >= 0 && p[i] < limit, op, "index ", p[i], " out of range [0, ", limit, ") for dim ",
                 dim, " of a tensor of shape ", shape_str(x.shape()));
   return idx;
@@ -42,10 +44,10 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   dim = wrap_dim(dim, x.dim(), "gather");
   check_like_dims("gather", index, x, dim, nullptr);
   Tensor idx = checked_index("gather", index, x.dim() ? x.size(dim) : 1, x, dim);
-  const DType cd = compute_dtype(x.dtype());
+  const DType cd = backend::compute_dtype_on(x.dtype(), x.device());
   Tensor xc = to_dtype(x.detach(), cd);
   Tensor out = make_tensor(idx.shape(), cd, x.device());
-  cpu::gather(xc, dim, idx, out);
+  backend::gather(xc, dim, idx, out);
   if (cd != x.dtype()) out = to_dtype(out, x.dtype());
   record(
       "gather", {x}, {out},
@@ -63,13 +65,13 @@ Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const T
               detail::describe(self), " vs ", detail::describe(src));
   check_like_dims("scatter_add", index, self, dim, &src);
   Tensor idx = checked_index("scatter_add", index, self.dim() ? self.size(dim) : 1, self, dim);
-  const DType cd = compute_dtype(self.dtype());
+  const DType cd = backend::compute_dtype_on(self.dtype(), self.device());
   Tensor out = contiguous(clone(to_dtype(self.detach(), cd)));
   // src restricted to index's extent, contiguous, so position i of idx matches position i of src.
   Tensor s = to_dtype(src.detach(), cd);
   for (int64_t d = 0; d < s.dim(); ++d) s = s.narrow(d, 0, idx.size(d));
   s = contiguous(s);
-  cpu::scatter_add(out, dim, idx, s);
+  backend::scatter_add(out, dim, idx, s);
   if (cd != self.dtype()) out = to_dtype(out, self.dtype());
   record(
       "scatter_add", {self, src}, {out},
@@ -100,7 +102,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Shape s = x.shape();
   s[dim] = idx.numel();
   Tensor out = make_tensor(s, x.dtype(), x.device());
-  cpu::index_select(xc, dim, idx, out);
+  backend::index_select(xc, dim, idx, out);
   record(
       "index_select", {x}, {out},
       [shape = x.shape(), dt = x.dtype(), dim](const Grads& g, const Grads& sv, const Needs&) {
@@ -124,9 +126,9 @@ Tensor index_add(const Tensor& self, int64_t dim, const Tensor& index, const Ten
   EMBER_CHECK(source.shape() == want, "index_add", "source of shape ", shape_str(source.shape()),
               " does not match ", shape_str(want), " (self ", shape_str(self.shape()), " with ",
               idx.numel(), " indices in dim ", dim, ")");
-  const DType cd = compute_dtype(self.dtype());
+  const DType cd = backend::compute_dtype_on(self.dtype(), self.device());
   Tensor out = clone(to_dtype(self.detach(), cd));
-  cpu::index_add(out, dim, idx, contiguous(to_dtype(source.detach(), cd)), alpha);
+  backend::index_add(out, dim, idx, contiguous(to_dtype(source.detach(), cd)), alpha);
   if (cd != self.dtype()) out = to_dtype(out, self.dtype());
   record(
       "index_add", {self, source}, {out},
@@ -162,7 +164,7 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
   Shape s = indices.shape();
   s.push_back(num_classes);
   Tensor out = make_tensor(s, DType::i64, indices.device());
-  cpu::one_hot(idx, out, num_classes);
+  backend::one_hot(idx, out, num_classes);
   return out;
 }
 

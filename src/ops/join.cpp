@@ -1,5 +1,5 @@
 // Joining and splitting (cat, stack, split, chunk), constant padding, and dropout.
-#include "cpu/cpu.h"
+#include "ops/dispatch.h"
 #include "ops/common.h"
 
 namespace ember {
@@ -33,7 +33,7 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
   std::vector<int64_t> sizes;
   int64_t at = 0;
   for (const auto& t : xs) {
-    cpu::copy(t, detail::make_view(out, [&] { Shape v = s; v[dim] = t.size(dim); return v; }(),
+    backend::copy(t, detail::make_view(out, [&] { Shape v = s; v[dim] = t.size(dim); return v; }(),
                                    out.strides(), at * out.stride(dim)));
     sizes.push_back(t.size(dim));
     at += t.size(dim);
@@ -117,7 +117,7 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
     const int64_t d = x.dim() - 1 - static_cast<int64_t>(p);
     inner = inner.narrow(d, pads[2 * p], x.size(d));
   }
-  cpu::copy(x, inner);
+  backend::copy(x, inner);
   record("pad", {x}, {out}, [pads, shape = x.shape()](const Grads& g, const Grads&, const Needs&) {
     Tensor r = g[0];
     for (size_t p = 0; p < pads.size() / 2; ++p) {

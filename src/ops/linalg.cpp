@@ -1,6 +1,6 @@
 // matmul and bmm. Every product reduces to one primitive, a batched (B, n, k) @ (B, k, m),
 // whose backward is two more batched products.
-#include "cpu/cpu.h"
+#include "ops/dispatch.h"
 #include "ops/common.h"
 
 namespace ember {
@@ -21,10 +21,10 @@ Tensor gemm_ready(const Tensor& t) {
 // (B, n, k) @ (B, k, m) -> (B, n, m), with autograd.
 Tensor bmm_primitive(const Tensor& a, const Tensor& b) {
   const DType rd = a.dtype();
-  const DType cd = compute_dtype(rd);
+  const DType cd = backend::compute_dtype_on(rd, a.device());
   Tensor ai = gemm_ready(to_dtype(a.detach(), cd)), bi = gemm_ready(to_dtype(b.detach(), cd));
   Tensor out = detail::make_tensor({a.size(0), a.size(1), b.size(2)}, cd, a.device());
-  cpu::bmm(ai, bi, out);
+  backend::bmm(ai, bi, out);
   if (cd != rd) out = to_dtype(out, rd);
   record(
       "matmul", {a, b}, {out},

@@ -3,7 +3,7 @@
 // columns in place instead (the bias-gradient case).
 #include <numeric>
 
-#include "cpu/cpu.h"
+#include "ops/dispatch.h"
 #include "ops/common.h"
 
 namespace ember {
@@ -37,24 +37,24 @@ Rows to_rows(const Tensor& x, const std::vector<int64_t>& dims) {
 DType sum_result(DType t) { return is_floating(t) ? t : DType::i64; }
 
 // Reduction without autograd; result has the kept shape, dtype `rd`.
-Tensor reduce_raw(cpu::ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, DType rd) {
-  const DType cd = compute_dtype(rd);
+Tensor reduce_raw(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims, DType rd) {
+  const DType cd = backend::compute_dtype_on(rd, x.device());
   Tensor xc = to_dtype(x.detach(), cd);
-  bool leading = op == cpu::ReduceOp::sum && xc.is_contiguous() && !dims.empty();
+  bool leading = op == ReduceOp::sum && xc.is_contiguous() && !dims.empty();
   for (size_t i = 0; i < dims.size() && leading; ++i) leading = dims[i] == static_cast<int64_t>(i);
   Tensor out;
   if (leading) {
     Shape kept(xc.shape().begin() + dims.size(), xc.shape().end());
     const int64_t M = numel_of(kept), R = xc.numel() / std::max<int64_t>(M, 1);
     out = make_tensor(kept, cd, x.device());
-    if (M > 0) cpu::sum_cols(xc, out, R, M);
+    if (M > 0) backend::sum_cols(xc, out, R, M);
   } else {
     Rows r = to_rows(xc, dims);
-    EMBER_CHECK(r.R > 0 || op == cpu::ReduceOp::sum || op == cpu::ReduceOp::prod,
-                op == cpu::ReduceOp::max ? "amax" : "amin", "cannot reduce over an empty dim of shape ",
+    EMBER_CHECK(r.R > 0 || op == ReduceOp::sum || op == ReduceOp::prod,
+                op == ReduceOp::max ? "amax" : "amin", "cannot reduce over an empty dim of shape ",
                 shape_str(x.shape()));
     out = make_tensor(r.kept, cd, x.device());
-    if (r.M > 0) cpu::reduce_rows(op, r.data, out, r.M, r.R);
+    if (r.M > 0) backend::reduce_rows(op, r.data, out, r.M, r.R);
   }
   return cd == rd ? out : to_dtype(out, rd);
 }
@@ -75,7 +75,7 @@ Tensor finish_keepdim(const Tensor& out, const Shape& in_shape, const std::vecto
 Tensor sum(const Tensor& x, const Shape& dims_in, bool keepdim) {
   detail::check_defined("sum", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "sum");
-  Tensor out = finish_keepdim(reduce_raw(cpu::ReduceOp::sum, x, dims, sum_result(x.dtype())), x.shape(), dims, keepdim);
+  Tensor out = finish_keepdim(reduce_raw(ReduceOp::sum, x, dims, sum_result(x.dtype())), x.shape(), dims, keepdim);
   record("sum", {x}, {out}, [shape = x.shape(), dt = x.dtype(), dims, keepdim](const Grads& g, const Grads&, const Needs&) {
     return Grads{to_dtype(contiguous(expand_back(g[0], shape, dims, keepdim)), dt)};
   });
@@ -107,7 +107,7 @@ Tensor var(const Tensor& x, const Shape& dims_in, int64_t correction, bool keepd
 Tensor prod(const Tensor& x, const Shape& dims_in, bool keepdim) {
   detail::check_defined("prod", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "prod");
-  Tensor out = finish_keepdim(reduce_raw(cpu::ReduceOp::prod, x, dims, sum_result(x.dtype())), x.shape(), dims, keepdim);
+  Tensor out = finish_keepdim(reduce_raw(ReduceOp::prod, x, dims, sum_result(x.dtype())), x.shape(), dims, keepdim);
   // d prod / d x_i = prod / x_i (inputs containing zeros give non-finite gradients).
   record(
       "prod", {x}, {out},
@@ -119,7 +119,7 @@ Tensor prod(const Tensor& x, const Shape& dims_in, bool keepdim) {
 }
 
 namespace {
-Tensor amax_amin(const char* name, cpu::ReduceOp op, const Tensor& x, const Shape& dims_in, bool keepdim) {
+Tensor amax_amin(const char* name, ReduceOp op, const Tensor& x, const Shape& dims_in, bool keepdim) {
   detail::check_defined(name, {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), name);
   EMBER_CHECK(x.numel() > 0, name, "cannot reduce an empty tensor of shape ", shape_str(x.shape()));
@@ -147,11 +147,11 @@ ValuesIndices arg_reduce(const char* name, bool is_max, const Tensor& x, int64_t
     return {v, zeros({}, DType::i64)};
   }
   const DType rd = x.dtype() == DType::boolean ? DType::i64 : x.dtype();
-  const DType cd = compute_dtype(rd);
+  const DType cd = backend::compute_dtype_on(rd, x.device());
   Rows r = to_rows(to_dtype(x.detach(), cd), {d});
   Tensor values = make_tensor(r.kept, cd, x.device());
   Tensor indices = make_tensor(r.kept, DType::i64, x.device());
-  if (r.M > 0) cpu::arg_reduce_rows(is_max, r.data, values, indices, r.M, r.R);
+  if (r.M > 0) backend::arg_reduce_rows(is_max, r.data, values, indices, r.M, r.R);
   if (cd != rd) values = to_dtype(values, rd);
   if (keepdim) {
     values = values.unsqueeze(d);
@@ -169,8 +169,8 @@ ValuesIndices arg_reduce(const char* name, bool is_max, const Tensor& x, int64_t
 }
 }  // namespace
 
-Tensor amax(const Tensor& x, const Shape& dims, bool keepdim) { return amax_amin("amax", cpu::ReduceOp::max, x, dims, keepdim); }
-Tensor amin(const Tensor& x, const Shape& dims, bool keepdim) { return amax_amin("amin", cpu::ReduceOp::min, x, dims, keepdim); }
+Tensor amax(const Tensor& x, const Shape& dims, bool keepdim) { return amax_amin("amax", ReduceOp::max, x, dims, keepdim); }
+Tensor amin(const Tensor& x, const Shape& dims, bool keepdim) { return amax_amin("amin", ReduceOp::min, x, dims, keepdim); }
 ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim) { return arg_reduce("max", true, x, dim, keepdim); }
 ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim) { return arg_reduce("min", false, x, dim, keepdim); }
 Tensor max(const Tensor& x) { return amax(x); }
@@ -196,10 +196,10 @@ Tensor softmax_impl(const char* name, bool log, const Tensor& x, int64_t dim) {
     return r;
   }
   const int64_t d = wrap_dim(dim, x.dim(), name);
-  const DType cd = compute_dtype(x.dtype());
+  const DType cd = backend::compute_dtype_on(x.dtype(), x.device());
   Rows r = to_rows(to_dtype(x.detach(), cd), {d});
   Tensor out_rows = make_tensor(r.data.shape(), cd, x.device());
-  if (r.M > 0 && r.R > 0) cpu::softmax_rows(log, r.data, out_rows, r.M, r.R);
+  if (r.M > 0 && r.R > 0) backend::softmax_rows(log, r.data, out_rows, r.M, r.R);
   // Undo the move of `d` to the end as a view.
   Shape perm(x.dim());
   std::iota(perm.begin(), perm.end(), 0);

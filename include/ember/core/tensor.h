@@ -124,6 +124,7 @@ class Tensor {
   Tensor contiguous() const;
   Tensor clone() const;
   Tensor to(DType t) const;
+  Tensor to(Device d) const;
   Tensor sum() const;
   Tensor mean() const;
 

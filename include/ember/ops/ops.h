@@ -65,6 +65,8 @@ Tensor flatten(const Tensor& x, int64_t start = 0, int64_t end = -1);
 Tensor contiguous(const Tensor& x);
 Tensor clone(const Tensor& x);
 Tensor to_dtype(const Tensor& x, DType t);
+// A copy on device d (x itself when already there); differentiable.
+Tensor to_device(const Tensor& x, Device d);
 
 // --- elementwise -----------------------------------------------------------------------------
 // Binary ops broadcast and promote (see promote_types); bool arithmetic is done in i64.

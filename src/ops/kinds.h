@@ -1,0 +1,11 @@
+// Kinds of primitives that both backends implement (their math, where it is elementwise,
+// lives in elementwise_math.h).
+#pragma once
+#include <cstdint>
+
+namespace ember {
+
+enum class ReduceOp : uint8_t { sum, prod, max, min };
+enum class RandomKind : uint8_t { uniform, normal, bernoulli, randint };
+
+}  // namespace ember
