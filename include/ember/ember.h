@@ -9,6 +9,7 @@
 #include "ember/core/generator.h"
 #include "ember/core/shape.h"
 #include "ember/core/tensor.h"
+#include "ember/cuda.h"
 #include "ember/nn/layers.h"
 #include "ember/nn/loss.h"
 #include "ember/nn/module.h"

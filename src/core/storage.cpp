@@ -29,8 +29,16 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
   data_ = alloc->allocate(nbytes, device);
 }
 
+Storage::Storage(size_t nbytes, Device device, DeviceAllocator* alloc)
+    : nbytes_(nbytes), device_(device), alloc_(alloc) {
+  EMBER_CHECK(alloc != nullptr, "storage", "null allocator");
+  data_ = alloc->allocate(nbytes, device);
+}
+
 Storage::~Storage() {
-  if (device_.is_cpu()) {
+  if (alloc_) {
+    alloc_->deallocate(data_, nbytes_, device_);
+  } else if (device_.is_cpu()) {
     std::free(data_);
   } else if (DeviceAllocator* alloc = device_allocator(device_.type)) {
     alloc->deallocate(data_, nbytes_, device_);

@@ -7,7 +7,7 @@
 
 #include "cpu/cpu.h"
 #include "cpu/loops.h"
-#include "ember/core/generator.h"
+#include "ops/philox.h"
 
 namespace ember::cpu {
 namespace {
@@ -108,33 +108,9 @@ void random_fill(RandomKind kind, const Tensor& out, uint64_t seed, uint64_t off
     scalar_t* po = static_cast<scalar_t*>(out.data_ptr());
     parallel_for(blocks, 64, [&](int64_t b0, int64_t b1) {
       for (int64_t blk = b0; blk < b1; ++blk) {
-        auto r = philox4x32(offset + blk, 0, seed);
-        for (int lane = 0; lane < 4; ++lane) {
-          const int64_t i = blk * 4 + lane;
-          if (i >= n) break;
-          double v = 0;
-          switch (kind) {
-            case RandomKind::uniform: v = a + (b - a) * uniform01(r[lane]); break;
-            case RandomKind::bernoulli: v = uniform01(r[lane]) < a ? 1.0 : 0.0; break;
-            case RandomKind::randint: {
-              const uint64_t span = static_cast<uint64_t>(b - a);
-              const uint64_t wide = (static_cast<uint64_t>(r[lane]) << 32) | r[lane ^ 1];
-              v = a + static_cast<double>(wide % span);
-              break;
-            }
-            case RandomKind::normal: {
-              // Box-Muller on lanes (0,1) and (2,3): lane pairs give cos and sin halves.
-              const int base = lane & ~1;
-              const double u1 = (static_cast<double>(r[base]) + 1.0) / 4294967296.0;  // (0, 1]
-              const double u2 = static_cast<double>(r[base + 1]) / 4294967296.0;
-              const double rad = std::sqrt(-2.0 * std::log(u1));
-              const double th = 6.283185307179586 * u2;
-              v = a + b * rad * ((lane & 1) ? std::sin(th) : std::cos(th));
-              break;
-            }
-          }
-          po[i] = static_cast<scalar_t>(v);
-        }
+        const PhiloxBlock r = philox_block(offset + blk, 0, seed);
+        for (int lane = 0; lane < 4 && blk * 4 + lane < n; ++lane)
+          po[blk * 4 + lane] = static_cast<scalar_t>(random_value(kind, r, lane, a, b));
       }
     });
   });

@@ -11,10 +11,14 @@
 
 namespace ember {
 
+class DeviceAllocator;
+
 class Storage {
  public:
   // Allocates nbytes on device (64-byte aligned on the CPU). Contents are uninitialised.
   Storage(size_t nbytes, Device device);
+  // Memory from a specific allocator (e.g. page-locked host memory for a CPU tensor).
+  Storage(size_t nbytes, Device device, DeviceAllocator* alloc);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -23,12 +27,14 @@ class Storage {
   size_t nbytes() const { return nbytes_; }
   Device device() const { return device_; }
   uint64_t version() const { return version_; }
+  DeviceAllocator* allocator() const { return alloc_; }
   void bump_version() { ++version_; }
 
  private:
   void* data_ = nullptr;
   size_t nbytes_ = 0;
   Device device_;
+  DeviceAllocator* alloc_ = nullptr;  // null: the device's default
   uint64_t version_ = 0;
 };
 

@@ -1,0 +1,51 @@
+// Internal CUDA runtime helpers for the backend: error-check macros that name the statement,
+// file:line and device; the current stream; the caching allocator.
+#pragma once
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <string>
+
+#include "ember/core/allocator.h"
+#include "ember/core/error.h"
+
+namespace ember::cuda {
+
+[[noreturn]] void fail_cuda(const char* stmt, cudaError_t err, const char* file, int line);
+[[noreturn]] void fail_cublas(const char* stmt, cublasStatus_t st, const char* file, int line);
+
+int current_device();
+cudaStream_t current_stream(int device = -1);
+cublasHandle_t cublas_handle();  // per device, bound to the current stream on each call
+
+// The caching allocator: blocks are rounded to size classes (512 B granules below 1 MiB,
+// 2 MiB granules above) and cached per (device, stream) after free, so a block is reused
+// only on the stream it was last used on (stream order makes that safe without events).
+// Out of memory: the cache is emptied and the cudaMalloc retried once; then ember::Error
+// with the requested size and the statistics.
+DeviceAllocator& caching_allocator();
+
+// Grid size for n elements at `threads` per block, capped for grid-stride loops.
+inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 8) {
+  int64_t b = (n + threads - 1) / threads;
+  if (b < 1) b = 1;
+  return static_cast<unsigned>(b < max_blocks ? b : max_blocks);
+}
+
+}  // namespace ember::cuda
+
+#define EMBER_CUDA_CHECK(stmt)                                                  \
+  do {                                                                          \
+    cudaError_t ember_err_ = (stmt);                                            \
+    if (ember_err_ != cudaSuccess) ::ember::cuda::fail_cuda(#stmt, ember_err_, __FILE__, __LINE__); \
+  } while (0)
+
+#define EMBER_CUBLAS_CHECK(stmt)                                                \
+  do {                                                                          \
+    cublasStatus_t ember_st_ = (stmt);                                          \
+    if (ember_st_ != CUBLAS_STATUS_SUCCESS) ::ember::cuda::fail_cublas(#stmt, ember_st_, __FILE__, __LINE__); \
+  } while (0)
+
+// After every kernel launch.
+#define EMBER_CUDA_LAUNCH_CHECK() EMBER_CUDA_CHECK(cudaGetLastError())
