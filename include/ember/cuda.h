@@ -14,6 +14,11 @@ bool is_available();     // built with CUDA and at least one GPU visible
 int device_count();      // 0 when none
 void synchronize(int device = -1);  // -1: the current device
 
+// Debugging aid for tests: when on, every new device allocation is filled with 0xFF bytes
+// (NaN for floats) before it is handed out, so a kernel that leaves an output element
+// unwritten shows up as NaN. Also switched on by EMBER_CUDA_POISON=1.
+void set_poison_allocations(bool on);
+
 // Caching allocator statistics, per device (bytes).
 struct MemoryStats {
   size_t allocated = 0;       // in live tensors

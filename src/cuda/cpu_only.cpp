@@ -17,6 +17,7 @@ void synchronize(int) { no_cuda("cuda::synchronize"); }
 MemoryStats memory_stats(int) { no_cuda("cuda::memory_stats"); }
 void reset_peak_stats(int) { no_cuda("cuda::reset_peak_stats"); }
 void empty_cache() {}
+void set_poison_allocations(bool) {}
 Stream Stream::current(int) { no_cuda("cuda::Stream"); }
 Stream Stream::create(int) { no_cuda("cuda::Stream"); }
 void Stream::synchronize() const { no_cuda("cuda::Stream"); }

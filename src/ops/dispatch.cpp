@@ -6,7 +6,23 @@
 #include "cuda/cuda_backend.h"
 #endif
 
+#ifdef EMBER_WITH_CUDA
+#include "cuda/runtime.h"
+#include "ember/core/allocator.h"
+#endif
+
 namespace ember::backend {
+
+#ifdef EMBER_WITH_CUDA
+// Registered during static initialisation: this file is always linked (every op calls it),
+// so CUDA storage works before any kernel has run.
+namespace {
+const bool kCudaAllocatorRegistered = [] {
+  set_device_allocator(DeviceType::cuda, &cuda::caching_allocator());
+  return true;
+}();
+}  // namespace
+#endif
 
 #ifdef EMBER_WITH_CUDA
 #define EMBER_ON(t, call)                      \
