@@ -241,7 +241,7 @@ Tensor& Tensor::mul_(const Tensor& o) {
   return *this;
 }
 
-Tensor& Tensor::mul_(double s) { return mul_(scalar_tensor(s, TensorOptions(dtype()))); }
+Tensor& Tensor::mul_(double s) { return mul_(scalar_tensor(s, TensorOptions(dtype()).with_device(device()))); }
 
 // --- method sugar ----------------------------------------------------------------------------
 Tensor Tensor::view(const Shape& s) const { return ember::view(*this, s); }

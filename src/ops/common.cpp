@@ -34,6 +34,11 @@ void check_defined(const char* op, const std::vector<Tensor>& ts) {
     EMBER_CHECK(ts[i].defined(), op, "argument ", i, " is an undefined tensor");
 }
 
+Tensor scalar_to_device(const Tensor& s, const Tensor& other) {
+  if (s.dim() == 0 && s.device().is_cpu() && !other.device().is_cpu()) return to_device(s, other.device());
+  return s;
+}
+
 void check_same_device(const char* op, const std::vector<Tensor>& ts) {
   check_defined(op, ts);
   for (const auto& t : ts)

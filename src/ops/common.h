@@ -16,6 +16,9 @@ Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset);
 // Throws unless every defined tensor is on the same device, naming them all.
 void check_same_device(const char* op, const std::vector<Tensor>& ts);
 void check_defined(const char* op, const std::vector<Tensor>& ts);
+// A 0-d CPU tensor next to a tensor on another device acts as a scalar: it is copied there
+// (like a Python number). Anything else is returned unchanged.
+Tensor scalar_to_device(const Tensor& s, const Tensor& other);
 // "(2, 3) f32 cpu"
 std::string describe(const Tensor& t);
 // Sums g down to shape (undoes broadcasting).

@@ -169,7 +169,8 @@ bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
   NoGradGuard ng;
   broadcast_shapes(a.shape(), b.shape(), "allclose");
   Tensor x = to_dtype(a, DType::f64), y = to_dtype(b, DType::f64);
-  Tensor tol = add(mul(abs(y), scalar_tensor(rtol, DType::f64)), scalar_tensor(atol, DType::f64));
+  Tensor tol = add(mul(abs(y), scalar_tensor(rtol, TensorOptions(DType::f64).with_device(y.device()))),
+                   scalar_tensor(atol, TensorOptions(DType::f64).with_device(y.device())));
   Tensor ok = le(abs(sub(x, y)), tol);
   // NaN never compares close.
   return amin(to_dtype(ok, DType::i64)).item<int64_t>() == 1;

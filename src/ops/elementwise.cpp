@@ -24,7 +24,10 @@ Tensor grad_for(const Tensor& g, const InputMeta& m) {
   return is_floating(m.dtype) ? to_dtype(r, m.dtype) : r;
 }
 
-Tensor scalar_of(double v, DType dt) { return scalar_tensor(v, TensorOptions(dt)); }
+// A 0-d tensor with like's dtype and device (scalars in backward formulas live on the device).
+Tensor scalar_of(double v, const Tensor& like) {
+  return scalar_tensor(v, TensorOptions(like.dtype()).with_device(like.device()));
+}
 
 // Runs a unary kernel; returns the result in dtype `result` (computed in its compute dtype).
 Tensor run_unary(UnaryOp op, const Tensor& x, DType result, UnaryArgs args = {}) {
@@ -62,7 +65,9 @@ DType binary_result(BinaryOp op, DType a, DType b) {
   return r;
 }
 
-Tensor run_binary(const char* name, BinaryOp op, const Tensor& a, const Tensor& b, double alpha = 1.0) {
+Tensor run_binary(const char* name, BinaryOp op, const Tensor& a_in, const Tensor& b_in, double alpha = 1.0) {
+  detail::check_defined(name, {a_in, b_in});
+  const Tensor a = detail::scalar_to_device(a_in, b_in), b = detail::scalar_to_device(b_in, a_in);
   detail::check_same_device(name, {a, b});
   const Shape shape = broadcast_shapes(a.shape(), b.shape(), name);
   const DType rd = binary_result(op, a.dtype(), b.dtype());
@@ -83,7 +88,7 @@ Tensor add(const Tensor& a, const Tensor& b, double alpha) {
   record("add", {a, b}, {out},
          [ma = meta_of(a), mb = meta_of(b), alpha](const Grads& g, const Grads&, const Needs& n) {
            return Grads{n[0] ? grad_for(g[0], ma) : Tensor(),
-                        n[1] ? grad_for(alpha == 1.0 ? g[0] : mul(g[0], scalar_of(alpha, g[0].dtype())), mb)
+                        n[1] ? grad_for(alpha == 1.0 ? g[0] : mul(g[0], scalar_of(alpha, g[0])), mb)
                              : Tensor()};
          });
   return out;
@@ -128,7 +133,7 @@ Tensor pow(const Tensor& a, const Tensor& b) {
       "pow", {a, b}, {out},
       [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads& s, const Needs& n) {
         Tensor ga, gb;
-        if (n[0]) ga = grad_for(mul(g[0], mul(s[1], pow(s[0], sub(s[1], scalar_of(1, s[1].dtype()))))), ma);
+        if (n[0]) ga = grad_for(mul(g[0], mul(s[1], pow(s[0], sub(s[1], scalar_of(1, s[1]))))), ma);
         if (n[1]) gb = grad_for(mul(g[0], mul(s[2], log(s[0]))), mb);
         return Grads{ga, gb};
       },
@@ -143,7 +148,7 @@ Tensor pow(const Tensor& a, double exponent) {
   record(
       "pow", {a}, {out},
       [exponent](const Grads& g, const Grads& s, const Needs&) {
-        return Grads{mul(g[0], mul(pow(s[0], exponent - 1.0), scalar_of(exponent, s[0].dtype())))};
+        return Grads{mul(g[0], mul(pow(s[0], exponent - 1.0), scalar_of(exponent, s[0])))};
       },
       {a});
   return out;
@@ -159,11 +164,11 @@ Tensor extremum(const char* name, BinaryOp op, const Tensor& a, const Tensor& b)
       [ma = meta_of(a), mb = meta_of(b), win](const Grads& g, const Grads& s, const Needs& n) {
         const DType dt = g[0].dtype();
         Tensor a_wins = to_dtype(win == BinaryOp::gt ? gt(s[0], s[1]) : lt(s[0], s[1]), dt);
-        Tensor tie = mul(to_dtype(eq(s[0], s[1]), dt), scalar_of(0.5, dt));
+        Tensor tie = mul(to_dtype(eq(s[0], s[1]), dt), scalar_of(0.5, g[0]));
         Tensor wa = add(a_wins, tie);
         Tensor ga, gb;
         if (n[0]) ga = grad_for(mul(g[0], wa), ma);
-        if (n[1]) gb = grad_for(mul(g[0], sub(scalar_of(1, dt), wa)), mb);
+        if (n[1]) gb = grad_for(mul(g[0], sub(scalar_of(1, g[0]), wa)), mb);
         return Grads{ga, gb};
       },
       {a, b});
@@ -215,14 +220,14 @@ Tensor log(const Tensor& x) {
 Tensor log1p(const Tensor& x) {
   return unary_float("log1p", UnaryOp::log1p, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
-                       return Grads{div(g[0], add(s[0], scalar_of(1, s[0].dtype())))};
+                       return Grads{div(g[0], add(s[0], scalar_of(1, s[0])))};
                      },
                      true, false);
 }
 Tensor sqrt(const Tensor& x) {
   return unary_float("sqrt", UnaryOp::sqrt, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
-                       return Grads{div(g[0], mul(s[0], scalar_of(2, s[0].dtype())))};
+                       return Grads{div(g[0], mul(s[0], scalar_of(2, s[0])))};
                      },
                      false, true);
 }
@@ -231,7 +236,7 @@ Tensor rsqrt(const Tensor& x) {
   return unary_float("rsqrt", UnaryOp::rsqrt, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& y = s[0];
-                       return Grads{mul(g[0], mul(mul(y, mul(y, y)), scalar_of(-0.5, y.dtype())))};
+                       return Grads{mul(g[0], mul(mul(y, mul(y, y)), scalar_of(-0.5, y)))};
                      },
                      false, true);
 }
@@ -239,7 +244,7 @@ Tensor tanh(const Tensor& x) {
   return unary_float("tanh", UnaryOp::tanh, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& y = s[0];
-                       return Grads{mul(g[0], sub(scalar_of(1, y.dtype()), mul(y, y)))};
+                       return Grads{mul(g[0], sub(scalar_of(1, y), mul(y, y)))};
                      },
                      false, true);
 }
@@ -247,7 +252,7 @@ Tensor sigmoid(const Tensor& x) {
   return unary_float("sigmoid", UnaryOp::sigmoid, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& y = s[0];
-                       return Grads{mul(g[0], mul(y, sub(scalar_of(1, y.dtype()), y)))};
+                       return Grads{mul(g[0], mul(y, sub(scalar_of(1, y), y)))};
                      },
                      false, true);
 }
@@ -265,7 +270,7 @@ Tensor silu(const Tensor& x) {
                        const Tensor& v = s[0];
                        const DType dt = v.dtype();
                        Tensor sg = sigmoid(v);
-                       return Grads{mul(g[0], mul(sg, add(scalar_of(1, dt), mul(v, sub(scalar_of(1, dt), sg)))))};
+                       return Grads{mul(g[0], mul(sg, add(scalar_of(1, v), mul(v, sub(scalar_of(1, v), sg)))))};
                      },
                      true, false);
 }
@@ -277,7 +282,7 @@ Tensor abs(const Tensor& x) {
       "abs", {x}, {out},
       [](const Grads& g, const Grads& s, const Needs&) {
         const DType dt = g[0].dtype();
-        Tensor zero = scalar_of(0, s[0].dtype());
+        Tensor zero = scalar_of(0, s[0]);
         Tensor sign = sub(to_dtype(gt(s[0], zero), dt), to_dtype(lt(s[0], zero), dt));
         return Grads{mul(g[0], sign)};
       },
@@ -291,7 +296,7 @@ Tensor relu(const Tensor& x) {
   record(
       "relu", {x}, {out},
       [](const Grads& g, const Grads& s, const Needs&) {
-        return Grads{mul(g[0], to_dtype(gt(s[0], scalar_of(0, s[0].dtype())), g[0].dtype()))};
+        return Grads{mul(g[0], to_dtype(gt(s[0], scalar_of(0, s[0])), g[0].dtype()))};
       },
       {out});
   return out;
@@ -317,14 +322,16 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
       "clamp", {x}, {out},
       [l, h](const Grads& g, const Grads& s, const Needs&) {
         const DType dt = s[0].dtype();
-        Tensor inside = logical_and(ge(s[0], scalar_of(l, dt)), le(s[0], scalar_of(h, dt)));
+        Tensor inside = logical_and(ge(s[0], scalar_of(l, s[0])), le(s[0], scalar_of(h, s[0])));
         return Grads{mul(g[0], to_dtype(inside, g[0].dtype()))};
       },
       {x});
   return out;
 }
 
-Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
+Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+  detail::check_defined("where", {cond, a_in, b_in});
+  const Tensor a = detail::scalar_to_device(a_in, cond), b = detail::scalar_to_device(b_in, cond);
   detail::check_same_device("where", {cond, a, b});
   EMBER_CHECK(cond.dtype() == DType::boolean, "where", "condition must be bool, got ", cond.dtype(),
               " of shape ", shape_str(cond.shape()));
@@ -338,7 +345,7 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   record(
       "where", {a, b}, {out},
       [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads& s, const Needs& n) {
-        Tensor zero = scalar_of(0, g[0].dtype());
+        Tensor zero = scalar_of(0, g[0]);
         Tensor ga, gb;
         if (n[0]) ga = grad_for(where(s[0], g[0], zero), ma);
         if (n[1]) gb = grad_for(where(s[0], zero, g[0]), mb);

@@ -136,7 +136,7 @@ Tensor index_add(const Tensor& self, int64_t dim, const Tensor& index, const Ten
         Tensor gs;
         if (n[1]) {
           gs = index_select(g[0], dim, sv[0]);
-          if (alpha != 1.0) gs = mul(gs, scalar_tensor(alpha, TensorOptions(gs.dtype())));
+          if (alpha != 1.0) gs = mul(gs, scalar_tensor(alpha, TensorOptions(gs.dtype()).with_device(gs.device())));
         }
         return Grads{n[0] ? g[0] : Tensor(), gs};
       },

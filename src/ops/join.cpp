@@ -136,7 +136,7 @@ Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
   if (!training || p == 0) return x;
   if (p == 1) return mul(x, zeros_like(x));
   Tensor keep = bernoulli(x.shape(), 1.0 - p, TensorOptions(x.dtype()).with_device(x.device()), gen);
-  return mul(x, mul(keep, scalar_tensor(1.0 / (1.0 - p), TensorOptions(x.dtype()))));
+  return mul(x, mul(keep, scalar_tensor(1.0 / (1.0 - p), TensorOptions(x.dtype()).with_device(x.device()))));
 }
 
 }  // namespace ember

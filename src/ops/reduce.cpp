@@ -89,7 +89,7 @@ Tensor mean(const Tensor& x, const Shape& dims_in, bool keepdim) {
   for (auto d : dims) count *= x.size(d);
   Tensor xf = is_floating(x.dtype()) ? x : to_dtype(x, DType::f32);
   Tensor s = sum(xf, dims_in, keepdim);
-  return div(s, scalar_tensor(static_cast<double>(count), TensorOptions(s.dtype())));
+  return div(s, scalar_tensor(static_cast<double>(count), TensorOptions(s.dtype()).with_device(s.device())));
 }
 
 Tensor var(const Tensor& x, const Shape& dims_in, int64_t correction, bool keepdim) {
@@ -101,7 +101,7 @@ Tensor var(const Tensor& x, const Shape& dims_in, int64_t correction, bool keepd
   Tensor d = sub(xf, mean(xf, dims_in, true));
   Tensor ss = sum(mul(d, d), dims_in, keepdim);
   const double denom = static_cast<double>(std::max<int64_t>(count - correction, 0));
-  return div(ss, scalar_tensor(denom, TensorOptions(ss.dtype())));
+  return div(ss, scalar_tensor(denom, TensorOptions(ss.dtype()).with_device(ss.device())));
 }
 
 Tensor prod(const Tensor& x, const Shape& dims_in, bool keepdim) {
