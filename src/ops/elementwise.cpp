@@ -268,7 +268,6 @@ Tensor silu(const Tensor& x) {
   return unary_float("silu", UnaryOp::silu, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& v = s[0];
-                       const DType dt = v.dtype();
                        Tensor sg = sigmoid(v);
                        return Grads{mul(g[0], mul(sg, add(scalar_of(1, v), mul(v, sub(scalar_of(1, v), sg)))))};
                      },
@@ -321,7 +320,6 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
   record(
       "clamp", {x}, {out},
       [l, h](const Grads& g, const Grads& s, const Needs&) {
-        const DType dt = s[0].dtype();
         Tensor inside = logical_and(ge(s[0], scalar_of(l, s[0])), le(s[0], scalar_of(h, s[0])));
         return Grads{mul(g[0], to_dtype(inside, g[0].dtype()))};
       },

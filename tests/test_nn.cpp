@@ -1,0 +1,721 @@
+// nn and optim: Module bookkeeping (dotted parameter names, counts, train/eval, zero_grad),
+// Linear (init bound, forward on 1-D/2-D/3-D input, gradients), cross_entropy (values, gradient,
+// bad input) and SGD (PyTorch's momentum / weight-decay rule). References are computed by hand
+// in double from the tensors' values, not with the ops under test.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "test_util.h"
+
+using namespace ember;
+using ember_test::check_close;
+using ember_test::check_tensor;
+using ember_test::to_string;
+using ember_test::vals;
+
+namespace {
+
+// scale * inner(body(fc1(x))) with
+//   fc1  = Linear(3, 4)
+//   body = Sequential{ReLU, Linear(4, 2, no bias), Sequential{Linear(2, 5), ReLU}}
+// so parameter names are nested three deep and one module owns a parameter of its own.
+struct Net : nn::Layer {
+  Tensor scale;
+  std::shared_ptr<nn::Linear> fc1;
+  std::shared_ptr<nn::Sequential> body;
+  // Not registered here: reachable through body, kept to look at their state.
+  std::shared_ptr<nn::ReLU> relu1, relu2;
+  std::shared_ptr<nn::Linear> mid, last;
+  std::shared_ptr<nn::Sequential> inner;
+
+  explicit Net(Generator* g) {
+    scale = register_parameter("scale", full({1}, 1.5));
+    fc1 = register_module("fc1", std::make_shared<nn::Linear>(3, 4, true, g));
+    body = register_module("body", std::make_shared<nn::Sequential>());
+    relu1 = std::make_shared<nn::ReLU>();
+    relu2 = std::make_shared<nn::ReLU>();
+    mid = std::make_shared<nn::Linear>(4, 2, false, g);
+    last = std::make_shared<nn::Linear>(2, 5, true, g);
+    inner = std::make_shared<nn::Sequential>();
+    inner->add(last).add(relu2);
+    body->add(relu1).add(mid).add(inner);
+  }
+  Tensor forward(const Tensor& x) override { return (*body)((*fc1)(x)) * scale; }
+
+  std::vector<const nn::Module*> all_modules() const {
+    return {this, fc1.get(), body.get(), relu1.get(), mid.get(), inner.get(), last.get(), relu2.get()};
+  }
+};
+
+// Exposes the protected registration to test its checks.
+struct Bare : nn::Module {
+  Tensor add_param(const std::string& name, Tensor t) { return register_parameter(name, std::move(t)); }
+};
+
+// y[m, o] = sum_i x[m, i] * w[o, i] + b[o], x as M rows of `in` values (row-major).
+std::vector<double> linear_ref(const std::vector<double>& x, const std::vector<double>& w,
+                               const std::vector<double>& b, int64_t in, int64_t out) {
+  const int64_t m = static_cast<int64_t>(x.size()) / in;
+  std::vector<double> y(static_cast<size_t>(m * out));
+  for (int64_t r = 0; r < m; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = b.empty() ? 0.0 : b[o];
+      for (int64_t i = 0; i < in; ++i) acc += x[r * in + i] * w[o * in + i];
+      y[r * out + o] = acc;
+    }
+  return y;
+}
+
+// Per-row softmax of (N, C) values given row-major, in double.
+std::vector<double> softmax_ref(const std::vector<double>& z, int64_t n, int64_t c) {
+  std::vector<double> p(z.size());
+  for (int64_t i = 0; i < n; ++i) {
+    double mx = z[i * c];
+    for (int64_t j = 1; j < c; ++j) mx = std::max(mx, z[i * c + j]);
+    double s = 0;
+    for (int64_t j = 0; j < c; ++j) s += std::exp(z[i * c + j] - mx);
+    for (int64_t j = 0; j < c; ++j) p[i * c + j] = std::exp(z[i * c + j] - mx) / s;
+  }
+  return p;
+}
+
+// -log softmax(z)[i, t[i]] per row.
+std::vector<double> nll_ref(const std::vector<double>& z, const std::vector<int64_t>& t, int64_t c) {
+  const int64_t n = static_cast<int64_t>(t.size());
+  std::vector<double> out(t.size());
+  for (int64_t i = 0; i < n; ++i) {
+    double mx = z[i * c];
+    for (int64_t j = 1; j < c; ++j) mx = std::max(mx, z[i * c + j]);
+    double s = 0;
+    for (int64_t j = 0; j < c; ++j) s += std::exp(z[i * c + j] - mx);
+    out[i] = -(z[i * c + t[i]] - mx - std::log(s));
+  }
+  return out;
+}
+
+// d loss / d z for the given reduction: (softmax - one_hot) * scale[i].
+std::vector<double> ce_grad_ref(const std::vector<double>& z, const std::vector<int64_t>& t, int64_t c,
+                                const std::vector<double>& row_scale) {
+  const int64_t n = static_cast<int64_t>(t.size());
+  std::vector<double> g = softmax_ref(z, n, c);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < c; ++j) g[i * c + j] = (g[i * c + j] - (j == t[i] ? 1.0 : 0.0)) * row_scale[i];
+  return g;
+}
+
+double sum_of(const std::vector<double>& v) {
+  double s = 0;
+  for (double x : v) s += x;
+  return s;
+}
+
+Tensor targets(const std::vector<int64_t>& t, DType dt) {
+  Tensor r = from_vector<int64_t>(t, {static_cast<int64_t>(t.size())});
+  return dt == DType::i64 ? r : to_dtype(r, dt);
+}
+
+const char* reduction_name(nn::Reduction r) {
+  switch (r) {
+    case nn::Reduction::none: return "none";
+    case nn::Reduction::mean: return "mean";
+    case nn::Reduction::sum: return "sum";
+  }
+  return "?";
+}
+
+}  // namespace
+
+TEST_SUITE("nn") {
+  // --- Module ----------------------------------------------------------------------------------
+
+  TEST_CASE("named_parameters: registration order, dotted names through nested Sequentials") {
+    Generator g(1);
+    Net net(&g);
+    auto np = net.named_parameters();
+    const std::vector<std::string> names = {"scale", "fc1.weight", "fc1.bias", "body.1.weight",
+                                            "body.2.0.weight", "body.2.0.bias"};
+    REQUIRE(np.size() == names.size());
+    for (size_t i = 0; i < names.size(); ++i) CHECK_MESSAGE(np[i].first == names[i], "parameter " << i);
+    // The handles are the modules' own tensors (an optimizer updates the real weights).
+    CHECK(np[0].second.is_same(net.scale));
+    CHECK(np[1].second.is_same(net.fc1->weight));
+    CHECK(np[2].second.is_same(net.fc1->bias));
+    CHECK(np[3].second.is_same(net.mid->weight));
+    CHECK(np[4].second.is_same(net.last->weight));
+    CHECK(np[5].second.is_same(net.last->bias));
+    CHECK(np[1].second.shape() == Shape{4, 3});
+    CHECK(np[3].second.shape() == Shape{2, 4});
+    CHECK(np[4].second.shape() == Shape{5, 2});
+    for (auto& [name, p] : np) {
+      CHECK_MESSAGE(p.requires_grad(), name);
+      CHECK_MESSAGE(p.is_leaf(), name);
+    }
+    // parameters() is the same list without names; submodules name relative to themselves.
+    auto ps = net.parameters();
+    REQUIRE(ps.size() == np.size());
+    for (size_t i = 0; i < ps.size(); ++i) CHECK(ps[i].is_same(np[i].second));
+    auto body_np = net.body->named_parameters();
+    REQUIRE(body_np.size() == 3);
+    CHECK(body_np[0].first == "1.weight");
+    CHECK(body_np[1].first == "2.0.weight");
+    CHECK(body_np[2].first == "2.0.bias");
+    CHECK(net.relu1->named_parameters().empty());
+    CHECK(net.relu1->parameter_count() == 0);
+    // Deterministic: a second call gives the same order.
+    auto again = net.named_parameters();
+    for (size_t i = 0; i < np.size(); ++i) CHECK(again[i].first == np[i].first);
+  }
+
+  TEST_CASE("parameter_count sums numel over the whole tree") {
+    Generator g(2);
+    Net net(&g);
+    CHECK(net.parameter_count() == 1 + (12 + 4) + 8 + (10 + 5));
+    CHECK(net.fc1->parameter_count() == 16);
+    CHECK(net.body->parameter_count() == 8 + 15);
+    CHECK(net.inner->parameter_count() == 15);
+    nn::Sequential mlp;
+    mlp.add(std::make_shared<nn::Linear>(784, 256)).add(std::make_shared<nn::ReLU>())
+        .add(std::make_shared<nn::Linear>(256, 10));
+    CHECK(mlp.size() == 3);
+    CHECK(mlp.parameter_count() == 784 * 256 + 256 + 256 * 10 + 10);
+    nn::Sequential empty_seq;
+    CHECK(empty_seq.parameter_count() == 0);
+    CHECK(empty_seq.named_parameters().empty());
+  }
+
+  TEST_CASE("train/eval recurse into every submodule; on a child they stay in its subtree") {
+    Generator g(3);
+    Net net(&g);
+    for (const nn::Module* m : net.all_modules()) CHECK(m->is_training());  // default
+    net.eval();
+    for (const nn::Module* m : net.all_modules()) CHECK_FALSE(m->is_training());
+    net.train();
+    for (const nn::Module* m : net.all_modules()) CHECK(m->is_training());
+    net.train(false);
+    for (const nn::Module* m : net.all_modules()) CHECK_FALSE(m->is_training());
+    net.train(true);
+    net.body->eval();
+    CHECK(net.is_training());
+    CHECK(net.fc1->is_training());
+    CHECK_FALSE(net.body->is_training());
+    CHECK_FALSE(net.relu1->is_training());
+    CHECK_FALSE(net.mid->is_training());
+    CHECK_FALSE(net.inner->is_training());
+    CHECK_FALSE(net.last->is_training());
+    CHECK_FALSE(net.relu2->is_training());
+  }
+
+  TEST_CASE("zero_grad drops every gradient in the (sub)tree and nothing else") {
+    Generator g(4);
+    Net net(&g);
+    Tensor x = randn({6, 3}, {}, &g);
+    sum(net(x)).backward();
+    for (auto& [name, p] : net.named_parameters()) {
+      REQUIRE_MESSAGE(p.grad().defined(), name);
+      CHECK_MESSAGE(p.grad().shape() == p.shape(), name);
+    }
+    net.body->zero_grad();  // only body.*
+    CHECK(net.scale.grad().defined());
+    CHECK(net.fc1->weight.grad().defined());
+    CHECK(net.fc1->bias.grad().defined());
+    CHECK_FALSE(net.mid->weight.grad().defined());
+    CHECK_FALSE(net.last->weight.grad().defined());
+    CHECK_FALSE(net.last->bias.grad().defined());
+    Tensor w_before = net.fc1->weight.detach().clone();
+    net.zero_grad();
+    for (auto& [name, p] : net.named_parameters()) {
+      CHECK_MESSAGE(!p.grad().defined(), name);
+      CHECK_MESSAGE(p.requires_grad(), name);
+    }
+    CHECK(equal(net.fc1->weight, w_before));  // values untouched
+    // A fresh backward after zero_grad gives the gradient of that pass only (no stale sum).
+    sum(net(x)).backward();
+    Tensor g1 = net.fc1->weight.grad().clone();
+    net.zero_grad();
+    sum(net(x)).backward();
+    check_close(net.fc1->weight.grad(), g1, 1e-6, 1e-7);
+  }
+
+  TEST_CASE("register_parameter and Sequential::add check their arguments") {
+    Bare m;
+    Tensor w = m.add_param("w", zeros({2}));
+    CHECK(w.requires_grad());  // marked by registration
+    CHECK(m.named_parameters().size() == 1);
+    CHECK_EMBER_ERROR(m.add_param("w", zeros({1})), "register_parameter", "\"w\"", "twice");
+    CHECK_EMBER_ERROR(m.add_param("a.b", zeros({1})), "register_parameter", "a.b");
+    CHECK_EMBER_ERROR(m.add_param("", zeros({1})), "register_parameter");
+    CHECK_EMBER_ERROR(m.add_param("u", Tensor()), "register_parameter", "\"u\"");
+    CHECK(m.named_parameters().size() == 1);
+    nn::Sequential s;
+    CHECK_EMBER_ERROR(s.add(nullptr), "Sequential", "null");
+    CHECK(s.size() == 0);
+  }
+
+  // --- Linear ----------------------------------------------------------------------------------
+
+  TEST_CASE("Linear: shapes, init within +-1/sqrt(in), reproducible from the generator") {
+    for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{100, 300}, {5, 1}, {1, 7}, {784, 64}}) {
+      CAPTURE(in);
+      CAPTURE(out);
+      Generator g(7);
+      nn::Linear lin(in, out, true, &g);
+      REQUIRE(lin.weight.shape() == Shape{out, in});
+      REQUIRE(lin.bias.shape() == Shape{out});
+      CHECK(lin.weight.dtype() == DType::f32);
+      CHECK(lin.bias.dtype() == DType::f32);
+      CHECK(lin.weight.requires_grad());
+      CHECK(lin.bias.requires_grad());
+      const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+      // f32 rounding of the bound itself may land a hair above the double bound.
+      const double slack = bound * 1e-6;
+      std::vector<double> w = vals(lin.weight), b = vals(lin.bias);
+      double wmax = 0, wmin = 0, wsum = 0;
+      for (double v : w) {
+        wmax = std::max(wmax, v);
+        wmin = std::min(wmin, v);
+        wsum += v;
+      }
+      CHECK(wmax <= bound + slack);
+      CHECK(wmin >= -bound - slack);
+      for (double v : b) CHECK(std::fabs(v) <= bound + slack);
+      if (w.size() >= 1000) {  // the draws fill the interval, centred on 0
+        CHECK(wmax > 0.95 * bound);
+        CHECK(wmin < -0.95 * bound);
+        const double sd_of_mean = bound / std::sqrt(3.0 * static_cast<double>(w.size()));
+        CHECK(std::fabs(wsum / static_cast<double>(w.size())) < 6 * sd_of_mean);
+      }
+      Generator g2(7);
+      nn::Linear same(in, out, true, &g2);
+      CHECK(equal(same.weight, lin.weight));
+      CHECK(equal(same.bias, lin.bias));
+    }
+    Generator g(8);
+    nn::Linear nobias(4, 3, false, &g);
+    CHECK_FALSE(nobias.bias.defined());
+    auto np = nobias.named_parameters();
+    REQUIRE(np.size() == 1);
+    CHECK(np[0].first == "weight");
+    CHECK(nobias.parameter_count() == 12);
+  }
+
+  TEST_CASE("Linear forward on 1-D, 2-D, 3-D and non-contiguous input against a hand matmul + bias") {
+    Generator g(11);
+    const int64_t in = 7, out = 5;
+    nn::Linear lin(in, out, true, &g);
+    nn::Linear nobias(in, out, false, &g);
+    const std::vector<double> w = vals(lin.weight), b = vals(lin.bias), w2 = vals(nobias.weight);
+    std::vector<Tensor> inputs = {
+        randn({in}, {}, &g),                                // 1-D: (in) -> (out)
+        randn({4, in}, {}, &g),                             // 2-D
+        randn({2, 3, in}, {}, &g),                          // 3-D
+        randn({3, 2, in}, {}, &g).transpose(0, 1),          // 3-D, non-contiguous
+        randn({in, 4}, {}, &g).t(),                         // 2-D, transposed
+        randn({2, 1, 3, in}, {}, &g),                       // 4-D
+    };
+    for (const Tensor& x : inputs) {
+      CAPTURE(to_string(x.shape()));
+      Shape expect_shape = x.shape();
+      expect_shape.back() = out;
+      const std::vector<double> xv = vals(x);
+      Tensor y = lin(x);
+      CHECK(y.dtype() == DType::f32);
+      check_tensor(y, expect_shape, linear_ref(xv, w, b, in, out), 1e-5, 1e-5);
+      check_tensor(nobias(x), expect_shape, linear_ref(xv, w2, {}, in, out), 1e-5, 1e-5);
+      check_tensor(lin.forward(x), expect_shape, linear_ref(xv, w, b, in, out), 1e-5, 1e-5);
+    }
+    // Stacking 1-D inputs gives the rows of the 2-D result.
+    Tensor x2 = inputs[1];
+    Tensor y2 = lin(x2);
+    for (int64_t r = 0; r < 4; ++r) check_close(lin(x2.select(0, r)), y2.select(0, r), 1e-5, 1e-6);
+    // Linear records no graph under NoGradGuard.
+    {
+      NoGradGuard ng;
+      Tensor y = lin(x2);
+      CHECK_FALSE(y.requires_grad());
+    }
+    CHECK(lin(x2).requires_grad());
+  }
+
+  TEST_CASE("Linear rejects bad sizes and input that does not end in in_features") {
+    CHECK_EMBER_ERROR(nn::Linear(0, 3), "Linear", "(0, 3)");
+    CHECK_EMBER_ERROR(nn::Linear(3, -1), "Linear", "(3, -1)");
+    Generator g(12);
+    nn::Linear lin(100, 300, true, &g);
+    CHECK_EMBER_ERROR(lin(randn({3, 99})), "Linear", "(3, 99)", "100", "(300, 100)");
+    CHECK_EMBER_ERROR(lin(randn({100, 3})), "Linear", "(100, 3)");
+    CHECK_EMBER_ERROR(lin(scalar_tensor(1.0)), "Linear", "()");
+    CHECK_EMBER_ERROR(lin(Tensor()), "Linear");
+  }
+
+  TEST_CASE("Linear gradients: gradcheck in f64, and Linear's f32 gradients against the f64 ones") {
+    using V = std::vector<Tensor>;
+    Generator g(13);
+    const int64_t in = 4, out = 3;
+    // Linear's parameters are f32: gradcheck the composition it computes, in f64.
+    auto compose = [](const V& v) { return matmul(v[0], v[1].t()) + v[2]; };
+    {
+      Tensor x = randn({5, in}, DType::f64, &g).requires_grad_();
+      Tensor w = randn({out, in}, DType::f64, &g).requires_grad_();
+      Tensor b = randn({out}, DType::f64, &g).requires_grad_();
+      GradcheckResult r = gradcheck(compose, {x, w, b});
+      CHECK_MESSAGE(r.ok, r.message);
+    }
+    // Linear::forward itself in f64: weight and bias are public members, so point them at f64
+    // leaves for the check (covers the reshape path of 1-D and 3-D inputs too).
+    for (Shape xs : {Shape{in}, Shape{5, in}, Shape{2, 3, in}}) {
+      CAPTURE(to_string(xs));
+      nn::Linear lin(in, out, true, &g);
+      Tensor x = randn(xs, DType::f64, &g).requires_grad_();
+      Tensor w = to_dtype(lin.weight.detach(), DType::f64).requires_grad_();
+      Tensor b = to_dtype(lin.bias.detach(), DType::f64).requires_grad_();
+      auto fn = [&lin](const V& v) {
+        lin.weight = v[1];
+        lin.bias = v[2];
+        return lin(v[0]);
+      };
+      GradcheckResult r = gradcheck(fn, {x, w, b});
+      CHECK_MESSAGE(r.ok, r.message);
+    }
+    // The real f32 Linear: its gradients for an upstream gradient G match the f64 composition's.
+    for (Shape xs : {Shape{in}, Shape{6, in}, Shape{2, 3, in}}) {
+      CAPTURE(to_string(xs));
+      nn::Linear lin(in, out, true, &g);
+      Tensor x = randn(xs, {}, &g).requires_grad_();
+      Shape ys = xs;
+      ys.back() = out;
+      Tensor up = randn(ys, {}, &g);
+      sum(lin(x) * up).backward();
+
+      Tensor x64 = to_dtype(x.detach(), DType::f64).requires_grad_();
+      Tensor w64 = to_dtype(lin.weight.detach(), DType::f64).requires_grad_();
+      Tensor b64 = to_dtype(lin.bias.detach(), DType::f64).requires_grad_();
+      Tensor y64 = compose({x64.reshape({-1, in}), w64, b64}).reshape(ys);
+      sum(y64 * to_dtype(up, DType::f64)).backward();
+
+      REQUIRE(lin.weight.grad().defined());
+      REQUIRE(lin.bias.grad().defined());
+      REQUIRE(x.grad().defined());
+      CHECK(lin.weight.grad().dtype() == DType::f32);
+      check_close(lin.weight.grad(), w64.grad(), 1e-5, 1e-5);
+      check_close(lin.bias.grad(), b64.grad(), 1e-5, 1e-5);
+      check_close(x.grad(), x64.grad(), 1e-5, 1e-5);
+      // and by hand: db = sum of G over rows, dW = G^T X
+      const std::vector<double> gv = vals(up), xv = vals(x);
+      const int64_t m = static_cast<int64_t>(gv.size()) / out;
+      std::vector<double> db(out, 0.0), dw(static_cast<size_t>(out * in), 0.0);
+      for (int64_t r = 0; r < m; ++r)
+        for (int64_t o = 0; o < out; ++o) {
+          db[o] += gv[r * out + o];
+          for (int64_t i = 0; i < in; ++i) dw[o * in + i] += gv[r * out + o] * xv[r * in + i];
+        }
+      check_tensor(lin.bias.grad(), {out}, db, 1e-5, 1e-5);
+      check_tensor(lin.weight.grad(), {out, in}, dw, 1e-5, 1e-5);
+    }
+  }
+
+  // --- cross_entropy ---------------------------------------------------------------------------
+
+  TEST_CASE("cross_entropy values for none/mean/sum with i64 and i32 targets") {
+    struct Case {
+      std::vector<double> logits;
+      int64_t n, c;
+      std::vector<int64_t> target;
+    };
+    Generator g(21);
+    std::vector<Case> cases = {
+        {{1.0, 2.0, 3.0, 0.5, -1.0, 2.0}, 2, 3, {2, 0}},
+        {vals(randn({5, 4}, {}, &g)), 5, 4, {3, 0, 1, 1, 2}},
+        {vals(randn({1, 10}, {}, &g)), 1, 10, {9}},
+        {vals(randn({3, 1}, {}, &g)), 3, 1, {0, 0, 0}},              // one class: loss 0
+        {{1000.0, 0.0, -1000.0, 1000.0, 0.0, -1000.0}, 2, 3, {0, 1}},  // no overflow
+    };
+    // The first case, spelled out.
+    const double l0 = -std::log(std::exp(3.0) / (std::exp(1.0) + std::exp(2.0) + std::exp(3.0)));
+    const double l1 = -std::log(std::exp(0.5) / (std::exp(0.5) + std::exp(-1.0) + std::exp(2.0)));
+    {
+      std::vector<double> ref = nll_ref(cases[0].logits, cases[0].target, 3);
+      CHECK(ref[0] == doctest::Approx(l0).epsilon(1e-12));
+      CHECK(ref[1] == doctest::Approx(l1).epsilon(1e-12));
+    }
+    for (DType ldt : {DType::f32, DType::f64}) {
+      for (DType tdt : {DType::i64, DType::i32}) {
+        for (size_t k = 0; k < cases.size(); ++k) {
+          const Case& cs = cases[k];
+          CAPTURE(k);
+          CAPTURE(dtype_name(ldt));
+          CAPTURE(dtype_name(tdt));
+          const double tol = ldt == DType::f64 ? 1e-12 : 1e-5;
+          Tensor logits = to_dtype(from_vector<double>(cs.logits, {cs.n, cs.c}), ldt);
+          Tensor t = targets(cs.target, tdt);
+          const std::vector<double> ref = nll_ref(cs.logits, cs.target, cs.c);
+          Tensor none = nn::cross_entropy(logits, t, nn::Reduction::none);
+          CHECK(none.dtype() == ldt);
+          check_tensor(none, {cs.n}, ref, tol, tol);
+          Tensor mean_l = nn::cross_entropy(logits, t, nn::Reduction::mean);
+          check_tensor(mean_l, {}, {sum_of(ref) / static_cast<double>(cs.n)}, tol, tol);
+          check_tensor(nn::cross_entropy(logits, t), {}, {sum_of(ref) / static_cast<double>(cs.n)}, tol, tol);
+          check_tensor(nn::cross_entropy(logits, t, nn::Reduction::sum), {}, {sum_of(ref)}, tol, tol);
+        }
+      }
+    }
+    // A non-contiguous (transposed) logits view gives the same values.
+    Tensor lt = from_vector<double>(cases[1].logits, {5, 4}).to(DType::f32).t().contiguous().t();
+    REQUIRE_FALSE(lt.is_contiguous());
+    check_tensor(nn::cross_entropy(lt, targets(cases[1].target, DType::i64), nn::Reduction::none), {5},
+                 nll_ref(cases[1].logits, cases[1].target, 4), 1e-5, 1e-5);
+  }
+
+  TEST_CASE("cross_entropy gradient is (softmax - one_hot) / N (mean), without /N (sum), scaled (none)") {
+    Generator g(22);
+    const int64_t n = 4, c = 5;
+    const std::vector<double> z = vals(randn({n, c}, {}, &g));
+    const std::vector<int64_t> t = {0, 4, 2, 2};
+    const std::vector<double> row_w = {0.5, -1.0, 2.0, 0.25};  // upstream gradient for none
+    for (DType tdt : {DType::i64, DType::i32}) {
+      for (nn::Reduction red : {nn::Reduction::mean, nn::Reduction::sum, nn::Reduction::none}) {
+        CAPTURE(reduction_name(red));
+        CAPTURE(dtype_name(tdt));
+        Tensor logits = from_vector<double>(z, {n, c}).to(DType::f32).requires_grad_();
+        Tensor loss = nn::cross_entropy(logits, targets(t, tdt), red);
+        std::vector<double> scale(n, 1.0);
+        if (red == nn::Reduction::mean) {
+          std::fill(scale.begin(), scale.end(), 1.0 / static_cast<double>(n));
+          loss.backward();
+        } else if (red == nn::Reduction::sum) {
+          loss.backward();
+        } else {
+          scale = row_w;
+          loss.backward(from_vector<double>(row_w, {n}).to(DType::f32));
+        }
+        REQUIRE(logits.grad().defined());
+        check_tensor(logits.grad(), {n, c}, ce_grad_ref(z, t, c, scale), 1e-5, 1e-6);
+      }
+    }
+    // The same with ops, as check.cpp wrote it: (softmax - one_hot) / N.
+    Tensor logits = tensor({{1.0, 2.0, 3.0}, {0.5, -1.0, 2.0}}).requires_grad_();
+    Tensor tgt = from_vector<int64_t>({2, 0}, {2});
+    nn::cross_entropy(logits, tgt).backward();
+    Tensor expect = (softmax(logits.detach(), 1) - one_hot(tgt, 3).to(DType::f32)) / 2.0;
+    check_close(logits.grad(), expect, 1e-5, 1e-6);
+    // Rows of the gradient sum to zero (times the scale).
+    for (double row : vals(sum(logits.grad(), {1}))) CHECK(std::fabs(row) < 1e-6);
+  }
+
+  TEST_CASE("cross_entropy gradcheck in f64") {
+    using V = std::vector<Tensor>;
+    Generator g(23);
+    for (DType tdt : {DType::i64, DType::i32}) {
+      for (nn::Reduction red : {nn::Reduction::none, nn::Reduction::mean, nn::Reduction::sum}) {
+        CAPTURE(reduction_name(red));
+        CAPTURE(dtype_name(tdt));
+        Tensor logits = randn({4, 5}, DType::f64, &g).requires_grad_();
+        Tensor t = targets({0, 4, 2, 1}, tdt);
+        GradcheckResult r = gradcheck([&](const V& v) { return nn::cross_entropy(v[0], t, red); }, {logits});
+        CHECK_MESSAGE(r.ok, r.message);
+      }
+    }
+    // Through a Linear-like composition, with a non-contiguous logits view.
+    Tensor x = randn({6, 3}, DType::f64, &g).requires_grad_();
+    Tensor w = randn({4, 3}, DType::f64, &g).requires_grad_();
+    Tensor t = targets({1, 3, 0, 2, 2, 3}, DType::i64);
+    GradcheckResult r = gradcheck(
+        [&](const V& v) { return nn::cross_entropy(matmul(v[1], v[0].t()).t(), t); }, {x, w});
+    CHECK_MESSAGE(r.ok, r.message);
+  }
+
+  TEST_CASE("cross_entropy rejects bad input with ember::Error naming the op and the shapes") {
+    Tensor logits = tensor({{1.0, 2.0, 3.0}, {0.5, -1.0, 2.0}});
+    Tensor tgt = from_vector<int64_t>({2, 0}, {2});
+    // logits not 2-D
+    CHECK_EMBER_ERROR(nn::cross_entropy(randn({2, 3, 4}), tgt), "cross_entropy", "logits", "(2, 3, 4)");
+    CHECK_EMBER_ERROR(nn::cross_entropy(tensor({1.0, 2.0}), tgt), "cross_entropy", "logits", "(2,)");
+    // target not 1-D
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, tgt.unsqueeze(1)), "cross_entropy", "target", "(2, 1)");
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, from_vector<int64_t>({1}, {})), "cross_entropy", "target", "()");
+    // N mismatch: both shapes
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, from_vector<int64_t>({1, 2, 0}, {3})), "cross_entropy",
+                      "(2, 3)", "(3,)");
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, from_vector<int32_t>({1}, {1})), "cross_entropy", "(2, 3)",
+                      "(1,)");
+    // float (and bool) targets: the message names the dtype it got
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, tensor({1.0, 2.0})), "cross_entropy", "target", "f32");
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, tensor({1.0, 2.0}, DType::f64)), "cross_entropy", "target", "f64");
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, from_vector<bool>({true, false}, {2}, DType::boolean)),
+                      "cross_entropy", "target", "bool");
+    // integer logits
+    CHECK_EMBER_ERROR(nn::cross_entropy(from_vector<int64_t>({1, 2, 3, 4}, {2, 2}), tgt), "cross_entropy",
+                      "logits", "i64");
+    // target out of range: the logits' shape, the valid range and the offending value
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, from_vector<int64_t>({1, 3}, {2})), "cross_entropy",
+                      "(2, 3)", "[0, 3)", "3");
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, from_vector<int64_t>({-1, 0}, {2})), "cross_entropy",
+                      "(2, 3)", "[0, 3)", "-1");
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, from_vector<int32_t>({0, 7}, {2})), "cross_entropy",
+                      "(2, 3)", "7");
+    // no classes, undefined tensors
+    CHECK_EMBER_ERROR(nn::cross_entropy(zeros({2, 0}), tgt), "cross_entropy", "(2, 0)");
+    CHECK_EMBER_ERROR(nn::cross_entropy(Tensor(), tgt), "cross_entropy");
+    CHECK_EMBER_ERROR(nn::cross_entropy(logits, Tensor()), "cross_entropy");
+  }
+
+  // --- SGD -------------------------------------------------------------------------------------
+
+  TEST_CASE("SGD with momentum and weight decay follows PyTorch's rule step by step") {
+    // loss = sum(p^3) -> grad 3 p^2;  g = grad + wd p;  buf = g, then m buf + g;  p -= lr buf.
+    // q takes part only in steps 1 and 3: in step 2 it has no gradient, is skipped and keeps its
+    // momentum buffer. r never has a gradient.
+    const double lr = 0.1, mom = 0.9, wd = 0.01;
+    for (DType dt : {DType::f64, DType::f32}) {
+      CAPTURE(dtype_name(dt));
+      const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
+      Tensor p = tensor({0.5, -0.75, 1.0}, dt).requires_grad_();
+      Tensor q = tensor({0.5, -0.25}, dt).requires_grad_();
+      Tensor r = tensor({5.0}, dt).requires_grad_();
+      optim::SGD opt({p, q, r}, {.lr = lr, .momentum = mom, .weight_decay = wd});
+      CHECK(opt.options().lr == lr);
+      std::vector<double> pv = {0.5, -0.75, 1.0}, qv = {0.5, -0.25}, pbuf(3, 0), qbuf(2, 0);
+      bool q_started = false;
+      for (int it = 0; it < 4; ++it) {
+        CAPTURE(it);
+        const bool use_q = it != 1;
+        opt.zero_grad();
+        CHECK_FALSE(p.grad().defined());
+        CHECK_FALSE(q.grad().defined());
+        Tensor loss = sum(p * p * p);
+        if (use_q) loss = loss + sum(q * q);  // grad 2 q
+        loss.backward();
+        opt.step();
+        for (size_t i = 0; i < 3; ++i) {
+          const double gi = 3 * pv[i] * pv[i] + wd * pv[i];
+          pbuf[i] = it == 0 ? gi : mom * pbuf[i] + gi;
+          pv[i] -= lr * pbuf[i];
+        }
+        if (use_q) {
+          for (size_t i = 0; i < 2; ++i) {
+            const double gi = 2 * qv[i] + wd * qv[i];
+            qbuf[i] = q_started ? mom * qbuf[i] + gi : gi;
+            qv[i] -= lr * qbuf[i];
+          }
+          q_started = true;
+        }
+        check_tensor(p, {3}, pv, tol, tol);
+        check_tensor(q, {2}, qv, tol, tol);
+        check_tensor(r, {1}, {5.0}, 0, 0);  // no grad: skipped, weight decay included
+        CHECK_FALSE(r.grad().defined());
+        CHECK(p.is_leaf());
+        CHECK(p.requires_grad());
+        CHECK(p.dtype() == dt);
+      }
+    }
+  }
+
+  TEST_CASE("SGD: plain, weight decay only, momentum only, lr changed through options()") {
+    {  // plain: p -= lr g
+      Tensor p = tensor({2.0, -1.0}, DType::f64).requires_grad_();
+      optim::SGD opt({p}, {.lr = 0.25});
+      sum(p * p).backward();  // 2p
+      opt.step();
+      check_tensor(p, {2}, {2.0 - 0.25 * 4.0, -1.0 + 0.25 * 2.0}, 1e-15, 1e-15);
+      CHECK(p.grad().defined());  // step leaves .grad alone
+    }
+    {  // weight decay, no momentum: p -= lr (g + wd p)
+      Tensor p = tensor({2.0}, DType::f64).requires_grad_();
+      optim::SGD opt({p}, {.lr = 0.1, .weight_decay = 0.5});
+      sum(p * 3.0).backward();  // 3
+      opt.step();
+      check_tensor(p, {1}, {2.0 - 0.1 * (3.0 + 0.5 * 2.0)}, 1e-15, 1e-15);
+    }
+    {  // momentum, lr decayed between steps (what the example's cosine schedule does)
+      Tensor p = tensor({1.0}, DType::f64).requires_grad_();
+      optim::SGD opt({p}, {.lr = 0.5, .momentum = 0.5});
+      double pv = 1.0, buf = 0.0;
+      const std::vector<double> lrs = {0.5, 0.25, 0.125};
+      for (size_t it = 0; it < lrs.size(); ++it) {
+        opt.options().lr = lrs[it];
+        opt.zero_grad();
+        sum(p * p).backward();
+        opt.step();
+        const double gi = 2 * pv;
+        buf = it == 0 ? gi : 0.5 * buf + gi;
+        pv -= lrs[it] * buf;
+        check_tensor(p, {1}, {pv}, 1e-14, 1e-14);
+      }
+    }
+  }
+
+  TEST_CASE("SGD momentum buffer does not alias .grad when gradients accumulate in place") {
+    // Instead of zero_grad(), zero .grad in place and let backward accumulate into it: a buffer
+    // that aliased .grad would be clobbered.
+    Tensor p = tensor({1.0, 2.0}, DType::f64).requires_grad_();
+    optim::SGD opt({p}, {.lr = 0.1, .momentum = 0.9});
+    std::vector<double> pv = {1.0, 2.0}, buf(2, 0.0);
+    for (int it = 0; it < 3; ++it) {
+      if (p.grad().defined()) p.grad().zero_();
+      sum(p * p).backward();
+      opt.step();
+      for (size_t i = 0; i < 2; ++i) {
+        buf[i] = it == 0 ? 2 * pv[i] : 0.9 * buf[i] + 2 * pv[i];
+        pv[i] -= 0.1 * buf[i];
+      }
+      check_tensor(p, {2}, pv, 1e-14, 1e-14);
+    }
+  }
+
+  TEST_CASE("SGD zero_grad, and constructor checks") {
+    Tensor p = tensor({1.0, 2.0}).requires_grad_();
+    optim::SGD opt({p}, {.lr = 0.1});
+    sum(p * p).backward();
+    REQUIRE(p.grad().defined());
+    opt.zero_grad();
+    CHECK_FALSE(p.grad().defined());
+    opt.step();  // nothing to do
+    check_tensor(p, {2}, {1.0, 2.0}, 0, 0);
+
+    CHECK_EMBER_ERROR(optim::SGD({tensor({1.0})}, {}), "SGD", "leaf that requires grad");
+    Tensor nonleaf = p * 2.0;
+    CHECK_EMBER_ERROR(optim::SGD({nonleaf}, {}), "SGD", "leaf");
+    CHECK_EMBER_ERROR(optim::SGD({Tensor()}, {}), "SGD", "undefined");
+    CHECK_EMBER_ERROR(optim::SGD({p}, {.lr = -1}), "SGD", "lr", "-1");
+    CHECK_EMBER_ERROR(optim::SGD({p}, {.momentum = -0.5}), "SGD", "momentum");
+    CHECK_EMBER_ERROR(optim::SGD({p}, {.weight_decay = -0.5}), "SGD", "weight_decay");
+  }
+
+  TEST_CASE("Module + cross_entropy + SGD: a small MLP fits a separable problem") {
+    Generator g(31);
+    auto model = std::make_shared<nn::Sequential>();
+    model->add(std::make_shared<nn::Linear>(2, 16, true, &g))
+        .add(std::make_shared<nn::ReLU>())
+        .add(std::make_shared<nn::Linear>(16, 3, true, &g));
+    // Three clusters around (2, 0), (-1, 1.7), (-1, -1.7).
+    const int64_t n = 96;
+    Tensor y = from_vector<int64_t>([&] {
+      std::vector<int64_t> v(n);
+      for (int64_t i = 0; i < n; ++i) v[i] = i % 3;
+      return v;
+    }(), {n});
+    Tensor centres = tensor({{2.0, 0.0}, {-1.0, 1.7}, {-1.0, -1.7}});
+    Tensor x = index_select(centres, 0, y) + randn({n, 2}, {}, &g) * 0.3;
+    optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = 0.9});
+    double first = 0, last = 0;
+    for (int step = 0; step < 60; ++step) {
+      Tensor loss = nn::cross_entropy((*model)(x), y);
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      if (step == 0) first = loss.item<double>();
+      last = loss.item<double>();
+    }
+    CHECK(last < 0.1 * first);
+    NoGradGuard ng;
+    model->eval();
+    const double acc = mean(to_dtype(eq(argmax((*model)(x), 1), y), DType::f32)).item<double>();
+    CHECK(acc >= 0.98);
+  }
+}
