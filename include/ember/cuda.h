@@ -82,10 +82,12 @@ class Event {
   Event& operator=(const Event&) = delete;
   void record(Stream s = Stream::current());
   void synchronize() const;
-  float elapsed_ms(const Event& later) const;
+  float elapsed_ms(const Event& later) const;  // waits for `later` to complete
 
  private:
   void* handle_ = nullptr;  // cudaEvent_t
+  int device_ = 0;          // the device it was created on (it can record only there)
+  bool recorded_ = false;
 };
 
 // A CPU tensor in page-locked memory (same values), so host<->device copies run async.

@@ -9,6 +9,7 @@
 
 #include "ember/core/allocator.h"
 #include "ember/core/error.h"
+#include "ember/core/tensor.h"
 
 namespace ember::cuda {
 
@@ -16,8 +17,16 @@ namespace ember::cuda {
 [[noreturn]] void fail_cublas(const char* stmt, cublasStatus_t st, const char* file, int line);
 
 int current_device();
+// -1 -> the current device; otherwise checks 0 <= device < device_count() and returns it.
+// Throws ember::Error (op `op`) naming the device and how many are visible.
+int checked_device(int device, const char* op);
+// This thread's current stream on `device` (-1: the current device); nullptr is the legacy
+// default stream. Set through cuda::StreamGuard.
 cudaStream_t current_stream(int device = -1);
-cublasHandle_t cublas_handle();  // per device, bound to the current stream on each call
+// One handle per (thread, device), made lazily and bound to the current stream on each call
+// (a handle shared between threads would race on cublasSetStream). Handles of finished
+// threads are reused by new ones, never destroyed.
+cublasHandle_t cublas_handle();
 
 // The caching allocator: blocks are rounded to size classes (512 B granules below 1 MiB,
 // 2 MiB granules above) and cached per (device, stream) after free, so a block is reused
@@ -25,6 +34,14 @@ cublasHandle_t cublas_handle();  // per device, bound to the current stream on e
 // Out of memory: the cache is emptied and the cudaMalloc retried once; then ember::Error
 // with the requested size and the statistics.
 DeviceAllocator& caching_allocator();
+// Page-locked host memory (cudaHostAlloc / cudaFreeHost), used by cuda::pin_memory.
+DeviceAllocator& pinned_allocator();
+
+// backend::copy when src and dst live on different devices (CPU<->CUDA, or two GPUs): same
+// shape (src may be broadcast), any dtypes and strides. Returns once dst holds the values
+// as far as the host is concerned: device->host copies synchronize the stream; host->device
+// and device->device copies are ordered on the destination's current stream.
+void copy_across_devices(const Tensor& src, const Tensor& dst);
 
 // Grid size for n elements at `threads` per block, capped for grid-stride loops.
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 8) {
