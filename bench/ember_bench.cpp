@@ -31,6 +31,24 @@
 
 namespace {
 
+// The commit of the source tree at run time (the configure-time value can be stale after
+// later commits); "+dirty" when the tree has uncommitted changes.
+std::string current_commit() {
+#ifdef EMBER_SOURCE_DIR
+  std::string cmd = std::string("git -C '") + EMBER_SOURCE_DIR +
+                    "' describe --always --dirty=+dirty --abbrev=7 2>/dev/null";
+  if (FILE* p = popen(cmd.c_str(), "r")) {
+    char buf[128] = {0};
+    const bool ok = std::fgets(buf, sizeof buf, p) != nullptr;
+    pclose(p);
+    std::string r = ok ? buf : "";
+    while (!r.empty() && (r.back() == '\n' || r.back() == '\r')) r.pop_back();
+    if (!r.empty()) return r;
+  }
+#endif
+  return EMBER_BENCH_COMMIT;
+}
+
 // One built workload: step() runs a timed training step, last_loss() reports the loss of the
 // most recent step (a sanity figure printed next to the timing, never timed).
 struct Instance {
@@ -200,7 +218,7 @@ bool write_json(const std::string& file, const Args& a, const std::vector<Result
                 const std::map<std::string, double>& ratios) {
   std::ofstream js(file);
   if (!js) return false;
-  js << "{\n  \"commit\": \"" << json_escape(EMBER_BENCH_COMMIT) << "\",\n"
+  js << "{\n  \"commit\": \"" << json_escape(current_commit()) << "\",\n"
      << "  \"device\": \"cpu\",\n  \"dtype\": \"f32\",\n"
      << "  \"threads\": " << a.threads << ",\n  \"warmup_steps\": " << bench::kWarmupSteps
      << ",\n  \"steps\": " << a.steps << ",\n  \"results\": [";
@@ -245,7 +263,7 @@ int main(int argc, char** argv) {
 
   omp_set_num_threads(a.threads);
   std::printf("ember-bench  commit %s  device cpu  dtype f32  threads %d  steps %d (+%d warm-up)\n",
-              EMBER_BENCH_COMMIT, a.threads, a.steps, bench::kWarmupSteps);
+              current_commit().c_str(), a.threads, a.steps, bench::kWarmupSteps);
   std::fflush(stdout);
 
   std::vector<Result> results;
