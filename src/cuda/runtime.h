@@ -23,6 +23,8 @@ int checked_device(int device, const char* op);
 // This thread's current stream on `device` (-1: the current device); nullptr is the legacy
 // default stream. Set through cuda::StreamGuard.
 cudaStream_t current_stream(int device = -1);
+// Sets this thread's current stream on `device` (no checks; cuda::StreamGuard is the public way).
+void set_current_stream(int device, cudaStream_t stream);
 // One handle per (thread, device), made lazily and bound to the current stream on each call
 // (a handle shared between threads would race on cublasSetStream). Handles of finished
 // threads are reused by new ones, never destroyed.
