@@ -309,13 +309,7 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
   EMBER_CHECK(l <= h, "clamp", "min ", l, " > max ", h);
   DType rd = unary_result(x, false);
   if (!is_floating(rd) && ((lo && std::floor(*lo) != *lo) || (hi && std::floor(*hi) != *hi))) rd = DType::f32;
-  const bool integral = !is_floating(rd);
-  UnaryArgs args{integral && !lo ? static_cast<double>(std::numeric_limits<int64_t>::min()) : l,
-                 integral && !hi ? static_cast<double>(std::numeric_limits<int64_t>::max()) : h};
-  if (integral && rd == DType::i32) {
-    args.a = std::max(args.a, static_cast<double>(std::numeric_limits<int32_t>::min()));
-    args.b = std::min(args.b, static_cast<double>(std::numeric_limits<int32_t>::max()));
-  }
+  const UnaryArgs args{l, h};  // integer kernels saturate the bounds (saturate_cast)
   Tensor out = run_unary(UnaryOp::clamp, x, rd, args);
   record(
       "clamp", {x}, {out},

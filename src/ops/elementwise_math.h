@@ -3,6 +3,8 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <limits>
+#include <type_traits>
 
 #ifdef __CUDACC__
 #define EMBER_HD __host__ __device__ __forceinline__
@@ -32,6 +34,20 @@ struct UnaryArgs {
   double a = 0, b = 0;
 };
 
+// double -> T, clamped to T's range for integers (a bound of +-inf or 2^63 must not wrap).
+template <class T>
+EMBER_HD T saturate_cast(double v) {
+  if constexpr (std::is_integral_v<T> && !std::is_same_v<T, bool>) {
+    // -2^(bits-1) is exact in double; +2^(bits-1) is the first value past the maximum.
+    const double lo = static_cast<double>(std::numeric_limits<T>::min());
+    if (v <= lo) return std::numeric_limits<T>::min();
+    if (v >= -lo) return std::numeric_limits<T>::max();
+    return static_cast<T>(v);
+  } else {
+    return static_cast<T>(v);
+  }
+}
+
 template <class T>
 EMBER_HD T unary_apply(UnaryOp op, T x, UnaryArgs p) {
   using std::abs;
@@ -49,7 +65,7 @@ EMBER_HD T unary_apply(UnaryOp op, T x, UnaryArgs p) {
     case UnaryOp::gelu: return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
     case UnaryOp::silu: return x / (T(1) + std::exp(-x));
     case UnaryOp::clamp: {
-      T lo = static_cast<T>(p.a), hi = static_cast<T>(p.b);
+      const T lo = saturate_cast<T>(p.a), hi = saturate_cast<T>(p.b);
       return x < lo ? lo : (x > hi ? hi : x);
     }
     case UnaryOp::pow_scalar: return std::pow(x, static_cast<T>(p.a));

@@ -44,7 +44,11 @@ EMBER_HD float philox_uniform01(uint32_t bits) {
 // The value of element i (lane = i % 4) of a draw, from its block r.
 EMBER_HD double random_value(RandomKind kind, const PhiloxBlock& r, int lane, double a, double b) {
   switch (kind) {
-    case RandomKind::uniform: return a + (b - a) * philox_uniform01(r.v[lane]);
+    case RandomKind::uniform:
+      // An explicit fma, not a + (b - a) * u: compilers contract that expression differently
+      // per target (nvcc always, GCC with -march=native on FMA hardware), fma is one rounding
+      // everywhere, so both devices give the same bits.
+      return fma(b - a, static_cast<double>(philox_uniform01(r.v[lane])), a);
     case RandomKind::bernoulli: return philox_uniform01(r.v[lane]) < a ? 1.0 : 0.0;
     case RandomKind::randint: {
       const uint64_t span = static_cast<uint64_t>(b - a);
