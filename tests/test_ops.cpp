@@ -228,6 +228,8 @@ std::vector<OpCase> view_cases() {
       {"narrow", one("(5, 7)", {{5, 7}}), [](const V& x) { return narrow(x[0], 1, 2, 3); }},
       {"slice_step", one("(7, 5)", {{7, 5}}), [](const V& x) { return slice(x[0], 0, 1, 6, 2); }},
       {"slice_step3", one("(4, 13)", {{4, 13}}), [](const V& x) { return slice(x[0], 1, 0, 13, 3); }},
+      {"unfold_overlap", one("(3, 11)", {{3, 11}}), [](const V& x) { return unfold(x[0], 1, 4, 2); }},
+      {"unfold_gap", one("(2, 3, 13)", {{2, 3, 13}}), [](const V& x) { return unfold(x[0], 2, 2, 3); }},
       {"select", one("(4, 5, 3)", {{4, 5, 3}}), [](const V& x) { return select(x[0], 1, 2); }},
       {"select_neg_index", one("(4, 5)", {{4, 5}}), [](const V& x) { return select(x[0], 0, -1); }},
       {"expand", {{"(3, 1)", {{3, 1}}}, {"(1, 1)", {{1, 1}}}}, [](const V& x) { return expand(x[0], {x[0].size(0), 4}); }},

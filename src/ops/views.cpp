@@ -221,6 +221,31 @@ Tensor expand_impl(const char* op, const Tensor& x, const Shape& shape) {
 }  // namespace
 
 Tensor expand(const Tensor& x, const Shape& shape) { return expand_impl("expand", x, shape); }
+Tensor unfold(const Tensor& x, int64_t dim, int64_t size, int64_t step) {
+  detail::check_defined("unfold", {x});
+  EMBER_CHECK(x.dim() > 0, "unfold", "cannot unfold a 0-d tensor");
+  dim = wrap_dim(dim, x.dim(), "unfold");
+  EMBER_CHECK(size > 0 && step > 0, "unfold", "size and step must be positive, got size ", size,
+              " and step ", step);
+  EMBER_CHECK(size <= x.size(dim), "unfold", "window of ", size, " is longer than dim ", dim,
+              " of shape ", shape_str(x.shape()));
+  const int64_t windows = (x.size(dim) - size) / step + 1;
+  Shape s = x.shape(), st = x.strides();
+  s[dim] = windows;
+  st[dim] = x.stride(dim) * step;
+  s.push_back(size);
+  st.push_back(x.stride(dim));
+  return finish_view("unfold", x, make_view(x, s, st, x.offset()),
+                     [orig = x.shape(), dt = x.dtype(), dev = x.device(), dim, size, step, windows](
+                         const Grads& g, const Grads&, const Needs&) {
+                       // Windows overlap when step < size: add each window position back.
+                       Tensor r = zeros(orig, TensorOptions(dt).with_device(dev));
+                       for (int64_t j = 0; j < size; ++j)
+                         slice(r, dim, j, j + step * (windows - 1) + 1, step).add_(g[0].select(-1, j));
+                       return Grads{r};
+                     });
+}
+
 Tensor broadcast_to(const Tensor& x, const Shape& shape) { return expand_impl("broadcast_to", x, shape); }
 
 Tensor squeeze(const Tensor& x, std::optional<int64_t> dim) {

@@ -60,6 +60,9 @@ Tensor broadcast_to(const Tensor& x, const Shape& shape);
 Tensor squeeze(const Tensor& x, std::optional<int64_t> dim = std::nullopt);
 Tensor unsqueeze(const Tensor& x, int64_t dim);
 Tensor flatten(const Tensor& x, int64_t start = 0, int64_t end = -1);
+// Sliding windows along dim as a view: dim becomes the window count (n - size) / step + 1
+// and a new last dim of length `size` holds each window (PyTorch's Tensor.unfold).
+Tensor unfold(const Tensor& x, int64_t dim, int64_t size, int64_t step);
 
 // --- copies and conversion -------------------------------------------------------------------
 Tensor contiguous(const Tensor& x);
