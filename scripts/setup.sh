@@ -7,7 +7,7 @@
 #   bash scripts/setup.sh --with-libtorch  # also libtorch-dev + OpenBLAS (large; bench peer only)
 set -euo pipefail
 
-packages=(build-essential cmake ccache libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev
+packages=(build-essential cmake ccache libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev nlohmann-json3-dev
           dataset-fashion-mnist)
 for arg in "$@"; do
   case "$arg" in
