@@ -34,8 +34,21 @@ for p in "${packages[@]}"; do
   fi
 done
 
+# Optional: the Python reference reader for the safetensors interop test (skipped without it).
+python_reader() {
+  command -v python3 >/dev/null || return 0
+  if python3 -c 'import numpy, safetensors' 2>/dev/null; then
+    echo "setup: python safetensors + numpy: present"
+  elif timeout 300 python3 -m pip install -q safetensors numpy >/dev/null 2>&1; then
+    echo "setup: python safetensors + numpy: newly installed"
+  else
+    echo "setup: python safetensors + numpy: not installed (the interop test will skip)"
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
   echo "setup: all ${#packages[@]} packages present"
+  python_reader
   exit 0
 fi
 
@@ -57,3 +70,4 @@ for p in "${missing[@]}"; do
     exit 1
   fi
 done
+python_reader
