@@ -85,7 +85,8 @@ int current_device() {
 
 int checked_device(int device, const char* op) {
   const int n = device_count();
-  EMBER_CHECK(n > 0, op, "no CUDA device is visible (cudaGetDeviceCount found none: no GPU, no driver, "
+  EMBER_CHECK(n > 0, op, "cannot use ", device < 0 ? std::string("cuda") : "cuda:" + std::to_string(device),
+              ": no CUDA device is visible (cudaGetDeviceCount found none: no GPU, no driver, "
               "or CUDA_VISIBLE_DEVICES hides them)");
   if (device < 0) return current_device();
   EMBER_CHECK(device < n, op, "cuda:", device, " does not exist (", n, " CUDA device", n == 1 ? "" : "s",

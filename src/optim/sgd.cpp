@@ -1,52 +1,110 @@
-// SGD with momentum and weight decay, PyTorch's rule (dampening 0, no Nesterov):
-//   g = grad + wd * p;  buf = momentum * buf + g (buf = g on the first step);  p -= lr * buf
-// Updates run under NoGradGuard and edit the leaf parameters in place.
+// SGD with momentum, dampening, Nesterov and weight decay, PyTorch's rule (see sgd.h). The
+// update of all parameters is one fused multi-tensor kernel per (device, dtype):
+// src/cpu/optim.cpp and kernels/optim.cu.
 #include "ember/optim/sgd.h"
 
-#include "ember/autograd/grad_mode.h"
+#include <cmath>
+
 #include "ember/core/error.h"
-#include "ember/ops/ops.h"
+#include "optim/fused.h"
+#include "optim/meta.h"
 
 namespace ember::optim {
+namespace {
 
-SGD::SGD(std::vector<Tensor> params, SGDOptions opt) : params_(std::move(params)), opt_(opt) {
-  EMBER_CHECK(opt_.lr >= 0.0, "SGD", "lr must be >= 0, got ", opt_.lr);
-  EMBER_CHECK(opt_.momentum >= 0.0, "SGD", "momentum must be >= 0, got ", opt_.momentum);
-  EMBER_CHECK(opt_.weight_decay >= 0.0, "SGD", "weight_decay must be >= 0, got ", opt_.weight_decay);
-  for (size_t i = 0; i < params_.size(); ++i) {
-    const Tensor& p = params_[i];
-    EMBER_CHECK(p.defined(), "SGD", "parameter ", i, " is an undefined tensor");
-    EMBER_CHECK(p.is_leaf() && p.requires_grad(), "SGD", "parameter ", i, " ", p.str(),
-                " must be a leaf that requires grad");
-  }
-  momentum_.resize(params_.size());
+void check_sgd_options(const std::string& name, const SGDOptions& o, const std::string& where) {
+  EMBER_CHECK(std::isfinite(o.lr) && o.lr >= 0.0, name, where, "lr must be >= 0, got ", o.lr);
+  EMBER_CHECK(std::isfinite(o.momentum) && o.momentum >= 0.0, name, where, "momentum must be >= 0, got ", o.momentum);
+  EMBER_CHECK(std::isfinite(o.weight_decay) && o.weight_decay >= 0.0, name, where, "weight_decay must be >= 0, got ",
+              o.weight_decay);
+  EMBER_CHECK(o.dampening >= 0.0 && o.dampening <= 1.0, name, where, "dampening must be in [0, 1], got ", o.dampening);
+  EMBER_CHECK(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0), name, where,
+              "nesterov needs momentum > 0 and dampening == 0, got momentum ", o.momentum, " and dampening ",
+              o.dampening);
 }
 
-void SGD::step() {
-  NoGradGuard no_grad;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    Tensor& p = params_[i];
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    EMBER_CHECK(g.shape() == p.shape(), "SGD", "gradient ", shape_str(g.shape()),
-                " does not match parameter ", i, " ", shape_str(p.shape()));
-    if (opt_.weight_decay != 0.0) g = add(g, p, opt_.weight_decay);
-    if (opt_.momentum != 0.0) {
-      Tensor& buf = momentum_[i];
-      if (!buf.defined()) {
-        buf = clone(g);  // own copy: g may be .grad itself, which the next backward changes
-      } else {
-        buf.mul_(opt_.momentum);
-        buf.add_(g);
+}  // namespace
+
+SGD::SGD(std::vector<Tensor> params, SGDOptions opt)
+    : SGD(std::vector<ParamGroup>{ParamGroup{.params = std::move(params)}}, opt) {}
+
+SGD::SGD(std::vector<ParamGroup> groups, SGDOptions defaults)
+    : Optimizer("SGD", std::move(groups), {"momentum_buffer"}), opt_(defaults) {
+  check_options();
+}
+
+SGDOptions SGD::group_options(size_t group) const {
+  const ParamGroup& g = param_group(group);
+  SGDOptions o = opt_;
+  if (g.lr) o.lr = *g.lr;
+  if (g.momentum) o.momentum = *g.momentum;
+  if (g.weight_decay) o.weight_decay = *g.weight_decay;
+  if (g.dampening) o.dampening = *g.dampening;
+  if (g.nesterov) o.nesterov = *g.nesterov;
+  return o;
+}
+
+std::vector<std::string> SGD::own_options() const { return {"lr", "weight_decay", "momentum", "dampening", "nesterov"}; }
+
+void SGD::validate() const {
+  check_sgd_options(name_, opt_, "");
+  for (size_t g = 0; g < groups_.size(); ++g)
+    check_sgd_options(name_, group_options(g), groups_.size() > 1 ? "group " + std::to_string(g) + ": " : "");
+}
+
+std::vector<std::string> SGD::required_buffers() const { return {}; }  // momentum_buffer only with momentum
+
+void SGD::step_impl() {
+  std::vector<fused::SGDItem> items;
+  std::vector<Work> work;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    const SGDOptions o = group_options(g);
+    for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+      std::optional<Work> w = prepare(g, i);
+      if (!w) continue;
+      fused::SGDArgs a{};
+      a.param = w->data.data_ptr();
+      a.grad = w->grad.data_ptr();
+      a.momentum_buffer = nullptr;
+      a.numel = w->data.numel();
+      a.lr = o.lr;
+      a.weight_decay = o.weight_decay;
+      a.momentum = o.momentum;
+      a.dampening = o.dampening;
+      a.nesterov = o.nesterov ? 1 : 0;
+      a.first = 0;
+      if (o.momentum != 0.0) {
+        bool created = false;
+        Tensor& buf = state_buffer(g, i, 0, created);
+        a.momentum_buffer = buf.data_ptr();
+        a.first = created ? 1 : 0;  // a new buffer becomes the gradient
       }
-      g = buf;
+      ++state_[g][i].step;
+      items.push_back({w->data, a});
+      work.push_back(std::move(*w));
     }
-    p.add_(g, -opt_.lr);
   }
+  fused::sgd_step(items);
+  finish_update(work);
 }
 
-void SGD::zero_grad() {
-  for (auto& p : params_) p.set_grad(Tensor());
+void SGD::save_defaults(StateDict& sd) const {
+  sd.meta["defaults.lr"] = meta::fmt(opt_.lr);
+  sd.meta["defaults.momentum"] = meta::fmt(opt_.momentum);
+  sd.meta["defaults.weight_decay"] = meta::fmt(opt_.weight_decay);
+  sd.meta["defaults.dampening"] = meta::fmt(opt_.dampening);
+  sd.meta["defaults.nesterov"] = meta::fmt(opt_.nesterov);
+}
+
+void SGD::load_defaults(const StateDict& sd, std::vector<std::string>& problems, bool apply) {
+  SGDOptions o = opt_;
+  const size_t before = problems.size();
+  meta::read(sd, "defaults.lr", o.lr, problems);
+  meta::read(sd, "defaults.momentum", o.momentum, problems);
+  meta::read(sd, "defaults.weight_decay", o.weight_decay, problems);
+  meta::read(sd, "defaults.dampening", o.dampening, problems);
+  meta::read(sd, "defaults.nesterov", o.nesterov, problems);
+  if (apply && problems.size() == before) opt_ = o;
 }
 
 }  // namespace ember::optim
