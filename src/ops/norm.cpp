@@ -1,0 +1,149 @@
+// layer_norm: argument checks, dtype handling, dispatch to src/cpu/norm.cpp or kernels/norm.cu,
+// and the recorded backward (which calls the layer_norm_backward primitive). The backends see
+// x as a contiguous (M, N) matrix: M rows over the leading dims, N = numel(normalized_shape).
+#include "ember/ops/norm.h"
+
+#include <cmath>
+
+#include "cpu/norm.h"
+#include "ops/common.h"
+#include "ops/dispatch.h"
+#ifdef EMBER_WITH_CUDA
+#include "cuda/norm.h"
+#endif
+
+// The same call on the backend of tensor t (dispatch.cpp's EMBER_ON, for this file's primitives).
+#ifdef EMBER_WITH_CUDA
+#define EMBER_NORM_ON(t, call)   \
+  do {                           \
+    if ((t).device().is_cuda()) { \
+      cuda::call;                \
+    } else {                     \
+      cpu::call;                 \
+    }                            \
+  } while (0)
+#else
+#define EMBER_NORM_ON(t, call) cpu::call
+#endif
+
+namespace ember {
+namespace {
+using Grads = std::vector<Tensor>;
+using Needs = std::vector<bool>;
+using detail::make_tensor;
+
+struct Rows {
+  int64_t M, N;
+  Shape lead;  // x.shape() without normalized_shape
+};
+
+void check_param(const char* op, const char* what, const Tensor& p, const Tensor& x, const Shape& ns) {
+  if (!p.defined()) return;
+  EMBER_CHECK(p.shape() == ns, op, what, " must have normalized_shape ", shape_str(ns), ", got ",
+              shape_str(p.shape()));
+  EMBER_CHECK(p.dtype() == x.dtype(), op, what, " dtype ", p.dtype(), " differs from input dtype ", x.dtype(),
+              " (input ", shape_str(x.shape()), ")");
+  EMBER_CHECK(p.device() == x.device(), op, what, " lives on ", p.device(), " but input ", shape_str(x.shape()),
+              " on ", x.device());
+}
+
+Rows check_layer_norm(const char* op, const Tensor& x, const Shape& ns, const Tensor& weight, const Tensor& bias,
+                      double eps) {
+  EMBER_CHECK(x.defined(), op, "input is an undefined tensor");
+  EMBER_CHECK(is_floating(x.dtype()), op, "input must be a float tensor, got ", x.dtype(), " of shape ",
+              shape_str(x.shape()));
+  EMBER_CHECK(!ns.empty(), op, "normalized_shape must name at least one trailing dim (input ",
+              shape_str(x.shape()), ")");
+  const int64_t k = static_cast<int64_t>(ns.size());
+  bool match = x.dim() >= k;
+  for (int64_t i = 0; i < k && match; ++i) match = x.size(x.dim() - k + i) == ns[i];
+  EMBER_CHECK(match, op, "normalized_shape ", shape_str(ns), " does not match the trailing dims of input ",
+              shape_str(x.shape()));
+  EMBER_CHECK(numel_of(ns) > 0, op, "normalized_shape ", shape_str(ns), " has no elements (input ",
+              shape_str(x.shape()), ")");
+  check_param(op, "weight", weight, x, ns);
+  check_param(op, "bias", bias, x, ns);
+  EMBER_CHECK(std::isfinite(eps) && eps >= 0, op, "eps must be finite and >= 0, got ", eps);
+  Shape lead(x.shape().begin(), x.shape().end() - k);
+  return {numel_of(lead), numel_of(ns), lead};
+}
+
+// t detached, converted to dtype dt and contiguous (undefined stays undefined).
+Tensor prepared(const Tensor& t, DType dt) {
+  return t.defined() ? contiguous(to_dtype(t.detach(), dt)) : Tensor();
+}
+
+}  // namespace
+
+LayerNormForward layer_norm_forward(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+                                    const Tensor& bias, double eps) {
+  const Rows r = check_layer_norm("layer_norm", x, normalized_shape, weight, bias, eps);
+  const Device dev = x.device();
+  const DType cd = backend::compute_dtype_on(x.dtype(), dev);  // what the kernel reads and writes
+  const DType sd = compute_dtype(x.dtype());                   // statistics: f32, or f64
+  const Tensor xc = prepared(x, cd), wc = prepared(weight, cd), bc = prepared(bias, cd);
+  Tensor out = make_tensor(x.shape(), cd, dev);
+  Tensor mean = make_tensor(r.lead, sd, dev), rstd = make_tensor(r.lead, sd, dev);
+  if (r.M > 0) EMBER_NORM_ON(xc, layer_norm_forward(xc, wc, bc, eps, out, mean, rstd, r.M, r.N));
+  if (cd != x.dtype()) out = to_dtype(out, x.dtype());
+  return {out, mean, rstd};
+}
+
+LayerNormGrads layer_norm_backward(const Tensor& grad_output, const Tensor& x, const Tensor& mean,
+                                   const Tensor& rstd, const Tensor& weight, const Shape& normalized_shape,
+                                   std::array<bool, 3> needs) {
+  const char* op = "layer_norm_backward";
+  const Rows r = check_layer_norm(op, x, normalized_shape, weight, Tensor(), 0.0);
+  const DType sd = compute_dtype(x.dtype());
+  EMBER_CHECK(grad_output.defined() && mean.defined() && rstd.defined(), op,
+              "grad_output, mean and rstd must be defined tensors");
+  EMBER_CHECK(grad_output.shape() == x.shape() && grad_output.dtype() == x.dtype(), op, "grad_output ",
+              detail::describe(grad_output), " must match input ", detail::describe(x));
+  for (const Tensor* s : {&mean, &rstd})
+    EMBER_CHECK(s->numel() == r.M && s->dtype() == sd, op, "mean and rstd must hold one ", sd,
+                " value per row (", r.M, " rows of input ", shape_str(x.shape()), "), got ", detail::describe(*s));
+  detail::check_same_device(op, {grad_output, x, mean, rstd});
+
+  LayerNormGrads out;
+  if (!needs[0] && !needs[1] && !needs[2]) return out;
+  const Device dev = x.device();
+  const DType cd = backend::compute_dtype_on(x.dtype(), dev);
+  const Tensor gc = prepared(grad_output, cd), xc = prepared(x, cd), wc = prepared(weight, cd);
+  const Tensor mc = prepared(mean, sd), rc = prepared(rstd, sd);
+  if (needs[0]) out.grad_input = make_tensor(x.shape(), cd, dev);
+  if (needs[1]) out.grad_weight = make_tensor(normalized_shape, cd, dev);
+  if (needs[2]) out.grad_bias = make_tensor(normalized_shape, cd, dev);
+  EMBER_NORM_ON(xc, layer_norm_backward(gc, xc, mc, rc, wc, out.grad_input, out.grad_weight, out.grad_bias, r.M, r.N));
+  if (cd != x.dtype())
+    for (Tensor* t : {&out.grad_input, &out.grad_weight, &out.grad_bias})
+      if (t->defined()) *t = to_dtype(*t, x.dtype());
+  return out;
+}
+
+Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+                  double eps) {
+  LayerNormForward f = layer_norm_forward(x, normalized_shape, weight, bias, eps);
+  record(
+      "layer_norm", {x, weight, bias}, {f.output},
+      [normalized_shape](const Grads& g, const Grads& s, const Needs& n) {
+        LayerNormGrads r = layer_norm_backward(g[0], s[0], s[1], s[2], s[3], normalized_shape, {n[0], n[1], n[2]});
+        return Grads{r.grad_input, r.grad_weight, r.grad_bias};
+      },
+      {x, f.mean, f.rstd, weight});
+  return f.output;
+}
+
+Tensor layer_norm_reference(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
+                            const Tensor& bias, double eps) {
+  check_layer_norm("layer_norm_reference", x, normalized_shape, weight, bias, eps);
+  Shape dims;
+  for (int64_t d = x.dim() - static_cast<int64_t>(normalized_shape.size()); d < x.dim(); ++d) dims.push_back(d);
+  const DType sd = compute_dtype(x.dtype());  // f16/bf16 in f32, like the kernels
+  const Tensor xf = to_dtype(x, sd);
+  Tensor y = mul(sub(xf, mean(xf, dims, true)), rsqrt(var(xf, dims, /*correction=*/0, true) + eps));
+  if (weight.defined()) y = mul(y, to_dtype(weight, sd));
+  if (bias.defined()) y = add(y, to_dtype(bias, sd));
+  return to_dtype(y, x.dtype());
+}
+
+}  // namespace ember
