@@ -6,6 +6,10 @@
 //   train-labels-idx1-ubyte[.gz]  magic 0x00000801, then n, u8 labels in [0, 10)
 //   t10k-*                        the same for the 10k test set
 // Pixels go to [0, 1], then (x - 0.2860) / 0.3530 (the training set's mean and std).
+//
+// --device cpu|cuda|cuda:N picks where the model trains. The data set stays on the CPU; each
+// minibatch is gathered there and copied to the device, and the model's parameters are moved
+// once with Module::to before the optimizer is built.
 #include <zlib.h>
 #include <omp.h>
 
@@ -152,6 +156,7 @@ struct Args {
   uint64_t seed = 42;
   int threads = 0;  // 0: OpenMP's default
   int64_t limit = 0;
+  std::string device = "cpu";
   bool help = false;
 };
 
@@ -165,6 +170,7 @@ void usage(std::ostream& os) {
         "  --seed N       seed for initialisation and shuffling (default 42)\n"
         "  --threads N    OpenMP threads (default: OpenMP's own default)\n"
         "  --limit N      train on the first N training images only (smoke tests)\n"
+        "  --device D     cpu, cuda or cuda:N (default cpu)\n"
         "  --help         this text\n";
 }
 
@@ -203,7 +209,7 @@ Args parse_args(int argc, char** argv) {
       continue;
     }
     EMBER_CHECK(flag == "--data" || flag == "--epochs" || flag == "--batch" || flag == "--lr" ||
-                    flag == "--seed" || flag == "--threads" || flag == "--limit",
+                    flag == "--seed" || flag == "--threads" || flag == "--limit" || flag == "--device",
                 "fashion_mnist", "unknown option \"", flag, "\" (see --help)");
     EMBER_CHECK(i + 1 < argc, "fashion_mnist", flag, " needs a value (see --help)");
     const std::string v = argv[++i];
@@ -214,6 +220,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--seed") a.seed = static_cast<uint64_t>(parse_int(flag, v, 0));
     else if (flag == "--threads") a.threads = static_cast<int>(parse_int(flag, v, 1));
     else if (flag == "--limit") a.limit = parse_int(flag, v, 1);
+    else if (flag == "--device") a.device = v;
   }
   return a;
 }
@@ -225,20 +232,21 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   return sum(eq(argmax(logits, 1), labels)).item<int64_t>();
 }
 
-double evaluate(nn::Sequential& model, const Split& test) {
+double evaluate(nn::Sequential& model, const Split& test, Device device) {
   model.eval();
   NoGradGuard no_grad;
   int64_t correct = 0;
   constexpr int64_t kEvalBatch = 1000;
   for (int64_t start = 0; start < test.n; start += kEvalBatch) {
     const int64_t len = std::min(kEvalBatch, test.n - start);
-    correct += count_correct(model(test.images.narrow(0, start, len)), test.labels.narrow(0, start, len));
+    correct += count_correct(model(test.images.narrow(0, start, len).to(device)),
+                             test.labels.narrow(0, start, len).to(device));
   }
   model.train();
   return 100.0 * static_cast<double>(correct) / static_cast<double>(test.n);
 }
 
-int run(const Args& args) {
+int run(const Args& args, Device device) {
   if (args.threads > 0) omp_set_num_threads(args.threads);
   const auto t0 = std::chrono::steady_clock::now();
 
@@ -246,9 +254,10 @@ int run(const Args& args) {
   const Split test = load_split(args.data, "t10k", 0);
   EMBER_CHECK(train.features == test.features, "fashion_mnist", "train images have ", train.features,
               " pixels but test images have ", test.features);
-  std::printf("data: %lld train, %lld test images of %lld pixels from %s (threads %d)\n",
+  std::printf("data: %lld train, %lld test images of %lld pixels from %s (threads %d, device %s)\n",
               static_cast<long long>(train.n), static_cast<long long>(test.n),
-              static_cast<long long>(train.features), args.data.c_str(), omp_get_max_threads());
+              static_cast<long long>(train.features), args.data.c_str(), omp_get_max_threads(),
+              device.str().c_str());
 
   Generator gen(args.seed);
   nn::Sequential model;
@@ -263,6 +272,7 @@ int run(const Args& args) {
               static_cast<long long>(model.parameter_count()), args.lr,
               static_cast<long long>(args.batch));
 
+  model.to(device);  // before the optimizer: its momentum buffers follow the parameters
   optim::SGD opt(model.parameters(), {.lr = args.lr, .momentum = 0.9, .weight_decay = 0.0});
 
   std::mt19937_64 shuffle_rng(args.seed);
@@ -283,8 +293,8 @@ int run(const Args& args) {
       const int64_t start = (step - 1) * args.batch;
       const int64_t len = std::min(args.batch, train.n - start);
       const Tensor idx = perm.narrow(0, start, len);
-      const Tensor x = index_select(train.images, 0, idx);  // (B, 784)
-      const Tensor y = index_select(train.labels, 0, idx);  // (B)
+      const Tensor x = index_select(train.images, 0, idx).to(device);  // (B, 784)
+      const Tensor y = index_select(train.labels, 0, idx).to(device);  // (B)
 
       // Cosine decay from lr to 0 over the whole run: the late small steps settle the noise
       // that momentum SGD leaves at a constant rate (worth about a point of test accuracy).
@@ -319,7 +329,7 @@ int run(const Args& args) {
         window_start = now;
       }
     }
-    test_acc = evaluate(model, test);
+    test_acc = evaluate(model, test, device);
     std::printf("epoch %lld test_acc %.2f%%\n", static_cast<long long>(epoch), test_acc);
     std::fflush(stdout);
   }
@@ -339,7 +349,20 @@ int main(int argc, char** argv) {
       usage(std::cout);
       return 0;
     }
-    return run(args);
+    const Device device(args.device);  // "cpu", "cuda", "cuda:N"; throws on anything else
+    if (device.is_cuda()) {
+      if (!cuda::is_available()) {
+        std::fprintf(stderr, "no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
+                     cuda::built_with_cuda() ? "built" : "not built");
+        return 1;
+      }
+      if (device.index >= cuda::device_count()) {
+        std::fprintf(stderr, "no CUDA device %s: %d visible (cuda:0 to cuda:%d); run with --device cuda:0 or cpu\n",
+                     device.str().c_str(), cuda::device_count(), cuda::device_count() - 1);
+        return 1;
+      }
+    }
+    return run(args, device);
   } catch (const ember::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

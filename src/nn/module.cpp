@@ -2,7 +2,9 @@
 // named_parameters() is deterministic (optimizer state and checkpoints rely on that).
 #include "ember/nn/module.h"
 
+#include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
+#include "ember/ops/ops.h"
 
 namespace ember::nn {
 
@@ -43,6 +45,34 @@ void Module::train(bool on) {
 
 void Module::zero_grad() {
   for (auto& t : parameters()) t.set_grad(Tensor());
+}
+
+Module& Module::to(Device device) {
+  std::vector<Tensor> params;
+  for (const Tensor& p : parameters()) {  // a parameter shared by two submodules moves once
+    bool seen = false;
+    for (const Tensor& q : params) seen = seen || q.is_same(p);
+    if (!seen) params.push_back(p);
+  }
+  std::vector<Tensor> moved;
+  moved.reserve(params.size());
+  {
+    NoGradGuard no_grad;  // a copy, not a differentiable op: parameters stay leaves
+    for (const Tensor& p : params) {
+      moved.push_back(p.device() == device ? Tensor() : to_device(p.detach(), device));
+    }
+  }
+  // Nothing below throws: swap the memory of each parameter's TensorImpl for the copy's.
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!moved[i].defined()) continue;
+    TensorImpl& dst = params[i].impl();
+    TensorImpl& src = moved[i].impl();
+    dst.storage = src.storage;
+    dst.strides = src.strides;
+    dst.offset = src.offset;
+    dst.autograd.grad.reset();
+  }
+  return *this;
 }
 
 Tensor Module::register_parameter(const std::string& name, Tensor t) {

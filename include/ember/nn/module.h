@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "ember/core/device.h"
 #include "ember/core/tensor.h"
 
 namespace ember::nn {
@@ -20,6 +21,19 @@ class Module {
   void eval() { train(false); }
   bool is_training() const { return training_; }
   void zero_grad();  // drops every parameter's .grad
+
+  // Moves every parameter (this module's and, recursively, its submodules') to `device`, in
+  // place, and returns *this. "In place" means the parameter's TensorImpl stays the same
+  // object: its storage, strides and offset are replaced by those of the moved copy, so every
+  // handle to a parameter (a layer's `weight`, a Tensor you kept from parameters()) sees the
+  // new device. requires_grad is kept; the gradients of moved parameters are dropped (a
+  // gradient on the old device would not match). Parameters already on `device` are left as
+  // they are, gradients included; a parameter shared by two submodules moves once.
+  // All copies are made before any parameter changes, so a failing move (no GPU, out of
+  // memory) throws ember::Error and leaves the module untouched.
+  // Move the model before building its optimizer: optimizer state (SGD momentum buffers)
+  // lives on the device the parameters had when the state was created.
+  Module& to(Device device);
 
  protected:
   // Registers t (marked requires_grad) under name and returns it.
