@@ -24,6 +24,7 @@
 
 #include "bench_util.h"
 #include "ember/ember.h"
+#include "ember/nn/conv.h"
 
 #ifndef EMBER_BENCH_COMMIT
 #define EMBER_BENCH_COMMIT "unknown"
@@ -93,9 +94,47 @@ Instance make_w1_mlp() {
   return w;
 }
 
+// W2_conv1d: Conv1d 64->128 k5 pad2, ReLU, Conv1d 128->128 k5 pad2, ReLU, max over time,
+// Linear 128->2, cross-entropy. x (32, 64, 512) as (N, C, L) ~ N(0, 1), labels in [0, 2),
+// plain SGD lr 0.01.
+Instance make_w2_conv1d() {
+  using namespace ember;
+  auto gen = std::make_shared<Generator>(bench::kSeed);
+  nn::Conv1dOptions pad2;
+  pad2.padding = 2;
+  auto conv1 = std::make_shared<nn::Conv1d>(64, 128, 5, pad2, gen.get());
+  auto conv2 = std::make_shared<nn::Conv1d>(128, 128, 5, pad2, gen.get());
+  auto fc = std::make_shared<nn::Linear>(128, 2, true, gen.get());
+  Tensor x = randn({32, 64, 512}, {}, gen.get());            // (N, C_in, L) f32
+  Tensor y = randint(0, 2, {32}, DType::i64, gen.get());     // (N) class indices
+  std::vector<Tensor> params;
+  for (const nn::Module* m : std::initializer_list<const nn::Module*>{conv1.get(), conv2.get(), fc.get()})
+    for (const Tensor& p : m->parameters()) params.push_back(p);
+  optim::SGDOptions sgd;
+  sgd.lr = 0.01;
+  auto opt = std::make_shared<optim::SGD>(params, sgd);
+  auto last = std::make_shared<Tensor>();
+
+  Instance w;
+  w.step = [gen, conv1, conv2, fc, x, y, opt, last] {
+    Tensor h = relu((*conv1)(x));   // (N, 128, 512)
+    h = relu((*conv2)(h));          // (N, 128, 512)
+    h = amax(h, {2});               // (N, 128): max over time
+    Tensor loss = nn::cross_entropy((*fc)(h), y);
+    loss.backward();
+    opt->step();
+    opt->zero_grad();
+    *last = loss.detach();
+  };
+  w.last_loss = [last] { return last->defined() ? static_cast<double>(last->item<float>()) : NAN; };
+  return w;
+}
+
 const std::vector<Workload>& workloads() {
   static const std::vector<Workload> all = {
       {"W1_mlp", "MLP 784-512-512-10, ReLU, cross-entropy, x (256, 784), SGD", make_w1_mlp},
+      {"W2_conv1d", "Conv1d 64-128-128 k5 pad2, ReLU, max over time, Linear 128-2, x (32, 64, 512), SGD",
+       make_w2_conv1d},
   };
   return all;
 }

@@ -54,8 +54,45 @@ Instance make_w1_mlp() {
   return w;
 }
 
+// W2_conv1d: Conv1d 64->128 k5 pad2, ReLU, Conv1d 128->128 k5 pad2, ReLU, max over time,
+// Linear 128->2, cross-entropy.
+struct W2Net : torch::nn::Module {
+  W2Net()
+      : conv1(register_module("conv1", torch::nn::Conv1d(torch::nn::Conv1dOptions(64, 128, 5).padding(2)))),
+        conv2(register_module("conv2", torch::nn::Conv1d(torch::nn::Conv1dOptions(128, 128, 5).padding(2)))),
+        fc(register_module("fc", torch::nn::Linear(128, 2))) {}
+  torch::Tensor forward(const torch::Tensor& x) {
+    torch::Tensor h = torch::relu(conv1->forward(x));  // (N, 128, 512)
+    h = torch::relu(conv2->forward(h));                // (N, 128, 512)
+    h = std::get<0>(h.max(2));                         // (N, 128): max over time
+    return fc->forward(h);
+  }
+  torch::nn::Conv1d conv1, conv2;
+  torch::nn::Linear fc;
+};
+
+Instance make_w2_conv1d() {
+  torch::manual_seed(bench::kSeed);
+  auto model = std::make_shared<W2Net>();
+  torch::Tensor x = torch::randn({32, 64, 512});                // (N, C_in, L) f32
+  torch::Tensor y = torch::randint(0, 2, {32}, torch::kLong);    // (N)
+  auto opt = std::make_shared<torch::optim::SGD>(model->parameters(), torch::optim::SGDOptions(0.01));
+  auto last = std::make_shared<torch::Tensor>();
+
+  Instance w;
+  w.step = [model, x, y, opt, last]() mutable {
+    torch::Tensor loss = torch::nn::functional::cross_entropy(model->forward(x), y);
+    loss.backward();
+    opt->step();
+    for (auto& p : model->parameters()) p.mutable_grad() = torch::Tensor();  // as in W1_mlp
+    *last = loss.detach();
+  };
+  w.last_loss = [last] { return last->defined() ? last->item<double>() : NAN; };
+  return w;
+}
+
 const std::vector<Workload>& workloads() {
-  static const std::vector<Workload> all = {{"W1_mlp", make_w1_mlp}};
+  static const std::vector<Workload> all = {{"W1_mlp", make_w1_mlp}, {"W2_conv1d", make_w2_conv1d}};
   return all;
 }
 
