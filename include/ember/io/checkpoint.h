@@ -1,0 +1,80 @@
+// Training checkpoints: model, optimizer, schedule and loop position in ONE .safetensors file,
+// so a run stopped at any point continues bit for bit (on the same device and thread count).
+//
+// File layout (docs/checkpoints.md):
+//   tensors  "model.<name>"   Module::state_dict() (parameters, then buffers)
+//            "optim.<name>"   Optimizer::state_dict() tensors (momentum buffers, Adam moments)
+//   meta     "ember.checkpoint" = "1" (format version), "ember.sections" = "model,optim[,sched],train"
+//            "optim.<key>"    Optimizer::state_dict() meta
+//            "sched.<key>"    LRScheduler::state_dict() meta (only when a schedule was saved)
+//            "train.epoch", "train.step", "train.data_position", "train.rng_seed",
+//            "train.rng_offset", "train.extra.<key>"
+// The "model." tensors are exactly the model's state_dict under a prefix, so PyTorch reads the
+// weights with safetensors.torch.load_file and a dict comprehension that strips "model.".
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "ember/core/generator.h"
+#include "ember/io/state_dict.h"
+#include "ember/nn/module.h"
+#include "ember/optim/optimizer.h"
+#include "ember/optim/schedule.h"
+
+namespace ember::io {
+
+// Where the training loop is. The library stores these; what they mean is the loop's choice
+// (the Fashion-MNIST example: epoch = epochs finished, step = optimizer steps so far,
+// data_position = samples consumed in the current epoch).
+struct TrainingState {
+  int64_t epoch = 0;
+  int64_t step = 0;
+  int64_t data_position = 0;
+  uint64_t rng_seed = 0;    // the data-order Generator's seed ...
+  uint64_t rng_offset = 0;  // ... and its Philox offset: together its whole state
+  std::map<std::string, std::string> extra;  // anything else, as text (keys without '\0')
+
+  // A state with rng_seed/rng_offset taken from g (the other fields zero).
+  static TrainingState from(const Generator& g) {
+    TrainingState s;
+    s.capture(g);
+    return s;
+  }
+  // Records g's seed and offset.
+  void capture(const Generator& g) {
+    rng_seed = g.seed();
+    rng_offset = g.offset();
+  }
+  // Puts g where capture() found it: the next draw is the one the saved run made next.
+  void apply_to(Generator& g) const {
+    g.manual_seed(rng_seed);
+    g.set_offset(rng_offset);
+  }
+};
+
+// Writes model, optimizer, schedule (nullable) and training state to `path` as one
+// .safetensors file, atomically (io::save_safetensors: a temporary file renamed over path), so
+// a crash while saving leaves the previous checkpoint intact.
+void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& opt,
+                     const optim::LRScheduler* sched, const TrainingState& state);
+
+// Restores what save_checkpoint wrote into a model, optimizer and schedule built the same way
+// (same layers, same parameter groups, same schedule class), and fills `state`. Everything is
+// checked before anything changes; on any problem it throws one ember::Error naming the file
+// and the problem: not a checkpoint, a missing section (e.g. `sched` given but the file has no
+// schedule), a model that does not match (every missing, unexpected and mis-shaped key), an
+// optimizer or schedule of another kind or shape, a damaged file (truncation, flipped bits:
+// the CRC-32 of io::save_safetensors). A schedule in the file is ignored when sched is null.
+void load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer& opt, optim::LRScheduler* sched,
+                     TrainingState& state);
+
+// The StateDict save_checkpoint writes and load_checkpoint reads (for keeping checkpoints in
+// memory or another container). `where` names the source in error messages.
+StateDict checkpoint_state_dict(const nn::Module& model, const optim::Optimizer& opt, const optim::LRScheduler* sched,
+                                const TrainingState& state);
+void load_checkpoint_state_dict(const StateDict& ckpt, nn::Module& model, optim::Optimizer& opt,
+                                optim::LRScheduler* sched, TrainingState& state,
+                                const std::string& where = "checkpoint");
+
+}  // namespace ember::io
