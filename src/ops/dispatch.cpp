@@ -24,23 +24,7 @@ const bool kCudaAllocatorRegistered = [] {
 }  // namespace
 #endif
 
-#ifdef EMBER_WITH_CUDA
-#define EMBER_ON(t, call)                      \
-  do {                                         \
-    if ((t).device().is_cuda()) {              \
-      cuda::call;                              \
-    } else {                                   \
-      cpu::call;                               \
-    }                                          \
-  } while (0)
-#else
-#define EMBER_ON(t, call)                                                                   \
-  do {                                                                                      \
-    EMBER_CHECK((t).device().is_cpu(), "backend", "tensor on ", (t).device(),               \
-                " but this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)"); \
-    cpu::call;                                                                              \
-  } while (0)
-#endif
+#define EMBER_ON(t, call) EMBER_BACKEND_CALL(t, call)
 
 DType compute_dtype_on(DType t, Device d) { return d.is_cuda() ? t : compute_dtype(t); }
 

@@ -6,6 +6,27 @@
 #include "ops/elementwise_math.h"
 #include "ops/kinds.h"
 
+// EMBER_BACKEND_CALL(t, f(args)): runs cuda::f(args) when t is on a GPU, else cpu::f(args);
+// for files whose primitives live outside cpu.h / cuda_backend.h (norm, loss). Without the
+// CUDA backend a GPU tensor cannot exist (allocation fails first), so the CPU call is checked.
+#ifdef EMBER_WITH_CUDA
+#define EMBER_BACKEND_CALL(t, call) \
+  do {                              \
+    if ((t).device().is_cuda()) {   \
+      cuda::call;                   \
+    } else {                        \
+      cpu::call;                    \
+    }                               \
+  } while (0)
+#else
+#define EMBER_BACKEND_CALL(t, call)                                                          \
+  do {                                                                                       \
+    EMBER_CHECK((t).device().is_cpu(), "backend", "tensor on ", (t).device(),                \
+                " but this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)"); \
+    cpu::call;                                                                               \
+  } while (0)
+#endif
+
 namespace ember::backend {
 
 // The dtype a backend computes a dtype in: the CPU widens f16/bf16 to f32; CUDA kernels

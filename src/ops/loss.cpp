@@ -12,20 +12,6 @@
 #include "cuda/loss.h"
 #endif
 
-// The same call on the backend of tensor t (dispatch.cpp's EMBER_ON, for this file's primitives).
-#ifdef EMBER_WITH_CUDA
-#define EMBER_LOSS_ON(t, call)    \
-  do {                            \
-    if ((t).device().is_cuda()) { \
-      cuda::call;                 \
-    } else {                      \
-      cpu::call;                  \
-    }                             \
-  } while (0)
-#else
-#define EMBER_LOSS_ON(t, call) cpu::call
-#endif
-
 namespace ember {
 namespace {
 using Grads = std::vector<Tensor>;
@@ -106,7 +92,7 @@ Tensor cross_entropy_backward_impl(const Tensor& grad_loss, const Tensor& logits
   const Tensor wsum = a.weight.defined() && label_smoothing > 0 ? sum(a.weight) : Tensor();
   Tensor out = make_tensor({a.N, a.C}, cd, dev);
   if (a.N > 0)
-    EMBER_LOSS_ON(z, cross_entropy_backward(g, z, a.target, a.weight, wsum, lse, ignore_index, label_smoothing, out,
+    EMBER_BACKEND_CALL(z, cross_entropy_backward(g, z, a.target, a.weight, wsum, lse, ignore_index, label_smoothing, out,
                                             a.N, a.C));
   return cd == logits.dtype() ? out : to_dtype(out, logits.dtype());
 }
@@ -143,7 +129,7 @@ CrossEntropyRows cross_entropy_rows(const Tensor& logits, const Tensor& target, 
   Tensor loss = make_tensor({a.N}, cd, dev);
   Tensor target_weight = make_tensor({a.N}, sd, dev), lse = make_tensor({a.N}, sd, dev);
   if (a.N > 0)
-    EMBER_LOSS_ON(z, cross_entropy_forward(z, a.target, a.weight, ignore_index, label_smoothing, loss, target_weight,
+    EMBER_BACKEND_CALL(z, cross_entropy_forward(z, a.target, a.weight, ignore_index, label_smoothing, loss, target_weight,
                                            lse, a.N, a.C));
   if (cd != logits.dtype()) loss = to_dtype(loss, logits.dtype());
   record(

@@ -12,20 +12,6 @@
 #include "cuda/norm.h"
 #endif
 
-// The same call on the backend of tensor t (dispatch.cpp's EMBER_ON, for this file's primitives).
-#ifdef EMBER_WITH_CUDA
-#define EMBER_NORM_ON(t, call)   \
-  do {                           \
-    if ((t).device().is_cuda()) { \
-      cuda::call;                \
-    } else {                     \
-      cpu::call;                 \
-    }                            \
-  } while (0)
-#else
-#define EMBER_NORM_ON(t, call) cpu::call
-#endif
-
 namespace ember {
 namespace {
 using Grads = std::vector<Tensor>;
@@ -84,7 +70,7 @@ LayerNormForward layer_norm_forward(const Tensor& x, const Shape& normalized_sha
   const Tensor xc = prepared(x, cd), wc = prepared(weight, cd), bc = prepared(bias, cd);
   Tensor out = make_tensor(x.shape(), cd, dev);
   Tensor mean = make_tensor(r.lead, sd, dev), rstd = make_tensor(r.lead, sd, dev);
-  if (r.M > 0) EMBER_NORM_ON(xc, layer_norm_forward(xc, wc, bc, eps, out, mean, rstd, r.M, r.N));
+  if (r.M > 0) EMBER_BACKEND_CALL(xc, layer_norm_forward(xc, wc, bc, eps, out, mean, rstd, r.M, r.N));
   if (cd != x.dtype()) out = to_dtype(out, x.dtype());
   return {out, mean, rstd};
 }
@@ -113,7 +99,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad_output, const Tensor& x, c
   if (needs[0]) out.grad_input = make_tensor(x.shape(), cd, dev);
   if (needs[1]) out.grad_weight = make_tensor(normalized_shape, cd, dev);
   if (needs[2]) out.grad_bias = make_tensor(normalized_shape, cd, dev);
-  EMBER_NORM_ON(xc, layer_norm_backward(gc, xc, mc, rc, wc, out.grad_input, out.grad_weight, out.grad_bias, r.M, r.N));
+  EMBER_BACKEND_CALL(xc, layer_norm_backward(gc, xc, mc, rc, wc, out.grad_input, out.grad_weight, out.grad_bias, r.M, r.N));
   if (cd != x.dtype())
     for (Tensor* t : {&out.grad_input, &out.grad_weight, &out.grad_bias})
       if (t->defined()) *t = to_dtype(*t, x.dtype());
