@@ -1,9 +1,10 @@
-// Linear, ReLU, Sequential: composed from ops, so autograd comes for free.
+// The layers of layers.h: composed from ops, so autograd and every device come for free.
 #include "ember/nn/layers.h"
 
 #include <cmath>
 #include <string>
 
+#include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
 #include "ember/ops/ops.h"
 
@@ -38,6 +39,54 @@ Tensor Linear::forward(const Tensor& x) {
 }
 
 Tensor ReLU::forward(const Tensor& x) { return relu(x); }
+Tensor GELU::forward(const Tensor& x) { return gelu(x); }
+Tensor SiLU::forward(const Tensor& x) { return silu(x); }
+Tensor Tanh::forward(const Tensor& x) { return tanh(x); }
+Tensor Sigmoid::forward(const Tensor& x) { return sigmoid(x); }
+
+Dropout::Dropout(double p, Generator* gen) : p_(p), gen_(gen) {
+  EMBER_CHECK(p >= 0.0 && p <= 1.0, "Dropout", "probability ", p, " outside [0, 1]");
+}
+
+Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, is_training(), gen_); }
+
+Tensor Flatten::forward(const Tensor& x) {
+  EMBER_CHECK(x.defined(), "Flatten", "input is an undefined tensor");
+  return flatten(x, start_, end_);
+}
+
+Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, std::optional<int64_t> padding_idx,
+                     Generator* gen)
+    : num_(num_embeddings), dim_(embedding_dim) {
+  EMBER_CHECK(num_embeddings > 0 && embedding_dim > 0, "Embedding",
+              "num_embeddings and embedding_dim must be positive, got (", num_embeddings, ", ",
+              embedding_dim, ")");
+  if (padding_idx) {
+    EMBER_CHECK(*padding_idx >= -num_embeddings && *padding_idx < num_embeddings, "Embedding",
+                "padding_idx ", *padding_idx, " outside [", -num_embeddings, ", ", num_embeddings,
+                ") for a table of shape (", num_embeddings, ", ", embedding_dim, ")");
+    padding_idx_ = *padding_idx < 0 ? *padding_idx + num_embeddings : *padding_idx;
+  }
+  Tensor w = randn({num_embeddings, embedding_dim}, {}, gen);
+  if (padding_idx_) w.narrow(0, *padding_idx_, 1).zero_();
+  weight = register_parameter("weight", w);
+  if (padding_idx_) {
+    // The hook sees the weight's incoming gradient (on whatever device the weight is by then)
+    // and returns a copy with the padding row zeroed.
+    const int64_t row = *padding_idx_;
+    weight.register_hook([row](const Tensor& g) {
+      NoGradGuard no_grad;
+      Tensor r = g.clone();
+      r.narrow(0, row, 1).zero_();
+      return r;
+    });
+  }
+}
+
+Tensor Embedding::forward(const Tensor& indices) {
+  EMBER_CHECK(indices.defined(), "Embedding", "input is an undefined tensor");
+  return embedding(weight, indices);
+}
 
 Sequential& Sequential::add(std::shared_ptr<Layer> layer) {
   EMBER_CHECK(layer != nullptr, "Sequential", "cannot add a null layer (position ", layers_.size(), ")");
