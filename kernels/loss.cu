@@ -15,6 +15,7 @@
 
 #include "common.cuh"
 #include "cuda/loss.h"
+#include "row_reduce.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -42,61 +43,24 @@ __device__ __forceinline__ CeState<A> ce_push(CeState<A> st, A z) {
   return st;
 }
 
-template <class A>
-__device__ __forceinline__ CeState<A> ce_merge(const CeState<A>& a, const CeState<A>& b) {
-  const A m = a.m > b.m ? a.m : b.m;
-  CeState<A> r{m, A(0), a.wz + b.wz, a.wsum + b.wsum};
-  if (m == -std::numeric_limits<A>::infinity()) r.s = a.s + b.s;
-  else r.s = a.s * exp(a.m - m) + b.s * exp(b.m - m);
-  return r;
-}
+// Merges two partial states (commutative); the combine of the row all-reduce.
+struct CeMergeFn {
+  template <class A>
+  __device__ __forceinline__ CeState<A> operator()(const CeState<A>& a, const CeState<A>& b) const {
+    const A m = a.m > b.m ? a.m : b.m;
+    CeState<A> r{m, A(0), a.wz + b.wz, a.wsum + b.wsum};
+    if (m == -std::numeric_limits<A>::infinity()) r.s = a.s + b.s;
+    else r.s = a.s * exp(a.m - m) + b.s * exp(b.m - m);
+    return r;
+  }
+};
 
+// Found by row_reduce.cuh's warp_allreduce through argument-dependent lookup.
 template <class A>
-__device__ __forceinline__ CeState<A> shfl_xor(const CeState<A>& v, int mask) {
+__device__ __forceinline__ CeState<A> shfl_xor(CeState<A> v, int mask) {
   return {__shfl_xor_sync(0xffffffffu, v.m, mask), __shfl_xor_sync(0xffffffffu, v.s, mask),
           __shfl_xor_sync(0xffffffffu, v.wz, mask), __shfl_xor_sync(0xffffffffu, v.wsum, mask)};
 }
-
-// Butterfly: every lane of the warp ends with the merged state.
-template <class A>
-__device__ __forceinline__ CeState<A> warp_merge(CeState<A> v) {
-#pragma unroll
-  for (int mask = kWarp / 2; mask > 0; mask >>= 1) v = ce_merge(v, shfl_xor(v, mask));
-  return v;
-}
-
-// Every thread of the block gets the merged state; all threads must call it.
-template <class A>
-__device__ CeState<A> block_merge(CeState<A> v, CeState<A>* scratch) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_merge(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = scratch[0];
-  for (int w = 1; w < warps; ++w) v = ce_merge(v, scratch[w]);
-  __syncthreads();  // scratch is reused by the next row
-  return v;
-}
-
-// How a block's threads share rows: the whole block on one row, or one warp per row. Every
-// thread of a group runs the same row iterations, so all of them reach merge()'s shuffles.
-template <bool kBlockPerRow>
-struct RowGroup {
-  __device__ static int lane() { return kBlockPerRow ? threadIdx.x : threadIdx.x % kWarp; }
-  __device__ static int width() { return kBlockPerRow ? blockDim.x : kWarp; }
-  __device__ static int64_t first_row() {
-    return kBlockPerRow ? blockIdx.x
-                        : static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-  }
-  __device__ static int64_t row_step() {
-    return kBlockPerRow ? gridDim.x : static_cast<int64_t>(gridDim.x) * (blockDim.x / kWarp);
-  }
-  template <class A>
-  __device__ static CeState<A> merge(CeState<A> v, CeState<A>* scratch) {
-    if constexpr (kBlockPerRow) return block_merge(v, scratch);
-    else return warp_merge(v);
-  }
-};
 
 // loss[i], target_weight[i], lse[i] for each row i (all 0 for ignored rows). w may be null (1).
 template <class T, bool kBlockPerRow>
@@ -110,7 +74,7 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ z, const int6
   const bool smoothing = eps > A(0);
   for (int64_t i = G::first_row(); i < N; i += G::row_step()) {
     const int64_t t = target[i];
-    if (t == ignore_index) {  // the same for the whole group: nobody reaches the merge
+    if (t == ignore_index) {  // the same for the whole group: nobody reaches the all-reduce
       if (G::lane() == 0) {
         loss[i] = from_acc<T>(A(0));
         target_weight[i] = A(0);
@@ -129,7 +93,7 @@ __global__ void cross_entropy_forward_kernel(const T* __restrict__ z, const int6
         st.wsum += wc;
       }
     }
-    st = G::merge(st, scratch);
+    st = G::allreduce(st, CeMergeFn{}, scratch);
     if (G::lane() == 0) {
       const A lse = st.m + log(st.s);
       const A wt = w ? w[t] : A(1);

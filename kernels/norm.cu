@@ -20,6 +20,7 @@
 #include "common.cuh"
 #include "cuda/norm.h"
 #include "ember/core/storage.h"
+#include "row_reduce.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -33,46 +34,12 @@ constexpr int64_t kMinChunkRows = 64;            // >= 8 rows per thread in a pa
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // --- row sums ---------------------------------------------------------------------------------
-template <class A>
-__device__ __forceinline__ A warp_sum(A v) {
-#pragma unroll
-  for (int mask = kWarp / 2; mask > 0; mask >>= 1) v += __shfl_xor_sync(0xffffffffu, v, mask);
-  return v;
-}
-
-// Every thread of the block gets the block's sum; all threads must call it.
-// scratch: kWarp entries of shared memory.
-template <class A>
-__device__ A block_sum(A v, A* scratch) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_sum(v);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  A total = A(0);
-  for (int w = 0; w < warps; ++w) total += scratch[w];
-  __syncthreads();  // scratch is reused by the next sum
-  return total;
-}
-
-// How a block's threads share rows: the whole block on one row, or one warp per row. In both
-// layouts every thread of a group runs the same row iterations, so the shuffles and barriers
-// of sum() are reached by all of them.
-template <bool kBlockPerRow>
-struct RowGroup {
-  __device__ static int lane() { return kBlockPerRow ? threadIdx.x : threadIdx.x % kWarp; }
-  __device__ static int width() { return kBlockPerRow ? blockDim.x : kWarp; }
-  __device__ static int64_t first_row() {
-    return kBlockPerRow ? blockIdx.x
-                        : static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-  }
-  __device__ static int64_t row_step() {
-    return kBlockPerRow ? gridDim.x : static_cast<int64_t>(gridDim.x) * (blockDim.x / kWarp);
-  }
+// The combine of the row all-reduces (row_reduce.cuh). Its block step folds the warp sums from
+// warp 0's instead of from A(0): the same value bit for bit, as a sum that starts at +0 never
+// becomes -0 (so 0 + s == s), and a NaN stays NaN.
+struct SumFn {
   template <class A>
-  __device__ static A sum(A v, A* scratch) {
-    if constexpr (kBlockPerRow) return block_sum(v, scratch);
-    else return warp_sum(v);
-  }
+  __device__ __forceinline__ A operator()(A a, A b) const { return a + b; }
 };
 
 unsigned row_grid(int64_t rows, bool block_per_row) { return grid_for(rows, block_per_row ? 1 : kRowsPerBlock); }
@@ -93,13 +60,13 @@ __global__ void layer_norm_forward_kernel(const T* __restrict__ x, const T* __re
     T* yr = y + m * N;        // (N)
     A s = A(0);
     for (int64_t j = G::lane(); j < N; j += G::width()) s += to_acc(xr[j]);
-    const A mu = G::sum(s, scratch) * inv_n;
+    const A mu = G::allreduce(s, SumFn{}, scratch) * inv_n;
     A ss = A(0);
     for (int64_t j = G::lane(); j < N; j += G::width()) {
       const A d = to_acc(xr[j]) - mu;
       ss += d * d;
     }
-    const A rs = A(1) / sqrt(G::sum(ss, scratch) * inv_n + eps);
+    const A rs = A(1) / sqrt(G::allreduce(ss, SumFn{}, scratch) * inv_n + eps);
     if (G::lane() == 0) {
       mean[m] = mu;
       rstd[m] = rs;
@@ -133,8 +100,8 @@ __global__ void layer_norm_backward_input_kernel(const T* __restrict__ dy, const
       sum_g += g;
       sum_gx += g * (to_acc(xr[j]) - mu) * rs;
     }
-    const A mg = G::sum(sum_g, scratch) * inv_n;
-    const A mgx = G::sum(sum_gx, scratch) * inv_n;
+    const A mg = G::allreduce(sum_g, SumFn{}, scratch) * inv_n;
+    const A mgx = G::allreduce(sum_gx, SumFn{}, scratch) * inv_n;
     for (int64_t j = G::lane(); j < N; j += G::width()) {
       const A g = w ? to_acc(dyr[j]) * to_acc(w[j]) : to_acc(dyr[j]);
       dxr[j] = from_acc<T>(rs * (g - mg - (to_acc(xr[j]) - mu) * rs * mgx));

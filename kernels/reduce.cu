@@ -20,6 +20,7 @@
 #include "common.cuh"
 #include "cuda/cuda_backend.h"
 #include "ember/core/storage.h"
+#include "row_reduce.cuh"
 
 namespace ember::cuda {
 namespace {
@@ -127,62 +128,15 @@ struct SoftmaxMergeFn {
   }
 };
 
-// --- warp and block all-reduce -----------------------------------------------------------------
-template <class T>
-__device__ __forceinline__ T shfl_xor(T v, int mask) {
-  return __shfl_xor_sync(0xffffffffu, v, mask);
-}
+// --- shuffles of the struct states (row_reduce.cuh's warp_allreduce finds them by ADL) --------
 template <class A>
 __device__ __forceinline__ ArgBest<A> shfl_xor(ArgBest<A> v, int mask) {
-  return {shfl_xor(v.v, mask), shfl_xor(v.i, mask)};
+  return {cuda::shfl_xor(v.v, mask), cuda::shfl_xor(v.i, mask)};
 }
 template <class A>
 __device__ __forceinline__ SoftmaxState<A> shfl_xor(SoftmaxState<A> v, int mask) {
-  return {shfl_xor(v.m, mask), shfl_xor(v.s, mask)};
+  return {cuda::shfl_xor(v.m, mask), cuda::shfl_xor(v.s, mask)};
 }
-
-// Butterfly: every lane ends with the same value (the combines used here are commutative).
-template <class T, class C>
-__device__ __forceinline__ T warp_allreduce(T v, const C& combine) {
-#pragma unroll
-  for (int mask = kWarp / 2; mask > 0; mask >>= 1) v = combine(v, shfl_xor(v, mask));
-  return v;
-}
-
-// Every thread of the block gets the combination of all threads' v; all threads must call it.
-// scratch: kWarp entries of shared memory.
-template <class T, class C>
-__device__ T block_allreduce(T v, const C& combine, T* scratch) {
-  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
-  v = warp_allreduce(v, combine);
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = scratch[0];
-  for (int w = 1; w < warps; ++w) v = combine(v, scratch[w]);
-  __syncthreads();  // scratch is reused by the next row
-  return v;
-}
-
-// How a block's threads share rows: the whole block on one row (kBlockPerRow), or one warp per
-// row. Row loops are grid-stride; in the block layout every thread of a block runs the same
-// iterations, so block_allreduce's barriers are safe.
-template <bool kBlockPerRow>
-struct RowGroup {
-  __device__ static int lane() { return kBlockPerRow ? threadIdx.x : threadIdx.x % kWarp; }
-  __device__ static int width() { return kBlockPerRow ? blockDim.x : kWarp; }
-  __device__ static int64_t first_row() {
-    return kBlockPerRow ? blockIdx.x
-                        : static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
-  }
-  __device__ static int64_t row_step() {
-    return kBlockPerRow ? gridDim.x : static_cast<int64_t>(gridDim.x) * (blockDim.x / kWarp);
-  }
-  template <class T, class C>
-  __device__ static T allreduce(T v, const C& combine, T* scratch) {
-    if constexpr (kBlockPerRow) return block_allreduce(v, combine, scratch);
-    else return warp_allreduce(v, combine);
-  }
-};
 
 // Grid for `rows` rows in either layout.
 unsigned row_grid(int64_t rows, bool block_per_row) { return grid_for(rows, block_per_row ? 1 : kRowsPerBlock); }

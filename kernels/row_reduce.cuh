@@ -1,0 +1,71 @@
+// Row reductions shared by reduce.cu, loss.cu and norm.cu: a warp all-reduce by shuffles, a
+// block all-reduce through shared scratch, and RowGroup, the two ways a block's threads share
+// rows (a warp per row, or the whole block on one row).
+//
+// Design: everything is generic over the value type T and a combine functor C (T, T) -> T, so
+// a kernel's reduction is just its state type plus how two states merge (a sum, a max, an
+// arg-best pick, an online-softmax merge). The order is fixed and the same for every caller:
+// a xor butterfly (offsets 16, 8, 4, 2, 1) inside each warp, then, in a block, every thread
+// folds the warps' results left to right starting from warp 0's. Every lane/thread ends with
+// the result. A struct T needs a shfl_xor(T, int) overload next to its definition (found by
+// argument-dependent lookup); scalars use the one here. The combines used are commutative, so
+// the butterfly's (a, b) vs (b, a) pairing does not matter.
+// Barriers: block_allreduce syncs after writing the warp results and again after reading them,
+// because the caller reuses scratch for its next row (or next reduction of the same row).
+#pragma once
+#include <cstdint>
+
+#include "common.cuh"
+
+namespace ember::cuda {
+
+template <class T>
+__device__ __forceinline__ T shfl_xor(T v, int mask) {
+  return __shfl_xor_sync(0xffffffffu, v, mask);
+}
+
+// Butterfly: every lane of the warp ends with the same value; all 32 lanes must call it.
+template <class T, class C>
+__device__ __forceinline__ T warp_allreduce(T v, const C& combine) {
+#pragma unroll
+  for (int mask = kWarp / 2; mask > 0; mask >>= 1) v = combine(v, shfl_xor(v, mask));
+  return v;
+}
+
+// Every thread of the block gets the combination of all threads' v; all threads must call it.
+// scratch: kWarp entries of shared memory.
+template <class T, class C>
+__device__ T block_allreduce(T v, const C& combine, T* scratch) {
+  const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+  v = warp_allreduce(v, combine);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = scratch[0];
+  for (int w = 1; w < warps; ++w) v = combine(v, scratch[w]);
+  __syncthreads();  // scratch is reused by the next row
+  return v;
+}
+
+// How a block's threads share rows: the whole block on one row (kBlockPerRow), or one warp per
+// row. Row loops are grid-stride; every thread of a group runs the same row iterations, so all
+// of them reach allreduce()'s shuffles (and, in the block layout, its barriers).
+template <bool kBlockPerRow>
+struct RowGroup {
+  __device__ static int lane() { return kBlockPerRow ? threadIdx.x : threadIdx.x % kWarp; }
+  __device__ static int width() { return kBlockPerRow ? blockDim.x : kWarp; }
+  __device__ static int64_t first_row() {
+    return kBlockPerRow ? blockIdx.x
+                        : static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  }
+  __device__ static int64_t row_step() {
+    return kBlockPerRow ? gridDim.x : static_cast<int64_t>(gridDim.x) * (blockDim.x / kWarp);
+  }
+  // scratch: kWarp entries of shared memory (unused by the warp layout).
+  template <class T, class C>
+  __device__ static T allreduce(T v, const C& combine, T* scratch) {
+    if constexpr (kBlockPerRow) return block_allreduce(v, combine, scratch);
+    else return warp_allreduce(v, combine);
+  }
+};
+
+}  // namespace ember::cuda
