@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "gpu_bench_util.h"
 #include "ember/ops/conv.h"
 
 #ifndef EMBER_BENCH_COMMIT
@@ -44,6 +45,10 @@
 #endif
 
 namespace {
+
+using ember_bench::guarded;
+using ember_bench::kWarmup;
+using ember_bench::time_on_device;
 
 using ember::DType;
 using ember::Tensor;
@@ -61,7 +66,6 @@ using ember::Tensor;
   } while (0)
 
 constexpr int64_t kN = 64, kC = 256, kL = 1024;
-constexpr int kWarmup = 3;
 
 enum class Pass { fwd, bwd_data, bwd_filter, all };
 const char* pass_name(Pass p) {
@@ -79,38 +83,6 @@ cudaStream_t current_stream() { return static_cast<cudaStream_t>(ember::cuda::St
 double pass_flops(int64_t k, Pass p) {
   const double one = 2.0 * kN * kC * kC * static_cast<double>(k) * kL;  // L_out == L (padding k/2, odd k)
   return p == Pass::all ? 3 * one : one;
-}
-
-// Runs fn kWarmup times, then once per benchmark iteration between two events on the current
-// stream; returns the summed device seconds.
-double time_on_device(benchmark::State& state, const std::function<void()>& fn) {
-  for (int i = 0; i < kWarmup; ++i) fn();
-  ember::cuda::synchronize();
-  ember::cuda::Event start, stop;
-  double total = 0;
-  for (auto _ : state) {
-    start.record();
-    fn();
-    stop.record();
-    stop.synchronize();
-    const double s = start.elapsed_ms(stop) / 1e3;
-    state.SetIterationTime(s);
-    total += s;
-  }
-  return total;
-}
-
-// Skips without a GPU; reports library errors as skips rather than aborting.
-void guarded(benchmark::State& state, const std::function<void()>& body) {
-  if (!ember::cuda::is_available()) {
-    state.SkipWithError("no GPU");
-    return;
-  }
-  try {
-    body();
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-  }
 }
 
 // --- operands, shared by both libraries -------------------------------------------------------

@@ -32,12 +32,17 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "gpu_bench_util.h"
 
 #ifndef EMBER_BENCH_COMMIT
 #define EMBER_BENCH_COMMIT "unknown"
 #endif
 
 namespace {
+
+using ember_bench::guarded;
+using ember_bench::kWarmup;
+using ember_bench::time_on_device;
 
 using ember::DType;
 using ember::Tensor;
@@ -54,7 +59,6 @@ using ember::Tensor;
       throw std::runtime_error(std::string(#stmt) + ": " + cublasGetStatusString(s_));          \
   } while (0)
 
-constexpr int kWarmup = 3;
 
 cudaStream_t current_stream() { return static_cast<cudaStream_t>(ember::cuda::Stream::current().handle()); }
 
@@ -66,38 +70,6 @@ Tensor random_gpu(const ember::Shape& shape, DType t, uint64_t seed) {
   ember::Generator gen(seed);
   Tensor x = ember::randn(shape, on_gpu(), &gen);
   return t == DType::f32 ? x : x.to(t);
-}
-
-// Runs fn kWarmup times, then once per benchmark iteration between two events on the current
-// stream, and returns the summed device seconds.
-double time_on_device(benchmark::State& state, const std::function<void()>& fn) {
-  for (int i = 0; i < kWarmup; ++i) fn();
-  ember::cuda::synchronize();
-  ember::cuda::Event start, stop;
-  double total = 0;
-  for (auto _ : state) {
-    start.record();
-    fn();
-    stop.record();
-    stop.synchronize();
-    const double s = start.elapsed_ms(stop) / 1e3;
-    state.SetIterationTime(s);
-    total += s;
-  }
-  return total;
-}
-
-// Wraps a case: skips without a GPU, reports library errors as skips rather than aborting.
-void guarded(benchmark::State& state, const std::function<void()>& body) {
-  if (!ember::cuda::is_available()) {
-    state.SkipWithError("no GPU");
-    return;
-  }
-  try {
-    body();
-  } catch (const std::exception& e) {
-    state.SkipWithError(e.what());
-  }
 }
 
 // ---- G1_gemm --------------------------------------------------------------------------------
