@@ -22,6 +22,7 @@
 
 #include "common.cuh"
 #include "cuda/optim.h"
+#include "optim/update_math.h"
 #include "ember/core/storage.h"
 
 namespace ember::cuda {
@@ -74,11 +75,6 @@ __device__ __forceinline__ void chunk_range(const Table<Rec>& tab, int& t, int64
 }
 
 template <class A>
-__device__ __forceinline__ A dev_sqrt(A x) {
-  if constexpr (std::is_same_v<A, double>) return ::sqrt(x);
-  else return ::sqrtf(x);
-}
-template <class A>
 __device__ __forceinline__ A dev_pow(A x, A y) {
   if constexpr (std::is_same_v<A, double>) return ::pow(x, y);
   else return ::powf(x, y);
@@ -121,18 +117,9 @@ __global__ void __launch_bounds__(kOptThreads) sgd_kernel(const __grid_constant_
   const T* g = static_cast<const T*>(a.grad);
   A* buf = static_cast<A*>(a.momentum_buffer);
   const A lr = A(a.lr), wd = A(a.weight_decay), mom = A(a.momentum), damp = A(1.0 - a.dampening);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
-    A pi = to_acc(p[i]);
-    A gi = to_acc(g[i]);
-    if (wd != A(0)) gi += wd * pi;
-    if (buf) {
-      const A b = a.first ? gi : mom * buf[i] + damp * gi;
-      buf[i] = b;
-      gi = a.nesterov ? gi + mom * b : b;
-    }
-    pi -= lr * gi;
-    p[i] = from_acc<T>(pi);
-  }
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads)
+    p[i] = from_acc<T>(optim_math::sgd_update(to_acc(p[i]), to_acc(g[i]), buf ? buf + i : nullptr, a.first,
+                                              a.nesterov, lr, wd, mom, damp));
 }
 
 // --- Adam / AdamW ---------------------------------------------------------------------------------
@@ -150,27 +137,9 @@ __global__ void __launch_bounds__(kOptThreads) adam_kernel(const __grid_constant
   A* vmax = static_cast<A*>(a.max_exp_avg_sq);
   const A lr = A(a.lr), wd = A(a.weight_decay), b1 = A(a.beta1), b2 = A(a.beta2), eps = A(a.eps);
   const A step_size = A(a.step_size), bc2_sqrt = A(a.bias_correction2_sqrt);
-  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
-    A pi = to_acc(p[i]);
-    A gi = to_acc(g[i]);
-    if (wd != A(0)) {
-      if (decoupled) pi -= lr * wd * pi;
-      else gi += wd * pi;
-    }
-    const A mi = b1 * m[i] + (A(1) - b1) * gi;
-    const A vi = b2 * v[i] + (A(1) - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    A vd = vi;
-    if (vmax) {
-      const A old = vmax[i];
-      vd = old < vi ? vi : old;  // std::max, as the CPU
-      vmax[i] = vd;
-    }
-    const A denom = dev_sqrt(vd) / bc2_sqrt + eps;
-    pi -= step_size * mi / denom;
-    p[i] = from_acc<T>(pi);
-  }
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads)
+    p[i] = from_acc<T>(optim_math::adam_update(to_acc(p[i]), to_acc(g[i]), m[i], v[i], vmax ? vmax + i : nullptr,
+                                               decoupled != 0, lr, wd, b1, b2, eps, step_size, bc2_sqrt));
 }
 
 // --- gradient norm and clipping -------------------------------------------------------------------

@@ -10,6 +10,7 @@
 
 #include "cpu/loops.h"
 #include "ember/core/error.h"
+#include "optim/update_math.h"
 
 namespace ember::cpu {
 namespace {
@@ -76,18 +77,9 @@ void sgd_chunk(const SGDArgs& a, int64_t begin, int64_t end) {
   const T* g = static_cast<const T*>(a.grad);
   A* buf = static_cast<A*>(a.momentum_buffer);
   const A lr = A(a.lr), wd = A(a.weight_decay), mom = A(a.momentum), damp = A(1.0 - a.dampening);
-  for (int64_t i = begin; i < end; ++i) {
-    A pi = load(p[i]);
-    A gi = load(g[i]);
-    if (wd != A(0)) gi += wd * pi;
-    if (buf) {
-      const A b = a.first ? gi : mom * buf[i] + damp * gi;
-      buf[i] = b;
-      gi = a.nesterov ? gi + mom * b : b;
-    }
-    pi -= lr * gi;
-    p[i] = store<T>(pi);
-  }
+  for (int64_t i = begin; i < end; ++i)
+    p[i] = store<T>(optim_math::sgd_update(load(p[i]), load(g[i]), buf ? buf + i : nullptr, a.first,
+                                           a.nesterov, lr, wd, mom, damp));
 }
 
 template <class T>
@@ -100,26 +92,9 @@ void adam_chunk(const AdamArgs& a, bool decoupled, int64_t begin, int64_t end) {
   A* vmax = static_cast<A*>(a.max_exp_avg_sq);
   const A lr = A(a.lr), wd = A(a.weight_decay), b1 = A(a.beta1), b2 = A(a.beta2), eps = A(a.eps);
   const A step_size = A(a.step_size), bc2_sqrt = A(a.bias_correction2_sqrt);
-  for (int64_t i = begin; i < end; ++i) {
-    A pi = load(p[i]);
-    A gi = load(g[i]);
-    if (wd != A(0)) {
-      if (decoupled) pi -= lr * wd * pi;
-      else gi += wd * pi;
-    }
-    const A mi = b1 * m[i] + (A(1) - b1) * gi;
-    const A vi = b2 * v[i] + (A(1) - b2) * gi * gi;
-    m[i] = mi;
-    v[i] = vi;
-    A vd = vi;
-    if (vmax) {
-      vd = std::max(vmax[i], vi);
-      vmax[i] = vd;
-    }
-    const A denom = std::sqrt(vd) / bc2_sqrt + eps;
-    pi -= step_size * mi / denom;
-    p[i] = store<T>(pi);
-  }
+  for (int64_t i = begin; i < end; ++i)
+    p[i] = store<T>(optim_math::adam_update(load(p[i]), load(g[i]), m[i], v[i], vmax ? vmax + i : nullptr,
+                                            decoupled, lr, wd, b1, b2, eps, step_size, bc2_sqrt));
 }
 
 // max that lets a NaN through from either side.
