@@ -57,6 +57,43 @@ inline int parse_positive(const char* flag, const char* value) {
   return static_cast<int>(v);
 }
 
+// A workload: make() builds the model and data once; step() runs one timed training step and
+// last_loss() reports the loss of the most recent step (a sanity figure, never timed).
+struct Instance {
+  std::function<void()> step;
+  std::function<double()> last_loss;
+};
+
+struct Workload {
+  std::string name;
+  std::string what;
+  std::function<Instance()> make;
+};
+
+// Each binary (ember-bench, ember-bench-torch) has its own registry. A workload file registers
+// its workloads with a namespace-scope `bench::Register`, so a new family of workloads is a new
+// file in bench/workloads/ (ember) and bench/torch_workloads/ (libtorch), picked up by CMake.
+inline std::vector<Workload>& registry() {
+  static std::vector<Workload> all;
+  return all;
+}
+
+struct Register {
+  Register(std::string name, std::string what, std::function<Instance()> make) {
+    registry().push_back({std::move(name), std::move(what), std::move(make)});
+  }
+};
+
+// The registered workloads in name order (W1_..., W2_..., ...).
+inline const std::vector<Workload>& workloads() {
+  static const std::vector<Workload> sorted = [] {
+    std::vector<Workload> v = registry();
+    std::sort(v.begin(), v.end(), [](const Workload& a, const Workload& b) { return a.name < b.name; });
+    return v;
+  }();
+  return sorted;
+}
+
 constexpr int kWarmupSteps = 3;
 constexpr int kDefaultSteps = 15;
 constexpr int kDefaultThreads = 2;

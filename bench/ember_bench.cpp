@@ -50,18 +50,9 @@ std::string current_commit() {
   return EMBER_BENCH_COMMIT;
 }
 
-// One built workload: step() runs a timed training step, last_loss() reports the loss of the
-// most recent step (a sanity figure printed next to the timing, never timed).
-struct Instance {
-  std::function<void()> step;
-  std::function<double()> last_loss;
-};
-
-struct Workload {
-  std::string name;
-  std::string what;
-  std::function<Instance()> make;
-};
+using bench::Instance;
+using bench::Workload;
+using bench::workloads;
 
 // W1_mlp: Linear 784->512, ReLU, Linear 512->512, ReLU, Linear 512->10, cross-entropy.
 // x (256, 784) ~ N(0, 1), labels in [0, 10), plain SGD lr 0.01, all from a fixed seed.
@@ -130,14 +121,10 @@ Instance make_w2_conv1d() {
   return w;
 }
 
-const std::vector<Workload>& workloads() {
-  static const std::vector<Workload> all = {
-      {"W1_mlp", "MLP 784-512-512-10, ReLU, cross-entropy, x (256, 784), SGD", make_w1_mlp},
-      {"W2_conv1d", "Conv1d 64-128-128 k5 pad2, ReLU, max over time, Linear 128-2, x (32, 64, 512), SGD",
-       make_w2_conv1d},
-  };
-  return all;
-}
+const bench::Register w1("W1_mlp", "MLP 784-512-512-10, ReLU, cross-entropy, x (256, 784), SGD", make_w1_mlp);
+const bench::Register w2("W2_conv1d",
+                         "Conv1d 64-128-128 k5 pad2, ReLU, max over time, Linear 128-2, x (32, 64, 512), SGD",
+                         make_w2_conv1d);
 
 struct Result {
   std::string name;

@@ -19,15 +19,9 @@
 
 namespace {
 
-struct Instance {
-  std::function<void()> step;
-  std::function<double()> last_loss;
-};
-
-struct Workload {
-  std::string name;
-  std::function<Instance()> make;
-};
+using bench::Instance;
+using bench::Workload;
+using bench::workloads;
 
 // W1_mlp: Linear 784->512, ReLU, Linear 512->512, ReLU, Linear 512->10, cross-entropy.
 Instance make_w1_mlp() {
@@ -91,10 +85,8 @@ Instance make_w2_conv1d() {
   return w;
 }
 
-const std::vector<Workload>& workloads() {
-  static const std::vector<Workload> all = {{"W1_mlp", make_w1_mlp}, {"W2_conv1d", make_w2_conv1d}};
-  return all;
-}
+const bench::Register w1("W1_mlp", "", make_w1_mlp);
+const bench::Register w2("W2_conv1d", "", make_w2_conv1d);
 
 }  // namespace
 
