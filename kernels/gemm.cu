@@ -126,8 +126,8 @@ struct SimtTileMover {
 // vector and the warp's reads free of bank conflicts.
 template <class T, class Acc, int kBM, int kBN, int kBK, int kTM, int kTN>
 __global__ void __launch_bounds__(kSimtThreads, 2)
-    gemm_simt_kernel(SimtOperand<T> a, SimtOperand<T> bt, T* __restrict__ out, int64_t M, int64_t N,
-                     int64_t K, int64_t batches) {
+    gemm_simt_kernel(SimtOperand<T> a, SimtOperand<T> bt, T* __restrict__ out, const T* __restrict__ bias,
+                     int64_t M, int64_t N, int64_t K, int64_t batches) {
   static_assert(kBM == 16 * kTM && kBN == 16 * kTN, "16 x 16 threads cover the tile");
   static_assert((kTM / 2) * sizeof(Acc) == 16 && (kTN / 2) * sizeof(Acc) == 16, "strips are 16 bytes");
   constexpr int kPad = 16 / sizeof(Acc);  // keeps rows 16-byte aligned and stores conflict-free
@@ -203,7 +203,7 @@ __global__ void __launch_bounds__(kSimtThreads, 2)
     for (int j = 0; j < kTN; ++j) {
       const int lc = j < kTN / 2 ? tx * (kTN / 2) + j : kBN / 2 + tx * (kTN / 2) + (j - kTN / 2);
       const int64_t col = n0 + lc;
-      if (col < N) store_acc<T, Acc>(po + row * N + col, acc[i][j]);
+      if (col < N) store_acc<T, Acc>(po + row * N + col, bias ? acc[i][j] + static_cast<Acc>(bias[col]) : acc[i][j]);
     }
   }
 }
@@ -231,7 +231,8 @@ int64_t batch_stride(const Tensor& t) { return t.size(0) == 1 ? 0 : t.stride(0);
 
 // ---- cuBLAS -----------------------------------------------------------------------------
 
-void bmm_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Layout& la, const Layout& lb) {
+void bmm_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias, const Layout& la,
+                const Layout& lb) {
   const int64_t B = a.size(0), n = a.size(1), k = a.size(2), m = b.size(2);
   for (int64_t v : {n, k, m, la.ld, lb.ld, B})
     EMBER_CHECK(v <= INT_MAX, "matmul", "cuBLAS takes 32-bit sizes; got ", shape_str(a.shape()), " @ ",
@@ -241,7 +242,9 @@ void bmm_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Layou
   const float one_f = 1.f, zero_f = 0.f;
   const double one_d = 1.0, zero_d = 0.0;
   const void* alpha = &one_f;
-  const void* beta = &zero_f;
+  // With a bias, out starts as the bias broadcast over rows and cuBLAS accumulates onto it.
+  const bool acc = bias.defined();
+  const void* beta = acc ? &one_f : &zero_f;
   switch (a.dtype()) {
     case DType::f32: type = CUDA_R_32F; compute = CUBLAS_COMPUTE_32F; break;
     case DType::f16: type = CUDA_R_16F; compute = CUBLAS_COMPUTE_32F; break;
@@ -250,13 +253,14 @@ void bmm_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Layou
       type = CUDA_R_64F;
       compute = CUBLAS_COMPUTE_64F;
       alpha = &one_d;
-      beta = &zero_d;
+      beta = acc ? &one_d : &zero_d;
       break;
     default: EMBER_FAIL("matmul", "no CUDA matmul for dtype ", a.dtype());
   }
   // Column-major C^T (m, n), ldc = m, = op(B) (m, k) @ op(A) (k, n).
   const cublasOperation_t op_b = lb.row_major ? CUBLAS_OP_N : CUBLAS_OP_T;
   const cublasOperation_t op_a = la.row_major ? CUBLAS_OP_N : CUBLAS_OP_T;
+  if (acc) copy(bias.reshape({1, 1, m}).expand(out.shape()), out);
   cublasHandle_t h = cublas_handle();
   EMBER_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       h, op_b, op_a, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, b.data_ptr(), type,
@@ -277,7 +281,7 @@ dim3 gemm_grid(int64_t M, int64_t N, int64_t B, int bm, int bn) {
 }
 
 template <class T, class Acc, int kBM, int kBN, int kTM, int kTN>
-void launch_simt(const Tensor& a, const Tensor& b, const Tensor& out, cudaStream_t stream) {
+void launch_simt(const Tensor& a, const Tensor& b, const Tensor& out, const T* bias, cudaStream_t stream) {
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
   // A is (rows M, K); B^T is (rows N, K): element (n, k) = b[k, n].
   SimtOperand<T> oa{static_cast<const T*>(a.data_ptr()), batch_stride(a), a.stride(1), a.stride(2), M,
@@ -285,7 +289,7 @@ void launch_simt(const Tensor& a, const Tensor& b, const Tensor& out, cudaStream
   SimtOperand<T> ob{static_cast<const T*>(b.data_ptr()), batch_stride(b), b.stride(2), b.stride(1), N,
                     b.stride(1) == 1 && b.stride(2) != 1};
   gemm_simt_kernel<T, Acc, kBM, kBN, 8, kTM, kTN><<<gemm_grid(M, N, B, kBM, kBN), kSimtThreads, 0, stream>>>(
-      oa, ob, static_cast<T*>(out.data_ptr()), M, N, K, B);
+      oa, ob, static_cast<T*>(out.data_ptr()), bias, M, N, K, B);
   EMBER_CUDA_LAUNCH_CHECK();
 }
 
@@ -301,11 +305,11 @@ void prepare_mma_kernel(int device) {
 }
 
 template <class T, bool kAK, bool kBK>
-void launch_mma_variant(const TcOperand<T>& oa, const TcOperand<T>& ob, T* out, int64_t M, int64_t N, int64_t K,
-                        int64_t B, bool pair_store, cudaStream_t stream) {
+void launch_mma_variant(const TcOperand<T>& oa, const TcOperand<T>& ob, T* out, const T* bias, int64_t M, int64_t N,
+                        int64_t K, int64_t B, bool pair_store, cudaStream_t stream) {
   prepare_mma_kernel<T, kAK, kBK>(current_device());
   gemm_mma_kernel<T, kAK, kBK><<<gemm_grid(M, N, B, kTcBM, kTcBN), kTcThreads, tc_smem_bytes(kAK, kBK), stream>>>(
-      oa, ob, out, M, N, K, B, pair_store);
+      oa, ob, out, bias, M, N, K, B, pair_store);
   EMBER_CUDA_LAUNCH_CHECK();
 }
 
@@ -318,10 +322,10 @@ bool mma_eligible(const Tensor& t, const Layout& l) {
 }
 
 template <class T>
-void launch_half(const Tensor& a, const Tensor& b, const Tensor& out, const Layout& la, const Layout& lb,
-                 cudaStream_t stream) {
+void launch_half(const Tensor& a, const Tensor& b, const Tensor& out, const T* bias, const Layout& la,
+                 const Layout& lb, cudaStream_t stream) {
   if (!mma_eligible(a, la) || !mma_eligible(b, lb)) {
-    launch_simt<T, float, 128, 128, 8, 8>(a, b, out, stream);
+    launch_simt<T, float, 128, 128, 8, 8>(a, b, out, bias, stream);
     return;
   }
   const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
@@ -331,28 +335,38 @@ void launch_half(const Tensor& a, const Tensor& b, const Tensor& out, const Layo
   T* po = static_cast<T*>(out.data_ptr());
   const bool pair_store = N % 2 == 0 && reinterpret_cast<uintptr_t>(po) % 4 == 0;
   const bool ak = la.row_major, bk = !lb.row_major;
-  if (ak && bk) launch_mma_variant<T, true, true>(oa, ob, po, M, N, K, B, pair_store, stream);
-  else if (ak) launch_mma_variant<T, true, false>(oa, ob, po, M, N, K, B, pair_store, stream);
-  else if (bk) launch_mma_variant<T, false, true>(oa, ob, po, M, N, K, B, pair_store, stream);
-  else launch_mma_variant<T, false, false>(oa, ob, po, M, N, K, B, pair_store, stream);
+  if (ak && bk) launch_mma_variant<T, true, true>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
+  else if (ak) launch_mma_variant<T, true, false>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
+  else if (bk) launch_mma_variant<T, false, true>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
+  else launch_mma_variant<T, false, false>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
 }
 
-void bmm_ember(const Tensor& a, const Tensor& b, const Tensor& out, const Layout& la, const Layout& lb,
-               cudaStream_t stream) {
+void bmm_ember(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias, const Layout& la,
+               const Layout& lb, cudaStream_t stream) {
+  auto bias_of = [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    return bias.defined() ? static_cast<const T*>(bias.data_ptr()) : nullptr;
+  };
   EMBER_CHECK(a.size(2) <= INT_MAX, "matmul", "inner dimension too large for ember's kernels: ",
               shape_str(a.shape()), " @ ", shape_str(b.shape()));
   switch (a.dtype()) {
-    case DType::f32: launch_simt<float, float, 128, 128, 8, 8>(a, b, out, stream); break;
-    case DType::f64: launch_simt<double, double, 64, 64, 4, 4>(a, b, out, stream); break;
-    case DType::f16: launch_half<__half>(a, b, out, la, lb, stream); break;
-    case DType::bf16: launch_half<__nv_bfloat16>(a, b, out, la, lb, stream); break;
+    case DType::f32:
+      launch_simt<float, float, 128, 128, 8, 8>(a, b, out, bias_of(static_cast<float*>(nullptr)), stream);
+      break;
+    case DType::f64:
+      launch_simt<double, double, 64, 64, 4, 4>(a, b, out, bias_of(static_cast<double*>(nullptr)), stream);
+      break;
+    case DType::f16: launch_half<__half>(a, b, out, bias_of(static_cast<__half*>(nullptr)), la, lb, stream); break;
+    case DType::bf16:
+      launch_half<__nv_bfloat16>(a, b, out, bias_of(static_cast<__nv_bfloat16*>(nullptr)), la, lb, stream);
+      break;
     default: EMBER_FAIL("matmul", "no CUDA matmul for dtype ", a.dtype());
   }
 }
 
 }  // namespace
 
-void bmm(const Tensor& a, const Tensor& b, const Tensor& out) {
+void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
   EMBER_CHECK(a.dim() == 3 && b.dim() == 3 && out.dim() == 3, "matmul", "expects 3-D operands, got ",
               shape_str(a.shape()), " @ ", shape_str(b.shape()), " -> ", shape_str(out.shape()));
   const int64_t B = a.size(0), n = a.size(1), k = a.size(2), m = b.size(2);
@@ -365,15 +379,23 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor& out) {
   if (B == 0 || n == 0 || m == 0) return;
   DeviceGuard guard(out.device().index);
   cudaStream_t stream = current_stream();
-  if (k == 0) {  // an empty sum: all-zero bits are 0.0 in every float type
+  EMBER_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == m && bias.dtype() == out.dtype() &&
+                                  bias.is_contiguous() && bias.device() == out.device()),
+              "matmul", "bias must be a contiguous (", m, ") tensor of the output's dtype and device");
+  if (k == 0) {
+    if (bias.defined()) {  // an empty sum plus the bias
+      copy(bias.reshape({1, 1, m}).expand(out.shape()), out);
+      return;
+    }
+    // an empty sum: all-zero bits are 0.0 in every float type
     EMBER_CUDA_CHECK(cudaMemsetAsync(out.data_ptr(), 0, static_cast<size_t>(out.numel()) * out.element_size(), stream));
     return;
   }
   const Layout la = layout_of(a, "a", a, b), lb = layout_of(b, "b", a, b);
   if (gemm_backend() == GemmBackend::cublas) {
-    bmm_cublas(a, b, out, la, lb);
+    bmm_cublas(a, b, out, bias, la, lb);
   } else {
-    bmm_ember(a, b, out, la, lb, stream);
+    bmm_ember(a, b, out, bias, la, lb, stream);
   }
 }
 

@@ -24,8 +24,9 @@
 //   Requirements (checked by the host): both base pointers 16-byte aligned, leading
 //   dimensions and batch strides multiples of 8 elements, K < 2^31. Anything else takes the
 //   SIMT path.
-// - Epilogue: f32 accumulators are rounded to the output type and stored with bounds
-//   checks, two at a time (a 4-byte store) when N is even.
+// - Epilogue: an optional bias (one value per output column, Linear's) is added to the f32
+//   accumulators, which are then rounded to the output type and stored with bounds checks,
+//   two at a time (a 4-byte store) when N is even.
 // - Block order: tiles are numbered in groups of 8 block-rows so that blocks running at the
 //   same time share A row panels and B column panels in L2.
 #pragma once
@@ -218,8 +219,8 @@ __device__ __forceinline__ void store_one(T* p, float x) {
 // kAK: A is K-contiguous (row-major); kBK: B is K-contiguous (column-major).
 template <class T, bool kAK, bool kBK>
 __global__ void __launch_bounds__(kTcThreads, 2)
-    gemm_mma_kernel(TcOperand<T> a, TcOperand<T> bt, T* __restrict__ out, int64_t M, int64_t N,
-                    int64_t K, int64_t batches, bool pair_store) {
+    gemm_mma_kernel(TcOperand<T> a, TcOperand<T> bt, T* __restrict__ out, const T* __restrict__ bias, int64_t M,
+                    int64_t N, int64_t K, int64_t batches, bool pair_store) {
   extern __shared__ __align__(128) unsigned char tc_smem[];
   T* smem = reinterpret_cast<T*>(tc_smem);
   constexpr int kAElems = tc_tile_elems(kAK, kTcBM), kBElems = tc_tile_elems(kBK, kTcBN);
@@ -308,7 +309,11 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 #pragma unroll
       for (int ni = 0; ni < 4; ++ni) {
         const int64_t col = n0 + warp_n * 32 + ni * 8 + 2 * t;
-        const float x = acc[mi][ni][half * 2], y = acc[mi][ni][half * 2 + 1];
+        float x = acc[mi][ni][half * 2], y = acc[mi][ni][half * 2 + 1];
+        if (bias) {  // Linear's fused bias, added in f32 before rounding
+          if (col < N) x += static_cast<float>(bias[col]);
+          if (col + 1 < N) y += static_cast<float>(bias[col + 1]);
+        }
         T* p = po + row * N + col;
         if (pair_store && col + 1 < N) {
           store_pair<T>(p, x, y);

@@ -152,6 +152,39 @@ TEST_SUITE("core") {
     }
   }
 
+  TEST_CASE("the CPU caching allocator reuses large freed blocks, up to its limit") {
+    const size_t old_limit = cpu_cache_stats().limit_bytes;  // 0 under AddressSanitizer
+    cpu_set_cache_limit(size_t(64) << 20);
+    cpu_empty_cache();
+    CHECK(cpu_cache_stats().cached_bytes == 0);
+    const void* first = nullptr;
+    {
+      Tensor big = empty({300000});  // 1.2 MB: a cached size class
+      first = big.impl().storage->data();
+      CHECK(reinterpret_cast<uintptr_t>(first) % 64 == 0);
+    }
+    CpuCacheStats s = cpu_cache_stats();
+    CHECK(s.cached_bytes >= 1200000);
+    CHECK(s.cached_bytes < 1200000 * 9 / 8 + 64);  // the size class adds at most 1/8
+    {
+      Tensor again = empty({299000});  // same size class: the same block comes back
+      CHECK(again.impl().storage->data() == first);
+      CHECK(cpu_cache_stats().hits == s.hits + 1);
+      CHECK(cpu_cache_stats().cached_bytes == 0);  // the one cached block is in use again
+      Tensor other = empty({600000});  // a different class: from the system
+      CHECK(other.impl().storage->data() != first);
+    }
+    {
+      Tensor small = empty({100});  // small blocks are never cached
+    }
+    CHECK(cpu_cache_stats().cached_bytes >= 3600000);
+    cpu_set_cache_limit(0);  // below what is cached: empties it, and nothing is kept after
+    CHECK(cpu_cache_stats().cached_bytes == 0);
+    { Tensor big = empty({300000}); }
+    CHECK(cpu_cache_stats().cached_bytes == 0);
+    cpu_set_cache_limit(old_limit);
+  }
+
   TEST_CASE("printing shows the values") {
     Tensor t = tensor({1.5, 2.25, -3.0});
     std::ostringstream os;

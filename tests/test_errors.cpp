@@ -43,6 +43,11 @@ TEST_SUITE("errors") {
     CHECK_EMBER_ERROR(bmm(zeros({2, 3, 4}), zeros({2, 5, 6})), "[bmm]", "(2, 3, 4)", "(2, 5, 6)");
     CHECK_EMBER_ERROR(bmm(zeros({2, 3, 4}), zeros({3, 4, 6})), "[bmm]", "(2, 3, 4)", "(3, 4, 6)");
     CHECK_EMBER_ERROR(bmm(zeros({3, 4}), zeros({4, 6})), "[bmm]", "(3, 4)");
+    CHECK_EMBER_ERROR(linear(zeros({2, 3}), zeros({5, 4})), "[linear]", "(2, 3)", "(5, 4)");
+    CHECK_EMBER_ERROR(linear(zeros({2, 4}), zeros({5, 4}), zeros({4})), "[linear]", "(5, 4)", "(4,)");
+    CHECK_EMBER_ERROR(linear(zeros({2, 4}), zeros({4})), "[linear]", "weight", "(4,)");
+    CHECK_EMBER_ERROR(linear(zeros({2, 4}), zeros({5, 4}, DType::f64)), "[linear]", "f32", "f64");
+    CHECK_EMBER_ERROR(linear(zeros({2, 4}), zeros({5, 4}), zeros({5}, DType::f64)), "[linear]", "f64");
     CHECK_EMBER_ERROR(cat({zeros({2, 3}), zeros({2, 4})}, 0), "[cat]", "(2, 3)", "(2, 4)");
     CHECK_EMBER_ERROR(stack({zeros({2, 3}), zeros({3, 2})}, 0), "[stack]", "(2, 3)", "(3, 2)");
     CHECK_EMBER_ERROR(expand(zeros({2, 3}), {4, 3}), "[expand]", "(2, 3)", "(4, 3)");

@@ -3,6 +3,7 @@
 #include "ember/autograd/grad_mode.h"
 #include "ember/autograd/gradcheck.h"
 #include "ember/autograd/node.h"
+#include "ember/core/allocator.h"
 #include "ember/core/device.h"
 #include "ember/core/dtype.h"
 #include "ember/core/error.h"

@@ -18,9 +18,7 @@ DeviceAllocator* device_allocator(DeviceType type) { return g_allocators[static_
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   if (device.is_cpu()) {
-    size_t rounded = (std::max<size_t>(nbytes, 1) + 63) / 64 * 64;
-    data_ = std::aligned_alloc(64, rounded);
-    EMBER_CHECK(data_ != nullptr, "storage", "out of memory allocating ", nbytes, " bytes on cpu");
+    data_ = cpu_allocate(nbytes);
     return;
   }
   DeviceAllocator* alloc = device_allocator(device.type);
@@ -39,7 +37,7 @@ Storage::~Storage() {
   if (alloc_) {
     alloc_->deallocate(data_, nbytes_, device_);
   } else if (device_.is_cpu()) {
-    std::free(data_);
+    cpu_deallocate(data_, nbytes_);
   } else if (DeviceAllocator* alloc = device_allocator(device_.type)) {
     alloc->deallocate(data_, nbytes_, device_);
   }

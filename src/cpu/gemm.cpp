@@ -23,17 +23,23 @@ int64_t lead(const Tensor& t) {
 }
 
 template <class T, int OA, int OB>
-void bmm_typed(const Tensor& a, const Tensor& b, const Tensor& out) {
+void bmm_typed(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
   const int64_t B = a.size(0), n = a.size(1), k = a.size(2), m = b.size(2);
   const T* pa = static_cast<const T*>(a.data_ptr());
   const T* pb = static_cast<const T*>(b.data_ptr());
   T* po = static_cast<T*>(out.data_ptr());
+  const T* pbias = bias.defined() ? static_cast<const T*>(bias.data_ptr()) : nullptr;
   const int64_t la = lead(a), lb = lead(b);
   auto one = [&](int64_t i) {
     MatMap<T, OA> A(pa + i * a.stride(0), n, k, OuterStride<>(la));
     MatMap<T, OB> Bm(pb + i * b.stride(0), k, m, OuterStride<>(lb));
     OutMap<T> C(po + i * n * m, n, m);
-    if (k == 0) {
+    if (pbias) {
+      // The bias is the GEMM's starting value: one write pass, then Eigen accumulates onto it
+      // (its GEMM always computes C += A B; plain assignment zeroes C first).
+      C.rowwise() = Eigen::Map<const Eigen::Matrix<T, 1, Dynamic>>(pbias, m);
+      if (k > 0) C.noalias() += A * Bm;
+    } else if (k == 0) {
       C.setZero();
     } else {
       C.noalias() = A * Bm;
@@ -51,18 +57,18 @@ void bmm_typed(const Tensor& a, const Tensor& b, const Tensor& out) {
 }
 
 template <class T>
-void bmm_dispatch(const Tensor& a, const Tensor& b, const Tensor& out) {
+void bmm_dispatch(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
   const bool ra = row_major(a), rb = row_major(b);
-  if (ra && rb) bmm_typed<T, Eigen::RowMajor, Eigen::RowMajor>(a, b, out);
-  else if (ra) bmm_typed<T, Eigen::RowMajor, Eigen::ColMajor>(a, b, out);
-  else if (rb) bmm_typed<T, Eigen::ColMajor, Eigen::RowMajor>(a, b, out);
-  else bmm_typed<T, Eigen::ColMajor, Eigen::ColMajor>(a, b, out);
+  if (ra && rb) bmm_typed<T, Eigen::RowMajor, Eigen::RowMajor>(a, b, out, bias);
+  else if (ra) bmm_typed<T, Eigen::RowMajor, Eigen::ColMajor>(a, b, out, bias);
+  else if (rb) bmm_typed<T, Eigen::ColMajor, Eigen::RowMajor>(a, b, out, bias);
+  else bmm_typed<T, Eigen::ColMajor, Eigen::ColMajor>(a, b, out, bias);
 }
 
 }  // namespace
 
-void bmm(const Tensor& a, const Tensor& b, const Tensor& out) {
-  EMBER_DISPATCH_FLOAT(a.dtype(), "matmul", [&] { bmm_dispatch<scalar_t>(a, b, out); });
+void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
+  EMBER_DISPATCH_FLOAT(a.dtype(), "matmul", [&] { bmm_dispatch<scalar_t>(a, b, out, bias); });
 }
 
 }  // namespace ember::cpu

@@ -33,9 +33,10 @@ void arg_reduce_rows(bool is_max, const Tensor& x, const Tensor& values, const T
 // x, out contiguous (M, R): softmax or log-softmax of each row.
 void softmax_rows(bool log, const Tensor& x, const Tensor& out, int64_t M, int64_t R);
 
-// out (B, n, m) contiguous = a (B, n, k) @ b (B, k, m). a and b may be strided; each matrix
-// must have unit stride in one of its two dims (callers make it so).
-void bmm(const Tensor& a, const Tensor& b, const Tensor& out);
+// out (B, n, m) contiguous = a (B, n, k) @ b (B, k, m) [+ bias]. a and b may be strided; each
+// matrix must have unit stride in one of its two dims (callers make it so). bias, when defined,
+// is contiguous (m) of out's dtype and is added to every row (Linear's fused bias).
+void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias = Tensor());
 
 // All index tensors are contiguous i64; x, src, out are contiguous unless noted.
 void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);

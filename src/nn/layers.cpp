@@ -26,16 +26,7 @@ Tensor Linear::forward(const Tensor& x) {
   EMBER_CHECK(x.defined(), "Linear", "input is an undefined tensor");
   EMBER_CHECK(x.dim() >= 1 && x.shape().back() == in_, "Linear", "input ", shape_str(x.shape()),
               " does not end in in_features = ", in_, " (weight ", shape_str(weight.shape()), ")");
-  if (x.dim() == 2) {
-    Tensor y = matmul(x, weight.t());  // (N, out)
-    return bias.defined() ? y + bias : y;
-  }
-  // (..., in) -> (M, in) -> (M, out) -> (..., out)
-  Shape out_shape = x.shape();
-  out_shape.back() = out_;
-  Tensor y = matmul(x.reshape({-1, in_}), weight.t());
-  if (bias.defined()) y = y + bias;
-  return y.reshape(out_shape);
+  return linear(x, weight, bias);  // (..., in) -> (..., out), bias fused into the GEMM
 }
 
 Tensor ReLU::forward(const Tensor& x) { return relu(x); }

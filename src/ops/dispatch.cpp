@@ -57,7 +57,9 @@ void arg_reduce_rows(bool is_max, const Tensor& x, const Tensor& values, const T
 void softmax_rows(bool log, const Tensor& x, const Tensor& out, int64_t M, int64_t R) {
   EMBER_ON(out, softmax_rows(log, x, out, M, R));
 }
-void bmm(const Tensor& a, const Tensor& b, const Tensor& out) { EMBER_ON(out, bmm(a, b, out)); }
+void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
+  EMBER_ON(out, bmm(a, b, out, bias));
+}
 void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
   EMBER_ON(out, gather(x, dim, index, out));
 }

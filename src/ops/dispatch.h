@@ -45,7 +45,7 @@ void sum_cols(const Tensor& x, const Tensor& out, int64_t R, int64_t M);
 void arg_reduce_rows(bool is_max, const Tensor& x, const Tensor& values, const Tensor& indices,
                      int64_t M, int64_t R);
 void softmax_rows(bool log, const Tensor& x, const Tensor& out, int64_t M, int64_t R);
-void bmm(const Tensor& a, const Tensor& b, const Tensor& out);
+void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias = Tensor());
 void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
 void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);
 void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);

@@ -1,5 +1,5 @@
-// matmul and bmm. Every product reduces to one primitive, a batched (B, n, k) @ (B, k, m),
-// whose backward is two more batched products.
+// matmul, bmm and linear. Every product reduces to one primitive, a batched (B, n, k) @ (B, k, m)
+// [+ bias over columns], whose backward is two more batched products (and a column sum).
 #include "ops/dispatch.h"
 #include "ops/common.h"
 
@@ -106,6 +106,54 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   }
   if (a_vec) out = out.squeeze(-2);
   if (b_vec) out = out.squeeze(-1);
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  const char* op = "linear";
+  EMBER_CHECK(x.defined() && weight.defined(), op, "input and weight must be defined tensors");
+  std::vector<Tensor> all = {x, weight};
+  if (bias.defined()) all.push_back(bias);
+  detail::check_same_device(op, all);
+  EMBER_CHECK(weight.dim() == 2, op, "weight must be (out_features, in_features), got ", shape_str(weight.shape()));
+  EMBER_CHECK(x.dim() >= 1 && x.size(-1) == weight.size(1), op, "input ", shape_str(x.shape()),
+              " does not end in in_features = ", weight.size(1), " (weight ", shape_str(weight.shape()), ")");
+  EMBER_CHECK(is_floating(x.dtype()) && x.dtype() == weight.dtype(), op, "needs float tensors of one dtype, got ",
+              detail::describe(x), " and weight ", detail::describe(weight));
+  if (bias.defined()) {
+    EMBER_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), op, "bias must be (", weight.size(0),
+                ") for weight ", shape_str(weight.shape()), ", got ", shape_str(bias.shape()));
+    EMBER_CHECK(bias.dtype() == x.dtype(), op, "bias ", detail::describe(bias), " differs in dtype from input ",
+                detail::describe(x));
+  }
+  const int64_t in = weight.size(1), outf = weight.size(0);
+  Shape out_shape = x.shape();
+  out_shape.back() = outf;
+  const DType rd = x.dtype();
+  const DType cd = backend::compute_dtype_on(rd, x.device());
+  // (..., in) -> (1, M, in); W^T is a column-major view of the weight, so no copy.
+  Tensor x3 = gemm_ready(to_dtype(reshape(x.detach(), {-1, in}), cd).unsqueeze(0));
+  Tensor wt = gemm_ready(to_dtype(weight.detach(), cd).t().unsqueeze(0));
+  Tensor b = bias.defined() ? contiguous(to_dtype(bias.detach(), cd)) : Tensor();
+  Tensor out = detail::make_tensor({1, x3.size(1), outf}, cd, x.device());
+  backend::bmm(x3, wt, out, b);
+  out = reshape(out, out_shape);
+  if (cd != rd) out = to_dtype(out, rd);
+  std::vector<Tensor> inputs = {x, weight};
+  if (bias.defined()) inputs.push_back(bias);
+  record(
+      op, inputs, {out},
+      [in, outf](const Grads& g, const Grads& s, const Needs& n) {
+        // g (..., out) -> (M, out). dx = g W; dW = g^T x (contiguous, the weight's layout);
+        // db = column sums of g.
+        Tensor g2 = reshape(g[0], {-1, outf});
+        Grads r(n.size());
+        if (n[0]) r[0] = reshape(matmul(g2, s[1]), s[0].shape());
+        if (n[1]) r[1] = matmul(g2.t(), reshape(s[0], {-1, in}));
+        if (n.size() > 2 && n[2]) r[2] = sum(g2, {0});
+        return r;
+      },
+      {x, weight});
   return out;
 }
 

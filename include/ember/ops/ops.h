@@ -130,6 +130,9 @@ Tensor log_softmax(const Tensor& x, int64_t dim);
 // matmul: 1-D and 2-D as numpy; batched with broadcast batch dims. bmm: (B,n,k) @ (B,k,m).
 Tensor matmul(const Tensor& a, const Tensor& b);
 Tensor bmm(const Tensor& a, const Tensor& b);
+// linear: x (..., in) @ weight (out, in)^T + bias (out) -> (..., out), as nn::Linear computes it.
+// One GEMM whose output starts as the bias (no separate add pass); bias may be undefined.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
 
 // --- indexing --------------------------------------------------------------------------------
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index);
