@@ -3,12 +3,12 @@
 # Idempotent: checks every package with dpkg-query first, runs `apt-get update` once and only
 # when something is missing, then installs only the missing packages.
 #
-#   bash scripts/setup.sh                  # build + test + Fashion-MNIST dependencies
+#   bash scripts/setup.sh                  # build + test dependencies, Fashion-MNIST and the KJV text
 #   bash scripts/setup.sh --with-libtorch  # also libtorch-dev + OpenBLAS (large; bench peer only)
 set -euo pipefail
 
 packages=(build-essential cmake ccache libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev nlohmann-json3-dev
-          dataset-fashion-mnist)
+          dataset-fashion-mnist sword-text-kjv)
 for arg in "$@"; do
   case "$arg" in
     # libtorch-dev only Recommends a fast BLAS; without one it runs on the reference BLAS,
