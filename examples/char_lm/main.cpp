@@ -1,0 +1,453 @@
+// char_lm: a character-level language model trained on the King James Bible, read straight
+// from Debian's sword-text-kjv package (a SWORD zText module: sword_ztext.h).
+//
+//   char_lm [--model transformer|lstm] [--preset small|full] [--device cpu|cuda] ...
+//
+// The text is the 31,102 verses as plain text, one verse a line, modelled byte by byte (the
+// vocabulary is the set of bytes that occur, about 75). The last 1% of the text is held out.
+// Each step trains on --batch random windows of --context bytes, predicting every next byte.
+//
+// Models:
+//   transformer  byte embedding + learned positions, pre-norm TransformerEncoder with a causal
+//                mask (GELU feed-forward), final LayerNorm, Linear head
+//   lstm         byte embedding, nn::LSTM (batch-first), Linear head
+// Presets: `small` is sized for 2 CPU cores (it trains to English-like samples in under five
+// minutes there, stopping at --minutes if the step count is not reached first); `full` is for
+// a GPU. Every flag after --preset overrides the preset's value.
+//
+// Output: a progress line every --log-every steps (loss, learning rate, tokens/s), a held-out
+// loss every --eval-every steps, a checkpoint (model, AdamW moments, schedule, data generator,
+// step) to --checkpoint at every evaluation and at the end, and --sample bytes of generated
+// text at the end. --resume continues a run from its checkpoint; without a --minutes stop the
+// continued run is the one that was never stopped, bit for bit, on the same device and threads.
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "ember/ember.h"
+#if __has_include("ember/nn/rnn.h")
+#include "ember/nn/rnn.h"
+#define CHAR_LM_HAS_LSTM 1
+#endif
+#include "ember/nn/transformer.h"
+#include "sword_ztext.h"
+
+using namespace ember;
+
+namespace {
+
+constexpr const char* kDefaultData = "/usr/share/sword/modules/texts/ztext/engKJV2006eb";
+
+struct Args {
+  std::string data = kDefaultData;
+  std::string model = "transformer";
+  std::string preset = "small";
+  std::string device = "cpu";
+  std::string checkpoint = "char_lm.ckpt.safetensors";
+  std::string prompt = "And God said";
+  int64_t d_model = 128, layers = 4, heads = 4, ff = 512;  // transformer
+  int64_t hidden = 384, lstm_layers = 1;                   // lstm
+  int64_t context = 128, batch = 32, steps = 800;
+  double lr = 3e-3, dropout = 0.0, minutes = 4.0, temperature = 0.7;
+  int64_t log_every = 50, eval_every = 250, sample = 400, threads = 0;
+  uint64_t seed = 1234;
+  bool resume = false, help = false;
+};
+
+void apply_preset(Args& a, const std::string& name) {
+  EMBER_CHECK(name == "small" || name == "full", "char_lm", "unknown --preset \"", name, "\" (small or full)");
+  a.preset = name;
+  if (name == "full") {  // a GPU run
+    a.d_model = 512, a.layers = 8, a.heads = 8, a.ff = 2048, a.hidden = 1024, a.lstm_layers = 2;
+    a.context = 256, a.batch = 64, a.steps = 20000, a.lr = 6e-4, a.dropout = 0.1, a.minutes = 0;
+    a.eval_every = 1000, a.log_every = 100;
+  }
+}
+
+void usage(std::ostream& o) {
+  o << "usage: char_lm [options]\n"
+       "  --data DIR         SWORD zText module (default " << kDefaultData << ";\n"
+       "                     apt-get install sword-text-kjv)\n"
+       "  --model M          transformer (default) or lstm\n"
+       "  --preset P         small (default; 2 CPU cores, < 5 min) or full (a GPU); later flags override it\n"
+       "  --d-model N --layers N --heads N --ff N     transformer size (small: 128, 4, 4, 512)\n"
+       "  --hidden N --lstm-layers N                  LSTM size (small: 384, 1)\n"
+       "  --context N        bytes per training window (small: 128)\n"
+       "  --batch N          windows per step (small: 32)\n"
+       "  --steps N          optimizer steps (small: 800)\n"
+       "  --minutes X        also stop after X minutes of training (small: 4; 0 = no limit)\n"
+       "  --lr X             peak AdamW learning rate, warmup then cosine decay (small: 3e-3)\n"
+       "  --dropout X        dropout in the model (small: 0)\n"
+       "  --log-every N --eval-every N                progress and held-out evaluation intervals\n"
+       "  --sample N         bytes of text generated at the end (default 400)\n"
+       "  --prompt TEXT      what the generated text continues (default \"And God said\")\n"
+       "  --temperature X    sampling temperature (default 0.7)\n"
+       "  --seed N           initialisation, data order and sampling seed (default 1234)\n"
+       "  --threads N        OpenMP threads (default: OpenMP's)\n"
+       "  --device D         cpu, cuda or cuda:N (default cpu)\n"
+       "  --checkpoint PATH  checkpoint file (default char_lm.ckpt.safetensors; \"\" = none)\n"
+       "  --resume           continue from --checkpoint (same model, preset and flags)\n";
+}
+
+Args parse_args(int argc, char** argv) {
+  Args a;
+  // The preset first, so that the other flags override it whatever their order.
+  for (int i = 1; i + 1 < argc; ++i)
+    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
+  auto as_int = [](const std::string& f, const std::string& v, int64_t lo) {
+    char* end = nullptr;
+    long long x = std::strtoll(v.c_str(), &end, 10);
+    EMBER_CHECK(!v.empty() && *end == '\0' && x >= lo, "char_lm", f, " needs an integer >= ", lo, ", got \"", v, "\"");
+    return static_cast<int64_t>(x);
+  };
+  auto as_double = [](const std::string& f, const std::string& v) {
+    char* end = nullptr;
+    double x = std::strtod(v.c_str(), &end);
+    EMBER_CHECK(!v.empty() && *end == '\0' && std::isfinite(x) && x >= 0, "char_lm", f,
+                " needs a number >= 0, got \"", v, "\"");
+    return x;
+  };
+  for (int i = 1; i < argc; ++i) {
+    const std::string f = argv[i];
+    if (f == "--help" || f == "-h") {
+      a.help = true;
+      continue;
+    }
+    if (f == "--resume") {
+      a.resume = true;
+      continue;
+    }
+    EMBER_CHECK(i + 1 < argc, "char_lm", f, " needs a value (see --help)");
+    const std::string v = argv[++i];
+    if (f == "--preset") continue;  // applied above
+    if (f == "--data") a.data = v;
+    else if (f == "--model") a.model = v;
+    else if (f == "--device") a.device = v;
+    else if (f == "--checkpoint") a.checkpoint = v;
+    else if (f == "--prompt") a.prompt = v;
+    else if (f == "--d-model") a.d_model = as_int(f, v, 1);
+    else if (f == "--layers") a.layers = as_int(f, v, 1);
+    else if (f == "--heads") a.heads = as_int(f, v, 1);
+    else if (f == "--ff") a.ff = as_int(f, v, 1);
+    else if (f == "--hidden") a.hidden = as_int(f, v, 1);
+    else if (f == "--lstm-layers") a.lstm_layers = as_int(f, v, 1);
+    else if (f == "--context") a.context = as_int(f, v, 2);
+    else if (f == "--batch") a.batch = as_int(f, v, 1);
+    else if (f == "--steps") a.steps = as_int(f, v, 1);
+    else if (f == "--minutes") a.minutes = as_double(f, v);
+    else if (f == "--lr") a.lr = as_double(f, v);
+    else if (f == "--dropout") a.dropout = as_double(f, v);
+    else if (f == "--log-every") a.log_every = as_int(f, v, 1);
+    else if (f == "--eval-every") a.eval_every = as_int(f, v, 1);
+    else if (f == "--sample") a.sample = as_int(f, v, 0);
+    else if (f == "--temperature") a.temperature = as_double(f, v);
+    else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
+    else if (f == "--threads") a.threads = as_int(f, v, 1);
+    else EMBER_FAIL("char_lm", "unknown option \"", f, "\" (see --help)");
+  }
+  EMBER_CHECK(a.model == "transformer" || a.model == "lstm", "char_lm", "--model must be transformer or lstm, got \"",
+              a.model, "\"");
+  EMBER_CHECK(a.model != "transformer" || a.d_model % a.heads == 0, "char_lm", "--d-model ", a.d_model,
+              " must be a multiple of --heads ", a.heads);
+  EMBER_CHECK(!a.resume || !a.checkpoint.empty(), "char_lm", "--resume needs a --checkpoint path");
+  return a;
+}
+
+// --- data -------------------------------------------------------------------------------------
+
+struct Corpus {
+  std::vector<unsigned char> vocab;  // id -> byte
+  std::vector<int64_t> to_id;        // byte -> id (-1: not in the text)
+  Tensor train, val;                 // i64 ids (n)
+};
+
+Corpus load_corpus(const std::string& dir) {
+  std::vector<std::string> verses;
+  try {
+    verses = sword::read_verses(dir);
+  } catch (const std::exception& e) {
+    EMBER_FAIL("char_lm", e.what(), " (install Debian's sword-text-kjv package or pass --data DIR)");
+  }
+  std::string text;
+  for (const std::string& v : verses) text += v + "\n";
+  Corpus c;
+  c.to_id.assign(256, -1);
+  std::vector<bool> seen(256, false);
+  for (unsigned char ch : text) seen[ch] = true;
+  for (int b = 0; b < 256; ++b)
+    if (seen[b]) {
+      c.to_id[b] = static_cast<int64_t>(c.vocab.size());
+      c.vocab.push_back(static_cast<unsigned char>(b));
+    }
+  std::vector<int64_t> ids(text.size());
+  for (size_t i = 0; i < text.size(); ++i) ids[i] = c.to_id[static_cast<unsigned char>(text[i])];
+  const int64_t n = static_cast<int64_t>(ids.size()), n_val = n / 100;
+  Tensor all = from_vector(ids, {n});
+  c.train = all.narrow(0, 0, n - n_val).contiguous();
+  c.val = all.narrow(0, n - n_val, n_val).contiguous();
+  std::printf("data: %zu verses, %lld bytes (%lld train, %lld held out), vocabulary %zu bytes, from %s\n",
+              verses.size(), static_cast<long long>(n), static_cast<long long>(n - n_val),
+              static_cast<long long>(n_val), c.vocab.size(), dir.c_str());
+  return c;
+}
+
+// (B, T + 1) windows of `ids` starting at `starts` (B): inputs are [:, :T], targets [:, 1:].
+Tensor windows(const Tensor& ids, const Tensor& starts, int64_t T) {
+  Tensor idx = starts.unsqueeze(1) + arange(0, static_cast<double>(T + 1)).unsqueeze(0);  // (B, T + 1)
+  return index_select(ids, 0, idx.reshape({-1})).reshape({starts.size(0), T + 1});
+}
+
+// --- models -----------------------------------------------------------------------------------
+
+class CharLM : public nn::Module {
+ public:
+  CharLM(const Args& a, int64_t vocab, Generator* gen) : transformer_(a.model == "transformer") {
+    if (transformer_) {
+      embed = register_module("embed", std::make_shared<nn::Embedding>(vocab, a.d_model, std::nullopt, gen));
+      pos = register_module("pos", std::make_shared<nn::LearnedPositionalEmbedding>(a.context, a.d_model, true, gen));
+      nn::TransformerLayerOptions o;
+      o.d_model = a.d_model;
+      o.nhead = a.heads;
+      o.dim_feedforward = a.ff;
+      o.dropout = a.dropout;
+      o.activation = nn::Activation::gelu;
+      o.norm_first = true;
+      o.batch_first = true;
+      o.generator = gen;
+      encoder = register_module("encoder", std::make_shared<nn::TransformerEncoder>(o, a.layers, /*final_norm=*/true));
+      head = register_module("head", std::make_shared<nn::Linear>(a.d_model, vocab, true, gen));
+    } else {
+#ifdef CHAR_LM_HAS_LSTM
+      embed = register_module("embed", std::make_shared<nn::Embedding>(vocab, a.hidden, std::nullopt, gen));
+      nn::RNNOptions o;
+      o.input_size = a.hidden;
+      o.hidden_size = a.hidden;
+      o.num_layers = a.lstm_layers;
+      o.batch_first = true;
+      o.dropout = a.dropout;
+      lstm = register_module("lstm", std::make_shared<nn::LSTM>(o, gen));
+      head = register_module("head", std::make_shared<nn::Linear>(a.hidden, vocab, true, gen));
+#else
+      EMBER_FAIL("char_lm", "no LSTM in this build");
+#endif
+    }
+  }
+
+  // ids (N, T) i64 -> logits (N, T, vocab)
+  Tensor forward(const Tensor& ids) {
+    Tensor h = embed->forward(ids);  // (N, T, d)
+    if (transformer_) {
+      h = encoder->forward(pos->forward(h), Tensor(), Tensor(), /*is_causal=*/true);
+    } else {
+#ifdef CHAR_LM_HAS_LSTM
+      h = lstm->forward(h).output;  // (N, T, hidden)
+#endif
+    }
+    return head->forward(h);
+  }
+
+  std::shared_ptr<nn::Embedding> embed;
+  std::shared_ptr<nn::LearnedPositionalEmbedding> pos;
+  std::shared_ptr<nn::TransformerEncoder> encoder;
+#ifdef CHAR_LM_HAS_LSTM
+  std::shared_ptr<nn::LSTM> lstm;
+#endif
+  std::shared_ptr<nn::Linear> head;
+
+ private:
+  bool transformer_;
+};
+
+// Mean next-byte loss over fixed, evenly spaced windows of the held-out text.
+double evaluate(CharLM& model, const Tensor& val, int64_t T, int64_t batch, Device device) {
+  model.eval();
+  NoGradGuard no_grad;
+  const int64_t windows_n = std::min<int64_t>(4 * batch, (val.size(0) - 1) / T);
+  EMBER_CHECK(windows_n > 0, "char_lm", "held-out text (", val.size(0), " bytes) is shorter than --context ", T);
+  double total = 0;
+  for (int64_t s = 0; s < windows_n; s += batch) {
+    const int64_t b = std::min(batch, windows_n - s);
+    Tensor starts = arange(static_cast<double>(s * T), static_cast<double>((s + b) * T), static_cast<double>(T));
+    Tensor w = windows(val, starts, T).to(device);
+    Tensor logits = model.forward(w.narrow(1, 0, T));
+    Tensor loss = nn::cross_entropy(logits.reshape({-1, logits.size(2)}), w.narrow(1, 1, T).reshape({-1}));
+    total += loss.item<double>() * static_cast<double>(b);
+  }
+  model.train();
+  return total / static_cast<double>(windows_n);
+}
+
+// Continues `prompt` by `n` bytes, sampling each from softmax(logits / temperature).
+std::string generate(CharLM& model, const Corpus& c, const Args& a, Device device) {
+  model.eval();
+  NoGradGuard no_grad;
+  std::vector<int64_t> ids;
+  for (unsigned char ch : a.prompt)
+    if (c.to_id[ch] >= 0) ids.push_back(c.to_id[ch]);
+  if (ids.empty()) ids.push_back(0);
+  std::mt19937_64 rng(a.seed);
+  std::uniform_real_distribution<double> uni(0.0, 1.0);
+  std::string out(a.prompt);
+  for (int64_t i = 0; i < a.sample; ++i) {
+    const int64_t L = std::min<int64_t>(static_cast<int64_t>(ids.size()), a.context);
+    std::vector<int64_t> window(ids.end() - L, ids.end());
+    Tensor logits = model.forward(from_vector(window, {1, L}).to(device));  // (1, L, V)
+    Tensor last = logits.select(1, L - 1).reshape({-1}).to(Device::cpu()).to(DType::f64);
+    const double t = std::max(a.temperature, 1e-3);
+    std::vector<double> p = softmax(last / t, 0).to_vector<double>();
+    double r = uni(rng), acc = 0;
+    int64_t pick = static_cast<int64_t>(p.size()) - 1;
+    for (size_t k = 0; k < p.size(); ++k) {
+      acc += p[k];
+      if (r < acc) {
+        pick = static_cast<int64_t>(k);
+        break;
+      }
+    }
+    ids.push_back(pick);
+    out += static_cast<char>(c.vocab[static_cast<size_t>(pick)]);
+  }
+  model.train();
+  return out;
+}
+
+// What a checkpoint must agree on to be continued by this run.
+std::map<std::string, std::string> run_identity(const Args& a) {
+  char lr[40];
+  std::snprintf(lr, sizeof lr, "%.17g", a.lr);
+  return {{"model", a.model}, {"preset", a.preset}, {"context", std::to_string(a.context)},
+          {"batch", std::to_string(a.batch)}, {"steps", std::to_string(a.steps)}, {"lr", lr},
+          {"seed", std::to_string(a.seed)}};
+}
+
+int run(const Args& a, Device device) {
+  if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
+  const auto t0 = std::chrono::steady_clock::now();
+  const Corpus corpus = load_corpus(a.data);
+  const int64_t V = static_cast<int64_t>(corpus.vocab.size());
+
+  Generator init_gen(a.seed), data_gen(a.seed ^ 0x5eed5eedULL);  // init_gen also draws dropout masks
+  CharLM model(a, V, &init_gen);
+  if (a.model == "transformer")
+    std::printf("model: transformer, d_model %lld, %lld layers, %lld heads, feed-forward %lld, context %lld\n",
+                static_cast<long long>(a.d_model), static_cast<long long>(a.layers), static_cast<long long>(a.heads),
+                static_cast<long long>(a.ff), static_cast<long long>(a.context));
+  else
+    std::printf("model: LSTM, hidden %lld, %lld layer(s), context %lld\n", static_cast<long long>(a.hidden),
+                static_cast<long long>(a.lstm_layers), static_cast<long long>(a.context));
+  model.to(device);
+  std::printf("%lld parameters; AdamW lr %g (warmup, cosine decay), batch %lld, %lld steps%s; device %s, %d threads\n",
+              static_cast<long long>(model.parameter_count()), a.lr, static_cast<long long>(a.batch),
+              static_cast<long long>(a.steps), a.minutes > 0 ? " or the --minutes limit" : "", device.str().c_str(),
+              omp_get_max_threads());
+  std::fflush(stdout);
+
+  optim::AdamW opt(model.parameters(), {.lr = a.lr, .beta1 = 0.9, .beta2 = 0.99, .weight_decay = 0.01});
+  optim::WarmupCosineLR sched(opt, {.warmup_steps = std::min<int64_t>(100, a.steps / 10), .total_steps = a.steps,
+                                    .min_lr = a.lr / 10});
+  const auto identity = run_identity(a);
+  int64_t step = 0;
+  if (a.resume) {
+    io::TrainingState st;
+    io::load_checkpoint(a.checkpoint, model, opt, &sched, st);
+    for (const auto& [key, want] : identity) {
+      auto it = st.extra.find(key);
+      EMBER_CHECK(it != st.extra.end() && it->second == want, "char_lm", a.checkpoint, " was written by a run with ",
+                  key, " = ", it == st.extra.end() ? "?" : it->second, ", this run has ", want);
+    }
+    st.apply_to(data_gen);
+    step = st.step;
+    std::printf("resumed from %s at step %lld\n", a.checkpoint.c_str(), static_cast<long long>(step));
+  }
+  auto save = [&] {
+    if (a.checkpoint.empty()) return;
+    io::TrainingState st = io::TrainingState::from(data_gen);
+    st.step = step;
+    st.extra = identity;
+    io::save_checkpoint(a.checkpoint, model, opt, &sched, st);
+  };
+
+  const int64_t T = a.context, n_train = corpus.train.size(0);
+  EMBER_CHECK(n_train > T + 1, "char_lm", "training text is shorter than --context ", T);
+  const auto train_start = std::chrono::steady_clock::now();
+  auto window_start = train_start;
+  double loss_sum = 0, val_loss = NAN;
+  int64_t loss_n = 0;
+  while (step < a.steps) {
+    Tensor starts = randint(0, n_train - T - 1, {a.batch}, DType::i64, &data_gen);
+    Tensor w = windows(corpus.train, starts, T).to(device);  // (B, T + 1)
+    Tensor logits = model.forward(w.narrow(1, 0, T));        // (B, T, V)
+    Tensor loss = nn::cross_entropy(logits.reshape({-1, V}), w.narrow(1, 1, T).reshape({-1}));
+    opt.zero_grad();
+    loss.backward();
+    optim::clip_grad_norm_(model.parameters(), 1.0);
+    opt.step();
+    sched.step();
+    ++step;
+    loss_sum += loss.item<double>();
+    ++loss_n;
+
+    const auto now = std::chrono::steady_clock::now();
+    const double minutes = std::chrono::duration<double>(now - train_start).count() / 60.0;
+    const bool out_of_time = a.minutes > 0 && minutes >= a.minutes;
+    if (step % a.log_every == 0 || step == a.steps || out_of_time) {
+      const double secs = std::chrono::duration<double>(now - window_start).count();
+      std::printf("step %lld/%lld loss %.4f lr %.2e %.0f tokens/s (%.1f min)\n", static_cast<long long>(step),
+                  static_cast<long long>(a.steps), loss_sum / static_cast<double>(loss_n), opt.lr(0),
+                  static_cast<double>(loss_n * a.batch * T) / std::max(secs, 1e-9), minutes);
+      std::fflush(stdout);
+      loss_sum = 0;
+      loss_n = 0;
+      window_start = std::chrono::steady_clock::now();
+    }
+    if (step % a.eval_every == 0 || step == a.steps || out_of_time) {
+      val_loss = evaluate(model, corpus.val, T, a.batch, device);
+      std::printf("step %lld held-out loss %.4f (%.3f bits/byte)\n", static_cast<long long>(step), val_loss,
+                  val_loss / std::log(2.0));
+      std::fflush(stdout);
+      save();
+      window_start = std::chrono::steady_clock::now();
+    }
+    if (out_of_time) {
+      std::printf("stopped at the --minutes limit (%.1f min) after %lld of %lld steps\n", a.minutes,
+                  static_cast<long long>(step), static_cast<long long>(a.steps));
+      break;
+    }
+  }
+  if (std::isnan(val_loss)) val_loss = evaluate(model, corpus.val, T, a.batch, device);
+  std::printf("final held-out loss %.4f (%.3f bits/byte)\n", val_loss, val_loss / std::log(2.0));
+  if (a.sample > 0) std::printf("sample:\n%s\n", generate(model, corpus, a, device).c_str());
+  std::printf("total time: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const Args args = parse_args(argc, argv);
+    if (args.help) {
+      usage(std::cout);
+      return 0;
+    }
+    const Device device(args.device);
+    if (device.is_cuda() && !cuda::is_available()) {
+      std::fprintf(stderr, "no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
+                   cuda::built_with_cuda() ? "built" : "not built");
+      return 1;
+    }
+    return run(args, device);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
