@@ -182,13 +182,15 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
   T* ws = mptr<T>(workspace);
   T* hp = mptr<T>(h_prev);
   CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
-  std::vector<T> hh_buf(static_cast<size_t>(N * GH));
-  MatMap<T> HH(hh_buf.data(), N, GH);
-  CMatMap<T> Hm(h, N, H);
-  for (int64_t s = 0; s < st.T; ++s) {
-    HH.noalias() = Hm * Whh.transpose();  // (N, G*H)
-    parallel_for(N, 8 * GH, [&](int64_t n0, int64_t n1) {
-      std::vector<T> scratch(static_cast<size_t>(W));
+  // Batch rows are independent: each thread runs the whole recurrence for its own slice of
+  // rows (one fork/join per call, no barrier per step), its GEMMs single-threaded.
+  parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {
+    const int64_t rows = n1 - n0;
+    std::vector<T> hh_buf(static_cast<size_t>(rows * GH)), scratch(static_cast<size_t>(W));
+    MatMap<T> HH(hh_buf.data(), rows, GH);
+    CMatMap<T> Hm(h + n0 * H, rows, H);
+    for (int64_t s = 0; s < st.T; ++s) {
+      HH.noalias() = Hm * Whh.transpose();  // (rows, G*H)
       for (int64_t n = n0; n < n1; ++n) {
         T* hrow = h + n * H;
         T* hp_row = hp ? hp + (s * N + n) * H : nullptr;
@@ -200,7 +202,7 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
         const int64_t t = st.time(s, n);
         if (hp_row) std::copy_n(hrow, H, hp_row);
         const T* xr = gx + (t * N + n) * GH;
-        const T* hhr = hh_buf.data() + n * GH;
+        const T* hhr = hh_buf.data() + (n - n0) * GH;
         T* yr = y + (t * N + n) * H;
         T* wsr = ws ? ws + (s * N + n) * W : nullptr;
         switch (mode) {
@@ -209,8 +211,8 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
           default: rnn_cell(mode == RNNMode::rnn_relu, xr, hhr, b, hrow, yr, wsr, scratch.data(), H);
         }
       }
-    });
-  }
+    }
+  });
 }
 
 template <class T>
@@ -227,9 +229,9 @@ void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Te
   T* gx = mptr<T>(grad_gates_x);
   T* gh = mptr<T>(grad_gates_h);
   CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
-  MatMap<T> DH(dh, N, H);
-  for (int64_t s = st.T - 1; s >= 0; --s) {
-    parallel_for(N, 8 * GH, [&](int64_t n0, int64_t n1) {
+  parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {  // batch slices, as in forward
+    MatMap<T> DH(dh + n0 * H, n1 - n0, H);
+    for (int64_t s = st.T - 1; s >= 0; --s) {
       for (int64_t n = n0; n < n1; ++n) {
         T* ghr = gh + (s * N + n) * GH;
         if (!st.active(s, n)) {
@@ -247,10 +249,10 @@ void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Te
           default: rnn_cell_backward(mode == RNNMode::rnn_relu, wsr, gor, dh + n * H, gxr, ghr, H);
         }
       }
-    });
-    CMatMap<T> G(gh + s * N * GH, N, GH);
-    DH.noalias() += G * Whh;  // (N, G*H) @ (G*H, H)
-  }
+      CMatMap<T> G(gh + (s * N + n0) * GH, n1 - n0, GH);
+      DH.noalias() += G * Whh;  // (rows, G*H) @ (G*H, H)
+    }
+  });
 }
 
 }  // namespace
