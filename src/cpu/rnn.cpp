@@ -1,0 +1,279 @@
+// The RNN/LSTM/GRU recurrence on the CPU.
+//
+// Forward, per step s: one GEMM hh (N, G*H) = h (N, H) @ W_hh^T through Eigen (as gemm.cpp),
+// then one fused pass over the batch rows (OpenMP over rows when the step is big enough) that
+// adds gates_x[t] + hh + b_hh, applies the gate nonlinearities with Eigen's vectorised
+// logistic/tanh, updates h (and c) in place and writes the output row and, when training, the
+// workspace and h_prev rows of step s.
+//
+// Backward, per step s from last to first: one fused pass over the rows turns dh (carried
+// gradient + grad_out[t]) and dc into the gate pre-activation gradients (written to
+// grad_gates_x in time order and to grad_gates_h in step order), then one GEMM
+// dh += dgates_h[s] (N, G*H) @ W_hh (G*H, H). The weight gradient is not accumulated here:
+// the op does it after the loop as one GEMM over all T*N rows of grad_gates_h and h_prev. A
+// per-step dW_hh += dgates^T h_{t-1} would be T GEMMs with an inner dimension of only N (32
+// in W3_lstm), each re-packing W-sized panels, all on the sequential critical path; the single
+// GEMM has an inner dimension of T*N, runs at Eigen's full rate on every thread, and needs no
+// memory beyond the h_prev the backward keeps anyway.
+//
+// Lengths: at step s sequence n is active when s < lengths[n]; its time index is s forward
+// and lengths[n]-1-s in reverse. An inactive row writes zeros to out[s, n] (which is then a
+// padding position: s >= lengths[n]), leaves its state alone, and in backward passes dh and dc
+// through unchanged with a zero gate gradient row (so the GEMM adds nothing to it).
+#include "cpu/rnn.h"
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <vector>
+
+#include "cpu/loops.h"
+
+namespace ember::cpu {
+namespace {
+
+using Eigen::Dynamic;
+template <class T>
+using Arr = Eigen::Array<T, Dynamic, 1>;
+template <class T>
+using AMap = Eigen::Map<Arr<T>>;
+template <class T>
+using CMap = Eigen::Map<const Arr<T>>;
+template <class T>
+using RowMat = Eigen::Matrix<T, Dynamic, Dynamic, Eigen::RowMajor>;
+template <class T>
+using MatMap = Eigen::Map<RowMat<T>>;
+template <class T>
+using CMatMap = Eigen::Map<const RowMat<T>>;
+
+// Which time index sequence n is at in step s, if any.
+struct Steps {
+  int64_t T, N;
+  const int64_t* len;  // (N) or null: every sequence has length T
+  bool reverse;
+  int64_t length(int64_t n) const { return len ? len[n] : T; }
+  bool active(int64_t s, int64_t n) const { return s < length(n); }
+  int64_t time(int64_t s, int64_t n) const { return reverse ? length(n) - 1 - s : s; }
+};
+
+template <class T>
+const T* cptr(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <class T>
+T* mptr(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
+int64_t workspace_width(RNNMode mode, int64_t H) {
+  switch (mode) {
+    case RNNMode::lstm: return 6 * H;
+    case RNNMode::gru: return 4 * H;
+    default: return H;
+  }
+}
+
+// --- forward cells: one sequence, one step ---------------------------------------------------
+// x, hh: (G*H) rows of gates_x[t, n] and h W_hh^T; b: (G*H) or null; h, c: (H) state rows,
+// updated in place; y: (H) output row; ws: (W) workspace row or null; scratch: (W).
+
+template <class T>
+void rnn_cell(bool relu, const T* x, const T* hh, const T* b, T* h, T* y, T* ws, T* scratch, int64_t H) {
+  AMap<T> a(ws ? ws : scratch, H);  // h_t
+  a = CMap<T>(x, H) + CMap<T>(hh, H);
+  if (b) a += CMap<T>(b, H);
+  if (relu) a = a.max(T(0));
+  else a = a.tanh();
+  AMap<T>(h, H) = a;
+  AMap<T>(y, H) = a;
+}
+
+template <class T>
+void lstm_cell(const T* x, const T* hh, const T* b, T* h, T* c, T* y, T* ws, T* scratch, int64_t H) {
+  T* w = ws ? ws : scratch;  // i, f, g, o, c_prev, tanh(c)
+  AMap<T> P(w, 4 * H);
+  P = CMap<T>(x, 4 * H) + CMap<T>(hh, 4 * H);
+  if (b) P += CMap<T>(b, 4 * H);
+  P.head(2 * H) = P.head(2 * H).logistic();
+  P.segment(2 * H, H) = P.segment(2 * H, H).tanh();
+  P.tail(H) = P.tail(H).logistic();
+  AMap<T> C(c, H), TC(w + 5 * H, H);
+  AMap<T>(w + 4 * H, H) = C;
+  C = P.segment(H, H) * C + P.head(H) * P.segment(2 * H, H);
+  TC = C.tanh();
+  AMap<T>(h, H) = P.tail(H) * TC;
+  AMap<T>(y, H) = AMap<T>(h, H);
+}
+
+template <class T>
+void gru_cell(const T* x, const T* hh, const T* b, T* h, T* y, T* ws, T* scratch, int64_t H) {
+  T* w = ws ? ws : scratch;  // r, z, n, hh_n + b_hn
+  AMap<T> RZ(w, 2 * H), Nn(w + 2 * H, H), HN(w + 3 * H, H);
+  RZ = CMap<T>(x, 2 * H) + CMap<T>(hh, 2 * H);
+  HN = CMap<T>(hh + 2 * H, H);
+  if (b) {
+    RZ += CMap<T>(b, 2 * H);
+    HN += CMap<T>(b + 2 * H, H);
+  }
+  RZ = RZ.logistic();
+  Nn = (CMap<T>(x + 2 * H, H) + RZ.head(H) * HN).tanh();
+  AMap<T> Hs(h, H);
+  Hs = Nn + RZ.tail(H) * (Hs - Nn);  // (1 - z) n + z h
+  AMap<T>(y, H) = Hs;
+}
+
+// --- backward cells ----------------------------------------------------------------------------
+// dh: (H) carried gradient of this step's h, replaced by the part of dh_{t-1} that does not go
+// through W_hh; dc: (H) carried cell gradient, replaced by dc_{t-1}; go: (H) grad_out row;
+// gx, gh: (G*H) gradient rows of gates_x and of the hidden projection (gh may equal gx).
+
+template <class T>
+void rnn_cell_backward(bool relu, const T* ws, const T* go, T* dh, T* gx, T* gh, int64_t H) {
+  CMap<T> hy(ws, H);
+  AMap<T> D(dh, H), GX(gx, H);
+  if (relu) GX = (D + CMap<T>(go, H)) * (hy > T(0)).template cast<T>();
+  else GX = (D + CMap<T>(go, H)) * (T(1) - hy * hy);
+  if (gh != gx) AMap<T>(gh, H) = GX;
+  D.setZero();
+}
+
+template <class T>
+void lstm_cell_backward(const T* ws, const T* go, T* dh, T* dc, T* gx, T* gh, int64_t H) {
+  CMap<T> i(ws, H), f(ws + H, H), g(ws + 2 * H, H), o(ws + 3 * H, H), cp(ws + 4 * H, H), tc(ws + 5 * H, H);
+  AMap<T> D(dh, H), DC(dc, H);
+  AMap<T> Di(gx, H), Df(gx + H, H), Dg(gx + 2 * H, H), Do(gx + 3 * H, H);
+  D += CMap<T>(go, H);                       // dh of this step
+  Do = D * tc * o * (T(1) - o);              // d(o pre-activation)
+  DC += D * o * (T(1) - tc * tc);            // dc of this step
+  Di = DC * g * i * (T(1) - i);
+  Df = DC * cp * f * (T(1) - f);
+  Dg = DC * i * (T(1) - g * g);
+  DC *= f;                                   // dc_{t-1}
+  D.setZero();
+  if (gh != gx) AMap<T>(gh, 4 * H) = CMap<T>(gx, 4 * H);
+}
+
+template <class T>
+void gru_cell_backward(const T* ws, const T* go, const T* hp, T* dh, T* gx, T* gh, int64_t H) {
+  CMap<T> r(ws, H), z(ws + H, H), n(ws + 2 * H, H), hn(ws + 3 * H, H), HP(hp, H);
+  AMap<T> D(dh, H);
+  AMap<T> Dr(gx, H), Dz(gx + H, H), Dn(gx + 2 * H, H);
+  D += CMap<T>(go, H);
+  Dn = D * (T(1) - z) * (T(1) - n * n);  // d(n pre-activation)
+  Dz = D * (HP - n) * z * (T(1) - z);
+  Dr = Dn * hn * r * (T(1) - r);
+  D *= z;  // the direct path h_{t-1} -> z h_{t-1}
+  AMap<T>(gh, 2 * H) = CMap<T>(gx, 2 * H);
+  AMap<T>(gh + 2 * H, H) = Dn * r;  // hh_n enters as r * hh_n
+}
+
+// --- loops -------------------------------------------------------------------------------------
+
+template <class T>
+void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
+                   const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
+                   const Tensor& workspace, const Tensor& h_prev) {
+  const Steps st{gates_x.size(0), gates_x.size(1), cptr<int64_t>(lengths), reverse};
+  const int64_t N = st.N, H = w_hh.size(1), GH = w_hh.size(0), W = workspace_width(mode, H);
+  const T* gx = cptr<T>(gates_x);
+  const T* b = cptr<T>(b_hh);
+  T* y = mptr<T>(out);
+  T* h = mptr<T>(h_n);
+  T* c = mptr<T>(c_n);
+  T* ws = mptr<T>(workspace);
+  T* hp = mptr<T>(h_prev);
+  CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
+  // Batch rows are independent: each thread runs the whole recurrence for its own slice of
+  // rows (one fork/join per call, no barrier per step), its GEMMs single-threaded.
+  parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {
+    const int64_t rows = n1 - n0;
+    std::vector<T> hh_buf(static_cast<size_t>(rows * GH)), scratch(static_cast<size_t>(W));
+    MatMap<T> HH(hh_buf.data(), rows, GH);
+    CMatMap<T> Hm(h + n0 * H, rows, H);
+    for (int64_t s = 0; s < st.T; ++s) {
+      HH.noalias() = Hm * Whh.transpose();  // (rows, G*H)
+      for (int64_t n = n0; n < n1; ++n) {
+        T* hrow = h + n * H;
+        T* hp_row = hp ? hp + (s * N + n) * H : nullptr;
+        if (!st.active(s, n)) {
+          std::fill_n(y + (s * N + n) * H, H, T(0));  // (s, n) is a padding position
+          if (hp_row) std::fill_n(hp_row, H, T(0));
+          continue;
+        }
+        const int64_t t = st.time(s, n);
+        if (hp_row) std::copy_n(hrow, H, hp_row);
+        const T* xr = gx + (t * N + n) * GH;
+        const T* hhr = hh_buf.data() + (n - n0) * GH;
+        T* yr = y + (t * N + n) * H;
+        T* wsr = ws ? ws + (s * N + n) * W : nullptr;
+        switch (mode) {
+          case RNNMode::lstm: lstm_cell(xr, hhr, b, hrow, c + n * H, yr, wsr, scratch.data(), H); break;
+          case RNNMode::gru: gru_cell(xr, hhr, b, hrow, yr, wsr, scratch.data(), H); break;
+          default: rnn_cell(mode == RNNMode::rnn_relu, xr, hhr, b, hrow, yr, wsr, scratch.data(), H);
+        }
+      }
+    }
+  });
+}
+
+template <class T>
+void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh,
+                    const Tensor& workspace, const Tensor& h_prev, const Tensor& lengths, const Tensor& dh_t,
+                    const Tensor& dc_t, const Tensor& grad_gates_x, const Tensor& grad_gates_h) {
+  const Steps st{grad_out.size(0), grad_out.size(1), cptr<int64_t>(lengths), reverse};
+  const int64_t N = st.N, H = w_hh.size(1), GH = w_hh.size(0), W = workspace_width(mode, H);
+  const T* go = cptr<T>(grad_out);
+  const T* ws = cptr<T>(workspace);
+  const T* hp = cptr<T>(h_prev);
+  T* dh = mptr<T>(dh_t);
+  T* dc = mptr<T>(dc_t);
+  T* gx = mptr<T>(grad_gates_x);
+  T* gh = mptr<T>(grad_gates_h);
+  CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
+  parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {  // batch slices, as in forward
+    MatMap<T> DH(dh + n0 * H, n1 - n0, H);
+    for (int64_t s = st.T - 1; s >= 0; --s) {
+      for (int64_t n = n0; n < n1; ++n) {
+        T* ghr = gh + (s * N + n) * GH;
+        if (!st.active(s, n)) {
+          std::fill_n(ghr, GH, T(0));
+          if (gx != gh) std::fill_n(gx + (s * N + n) * GH, GH, T(0));  // padding position (s, n)
+          continue;
+        }
+        const int64_t t = st.time(s, n);
+        const T* wsr = ws + (s * N + n) * W;
+        const T* gor = go + (t * N + n) * H;
+        T* gxr = gx + (t * N + n) * GH;
+        switch (mode) {
+          case RNNMode::lstm: lstm_cell_backward(wsr, gor, dh + n * H, dc + n * H, gxr, ghr, H); break;
+          case RNNMode::gru: gru_cell_backward(wsr, gor, hp + (s * N + n) * H, dh + n * H, gxr, ghr, H); break;
+          default: rnn_cell_backward(mode == RNNMode::rnn_relu, wsr, gor, dh + n * H, gxr, ghr, H);
+        }
+      }
+      CMatMap<T> G(gh + (s * N + n0) * GH, n1 - n0, GH);
+      DH.noalias() += G * Whh;  // (rows, G*H) @ (G*H, H)
+    }
+  });
+}
+
+}  // namespace
+
+void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
+                 const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
+                 const Tensor& workspace, const Tensor& h_prev) {
+  if (gates_x.numel() == 0) return;  // T = 0 or N = 0: the states stay h0, c0
+  EMBER_DISPATCH_FLOAT(gates_x.dtype(), "rnn_recurrence", [&] {
+    forward_typed<scalar_t>(mode, reverse, gates_x, w_hh, b_hh, lengths, out, h_n, c_n, workspace, h_prev);
+  });
+}
+
+void rnn_backward(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh, const Tensor& workspace,
+                  const Tensor& h_prev, const Tensor& lengths, const Tensor& dh, const Tensor& dc,
+                  const Tensor& grad_gates_x, const Tensor& grad_gates_h) {
+  if (grad_gates_x.numel() == 0) return;
+  EMBER_DISPATCH_FLOAT(grad_out.dtype(), "rnn_recurrence_backward", [&] {
+    backward_typed<scalar_t>(mode, reverse, grad_out, w_hh, workspace, h_prev, lengths, dh, dc, grad_gates_x,
+                             grad_gates_h);
+  });
+}
+
+}  // namespace ember::cpu

@@ -1,0 +1,654 @@
+// Recurrent layers: the fused recurrence (ember/ops/rnn.h) and nn::RNN / nn::LSTM / nn::GRU.
+//
+// - Values computed by hand for one or two steps of each cell (gate order, GRU's b_hn inside r).
+// - rnn_recurrence against rnn_recurrence_reference (composed from basic ops): forward and every
+//   gradient, every mode, both directions, with and without lengths / initial states / bias,
+//   in f64 (tight) and f32 (the vectorised float gate math).
+// - gradcheck in f64 of the fused op.
+// - Lengths: each sequence equals a run over its own prefix; zeros past the length.
+// - Modules: fused vs reference for 2 layers, bidirectional, batch_first, lengths and initial
+//   states; PyTorch's names, shapes and init; load_state_dict (through a safetensors file) and
+//   its strict errors; outputs equal to libtorch 1.13's for the same weights (golden values).
+// - Dropout between layers only in training; inference without autograd; f16/bf16 on the CPU.
+// - Bad input raises ember::Error naming the op and shapes.
+// - CUDA vs CPU (skipped without a GPU), with allocation poisoning.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "ember/nn/rnn.h"
+#include "ember/ops/rnn.h"
+#include "rnn_golden.h"
+#include "test_util.h"
+
+using namespace ember;
+using ember_test::check_close;
+using ember_test::check_error;
+using ember_test::check_tensor;
+using ember_test::vals;
+
+namespace {
+
+const RNNMode kModes[] = {RNNMode::rnn_tanh, RNNMode::rnn_relu, RNNMode::lstm, RNNMode::gru};
+
+Tensor randn_t(const Shape& s, uint64_t seed, DType dt = DType::f64, double scale = 1.0) {
+  Generator g(seed);
+  return (randn(s, DType::f64, &g) * scale).to(dt);
+}
+Tensor leaf(const Tensor& t) { return t.defined() ? t.detach().clone().requires_grad_() : t; }
+Tensor grad_of(const Tensor& t) { return t.defined() ? t.grad() : t; }
+
+// One recurrence problem: inputs and the weights of a scalar loss over all outputs.
+struct Problem {
+  RNNMode mode;
+  RNNRecurrenceOptions opts;
+  Tensor gx, w, b, h0, c0, lengths;  // b, h0, c0, lengths may be undefined
+  Tensor wo, wh, wc;                 // loss = sum(out * wo) + sum(h_n * wh) + sum(c_n * wc)
+};
+
+Problem make_problem(RNNMode mode, bool reverse, bool with_lengths, bool with_state, bool bias, int64_t T, int64_t N,
+                     int64_t H, DType dt, uint64_t seed) {
+  Problem p;
+  p.mode = mode;
+  p.opts = {mode, reverse};
+  const int64_t GH = rnn_gate_count(mode) * H;
+  p.gx = randn_t({T, N, GH}, ++seed, dt);
+  p.w = randn_t({GH, H}, ++seed, dt, 1.0 / std::sqrt(static_cast<double>(H)));  // keeps RELU bounded
+  if (bias) p.b = randn_t({GH}, ++seed, dt);
+  if (with_state) {
+    p.h0 = randn_t({N, H}, ++seed, dt);
+    if (mode == RNNMode::lstm) p.c0 = randn_t({N, H}, ++seed, dt);
+  }
+  if (with_lengths) {
+    std::vector<int64_t> len(static_cast<size_t>(N));
+    for (int64_t n = 0; n < N; ++n) len[n] = (n * 7 + 3) % (T + 1);  // unsorted, 0 and T included when N is large enough
+    len[0] = T;
+    if (N > 2) len[2] = 0;
+    p.lengths = from_vector(len, {N});
+  }
+  p.wo = randn_t({T, N, H}, ++seed, dt);
+  p.wh = randn_t({N, H}, ++seed, dt);
+  p.wc = randn_t({N, H}, ++seed, dt);
+  return p;
+}
+
+struct Run {
+  RNNRecurrenceResult r;
+  std::vector<Tensor> grads;  // gx, w, b, h0, c0
+};
+
+Run run_problem(const Problem& p, bool reference, Device dev = Device::cpu()) {
+  auto on = [&](const Tensor& t) { return t.defined() ? leaf(t.to(dev)) : t; };
+  Tensor gx = on(p.gx), w = on(p.w), b = on(p.b), h0 = on(p.h0), c0 = on(p.c0);
+  Run run;
+  run.r = reference ? rnn_recurrence_reference(gx, w, b, h0, c0, p.lengths, p.opts)
+                    : rnn_recurrence(gx, w, b, h0, c0, p.lengths, p.opts);
+  Tensor loss = sum(run.r.output * p.wo.to(dev)) + sum(run.r.h_n * p.wh.to(dev));
+  if (p.mode == RNNMode::lstm) loss = loss + sum(run.r.c_n * p.wc.to(dev));
+  loss.backward();
+  run.grads = {grad_of(gx), grad_of(w), grad_of(b), grad_of(h0), grad_of(c0)};
+  return run;
+}
+
+void compare_runs(const Run& a, const Run& e, double rtol, double atol) {
+  check_close(a.r.output, e.r.output, rtol, atol);
+  check_close(a.r.h_n, e.r.h_n, rtol, atol);
+  CHECK(a.r.c_n.defined() == e.r.c_n.defined());
+  if (e.r.c_n.defined()) check_close(a.r.c_n, e.r.c_n, rtol, atol);
+  const char* names[] = {"grad gates_x", "grad w_hh", "grad b_hh", "grad h0", "grad c0"};
+  for (size_t i = 0; i < 5; ++i) {
+    CAPTURE(names[i]);
+    CHECK(a.grads[i].defined() == e.grads[i].defined());
+    if (e.grads[i].defined()) check_close(a.grads[i], e.grads[i], rtol, atol);
+  }
+}
+
+std::string label(RNNMode m, bool rev, bool len, bool state, bool bias) {
+  return std::string(rnn_mode_name(m)) + (rev ? " reverse" : " forward") + (len ? ", lengths" : "") +
+         (state ? ", h0/c0" : "") + (bias ? ", bias" : "");
+}
+
+double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// Fills every parameter of m, in registration order p = 0, 1, ..., with 0.5 sin(1.3 i + 0.7 p)
+// at flat index i (what the libtorch program behind rnn_golden.h did).
+void fill_golden(nn::Module& m) {
+  int p = 0;
+  for (auto& [name, t] : m.named_parameters()) {
+    std::vector<double> v(static_cast<size_t>(t.numel()));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 0.5 * std::sin(1.3 * static_cast<double>(i) + 0.7 * p);
+    NoGradGuard ng;
+    t.copy_(from_vector(v, t.shape()));
+    ++p;
+  }
+}
+Tensor cos_seq(const Shape& s, double a) {
+  std::vector<double> v(static_cast<size_t>(numel_of(s)));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = std::cos(a * static_cast<double>(i));
+  return from_vector(v, s);
+}
+
+}  // namespace
+
+TEST_SUITE("rnn") {
+  TEST_CASE("one or two steps of each cell against values computed by hand") {
+    // RNN_TANH, two steps, H = 1: h1 = tanh(0.5 + 0.8 * 0.2 + 0.1), h2 = tanh(-0.3 + 0.8 h1 + 0.1).
+    {
+      Tensor gx = from_vector<double>({0.5, -0.3}, {2, 1, 1}), w = from_vector<double>({0.8}, {1, 1});
+      Tensor b = from_vector<double>({0.1}, {1}), h0 = from_vector<double>({0.2}, {1, 1});
+      const double h1 = std::tanh(0.76), h2 = std::tanh(-0.2 + 0.8 * h1);
+      RNNRecurrenceResult r = rnn_recurrence(gx, w, b, h0, Tensor(), Tensor(), {RNNMode::rnn_tanh, false});
+      check_tensor(r.output, {2, 1, 1}, {h1, h2}, 1e-12, 1e-12);
+      check_tensor(r.h_n, {1, 1}, {h2}, 1e-12, 1e-12);
+      CHECK_FALSE(r.c_n.defined());
+      // Reverse: the second time step first.
+      const double r1 = std::tanh(-0.3 + 0.16 + 0.1), r0 = std::tanh(0.5 + 0.8 * r1 + 0.1);
+      r = rnn_recurrence(gx, w, b, h0, Tensor(), Tensor(), {RNNMode::rnn_tanh, true});
+      check_tensor(r.output, {2, 1, 1}, {r0, r1}, 1e-12, 1e-12);
+      check_tensor(r.h_n, {1, 1}, {r0}, 1e-12, 1e-12);
+      // RNN_RELU clamps.
+      r = rnn_recurrence(from_vector<double>({-0.5, 0.3}, {2, 1, 1}), w, b, h0, Tensor(), Tensor(),
+                         {RNNMode::rnn_relu, false});
+      check_tensor(r.output, {2, 1, 1}, {0.0, 0.4}, 1e-12, 1e-12);
+    }
+    // LSTM, one step, H = 1, gates i, f, g, o; W_hh h0 = 0.1 * (1, 2, 3, 4) * 0.5.
+    {
+      const std::vector<double> a{0.3, -0.2, 0.7, 1.1}, wv{0.1, 0.2, 0.3, 0.4};
+      Tensor gx = from_vector(a, {1, 1, 4}), w = from_vector(wv, {4, 1});
+      Tensor h0 = from_vector<double>({0.5}, {1, 1}), c0 = from_vector<double>({-0.4}, {1, 1});
+      const double i = sigm(a[0] + 0.05), f = sigm(a[1] + 0.1), g = std::tanh(a[2] + 0.15), o = sigm(a[3] + 0.2);
+      const double c = f * -0.4 + i * g, h = o * std::tanh(c);
+      RNNRecurrenceResult r = rnn_recurrence(gx, w, Tensor(), h0, c0, Tensor(), {RNNMode::lstm, false});
+      check_tensor(r.output, {1, 1, 1}, {h}, 1e-12, 1e-12);
+      check_tensor(r.c_n, {1, 1}, {c}, 1e-12, 1e-12);
+    }
+    // GRU, one step, H = 1, gates r, z, n; b_hn goes inside r * (W_hn h + b_hn).
+    {
+      const std::vector<double> a{0.3, -0.6, 0.2}, wv{0.5, -0.4, 0.9}, bv{0.1, 0.2, -0.7};
+      Tensor gx = from_vector(a, {1, 1, 3}), w = from_vector(wv, {3, 1}), b = from_vector(bv, {3});
+      const double hp = 0.8;
+      const double rr = sigm(a[0] + 0.5 * hp + 0.1), z = sigm(a[1] - 0.4 * hp + 0.2);
+      const double n = std::tanh(a[2] + rr * (0.9 * hp - 0.7)), h = (1 - z) * n + z * hp;
+      RNNRecurrenceResult r = rnn_recurrence(gx, w, b, from_vector<double>({hp}, {1, 1}), Tensor(), Tensor(),
+                                             {RNNMode::gru, false});
+      check_tensor(r.h_n, {1, 1}, {h}, 1e-12, 1e-12);
+    }
+  }
+
+  TEST_CASE("rnn_recurrence equals the composed reference: forward and every gradient, f64") {
+    uint64_t seed = 100;
+    for (RNNMode m : kModes)
+      for (bool rev : {false, true})
+        for (bool len : {false, true})
+          for (bool state : {false, true})
+            for (bool bias : {false, true}) {
+              CAPTURE(label(m, rev, len, state, bias));
+              const Problem p = make_problem(m, rev, len, state, bias, 6, 4, 5, DType::f64, seed += 20);
+              compare_runs(run_problem(p, false), run_problem(p, true), 1e-10, 1e-12);
+            }
+  }
+
+  TEST_CASE("rnn_recurrence equals the composed reference in f32 (vectorised gate math), odd H") {
+    uint64_t seed = 900;
+    for (RNNMode m : kModes)
+      for (bool rev : {false, true}) {
+        CAPTURE(label(m, rev, true, true, true));
+        const Problem p = make_problem(m, rev, true, true, true, 9, 5, 37, DType::f32, seed += 20);
+        compare_runs(run_problem(p, false), run_problem(p, true), 1e-4, 2e-5);
+      }
+  }
+
+  TEST_CASE("gradcheck in f64 of the fused recurrence") {
+    uint64_t seed = 300;
+    for (RNNMode m : kModes)
+      for (bool rev : {false, true})
+        for (bool len : {false, true}) {
+          CAPTURE(label(m, rev, len, true, true));
+          const Problem p = make_problem(m, rev, len, true, true, 4, 3, 3, DType::f64, seed += 20);
+          std::vector<Tensor> in{leaf(p.gx), leaf(p.w), leaf(p.b), leaf(p.h0)};
+          if (m == RNNMode::lstm) in.push_back(leaf(p.c0));
+          const RNNRecurrenceOptions opts = p.opts;
+          const Tensor lengths = p.lengths;
+          auto fn = [opts, lengths](const std::vector<Tensor>& x) {
+            RNNRecurrenceResult r =
+                rnn_recurrence(x[0], x[1], x[2], x[3], x.size() > 4 ? x[4] : Tensor(), lengths, opts);
+            std::vector<Tensor> parts{r.output.flatten(), r.h_n.flatten()};
+            if (r.c_n.defined()) parts.push_back(r.c_n.flatten());
+            return cat(parts, 0);
+          };
+          GradcheckResult r = gradcheck(fn, in);
+          CHECK_MESSAGE(r.ok, r.message);
+        }
+  }
+
+  TEST_CASE("lengths: each sequence equals a run over its own prefix; zeros past the length") {
+    uint64_t seed = 500;
+    for (RNNMode m : kModes)
+      for (bool rev : {false, true}) {
+        CAPTURE(label(m, rev, true, true, true));
+        const Problem p = make_problem(m, rev, true, true, true, 7, 4, 3, DType::f64, seed += 20);
+        const RNNRecurrenceResult all = rnn_recurrence(p.gx, p.w, p.b, p.h0, p.c0, p.lengths, p.opts);
+        const std::vector<int64_t> len = p.lengths.to_vector<int64_t>();
+        for (int64_t n = 0; n < 4; ++n) {
+          CAPTURE(n);
+          const int64_t L = len[n];
+          Tensor h0 = p.h0.narrow(0, n, 1), c0 = p.c0.defined() ? p.c0.narrow(0, n, 1) : Tensor();
+          if (L > 0) {
+            const RNNRecurrenceResult one =
+                rnn_recurrence(p.gx.narrow(0, 0, L).narrow(1, n, 1), p.w, p.b, h0, c0, Tensor(), p.opts);
+            check_close(all.output.narrow(0, 0, L).narrow(1, n, 1), one.output, 1e-12, 1e-12);
+            check_close(all.h_n.narrow(0, n, 1), one.h_n, 1e-12, 1e-12);
+            if (m == RNNMode::lstm) check_close(all.c_n.narrow(0, n, 1), one.c_n, 1e-12, 1e-12);
+          } else {  // no step: the state is h0
+            check_close(all.h_n.narrow(0, n, 1), h0, 0, 0);
+          }
+          if (L < 7) {
+            const std::vector<double> pad = vals(all.output.narrow(0, L, 7 - L).narrow(1, n, 1));
+            for (double v : pad) CHECK(v == 0.0);
+          }
+        }
+      }
+  }
+
+  TEST_CASE("without autograd the forward skips the workspace and gives the same values; T = 0 keeps h0") {
+    const Problem p = make_problem(RNNMode::lstm, true, true, true, true, 5, 3, 4, DType::f64, 77);
+    const RNNRecurrenceResult with = rnn_recurrence(leaf(p.gx), p.w, p.b, p.h0, p.c0, p.lengths, p.opts);
+    CHECK(with.output.requires_grad());
+    RNNRecurrenceResult without;
+    {
+      NoGradGuard ng;
+      without = rnn_recurrence(leaf(p.gx), p.w, p.b, p.h0, p.c0, p.lengths, p.opts);
+    }
+    CHECK_FALSE(without.output.requires_grad());
+    check_close(with.output, without.output, 0, 0);
+    check_close(with.c_n, without.c_n, 0, 0);
+    RNNRecurrenceForward f = rnn_recurrence_forward(p.gx, p.w, p.b, p.h0, p.c0, p.lengths, p.opts, false);
+    CHECK_FALSE(f.workspace.defined());
+    f = rnn_recurrence_forward(p.gx, p.w, p.b, p.h0, p.c0, p.lengths, p.opts, true);
+    CHECK(f.workspace.shape() == Shape{5, 3, 24});
+    CHECK(f.h_prev.shape() == Shape{5, 3, 4});
+    // T = 0: empty output, final state = initial state, gradient passes straight to h0.
+    Tensor h0 = leaf(p.h0);
+    RNNRecurrenceResult e = rnn_recurrence(zeros({0, 3, 16}, DType::f64), p.w, p.b, h0, p.c0, Tensor(), p.opts);
+    CHECK(e.output.shape() == Shape{0, 3, 4});
+    check_close(e.h_n, p.h0, 0, 0);
+    sum(e.h_n * 3.0).backward();
+    check_close(h0.grad(), full({3, 4}, 3.0, DType::f64), 0, 0);
+  }
+
+  TEST_CASE("f16 and bf16 on the CPU: own dtype out, close to f32 on the same rounded inputs") {
+    for (DType dt : {DType::f16, DType::bf16}) {
+      CAPTURE(dtype_name(dt));
+      const Problem p = make_problem(RNNMode::gru, true, true, true, true, 5, 3, 8, DType::f32, 41);
+      auto r16 = [&](const Tensor& t) { return t.defined() ? t.to(dt) : t; };
+      Tensor gx = leaf(r16(p.gx)), w = leaf(r16(p.w));
+      RNNRecurrenceResult a = rnn_recurrence(gx, w, r16(p.b), r16(p.h0), Tensor(), p.lengths, p.opts);
+      CHECK(a.output.dtype() == dt);
+      sum(a.output.to(DType::f32) * p.wo).backward();
+      CHECK(gx.grad().dtype() == dt);
+      Tensor gx32 = leaf(r16(p.gx).to(DType::f32)), w32 = leaf(r16(p.w).to(DType::f32));
+      RNNRecurrenceResult e = rnn_recurrence(gx32, w32, r16(p.b).to(DType::f32), r16(p.h0).to(DType::f32), Tensor(),
+                                             p.lengths, p.opts);
+      sum(e.output * p.wo).backward();
+      const double tol = dt == DType::f16 ? 4e-3 : 3e-2;
+      check_close(a.output, e.output, tol, tol);
+      check_close(gx.grad(), gx32.grad(), tol, tol);
+      check_close(w.grad(), w32.grad(), tol, 4 * tol);
+    }
+  }
+
+  TEST_CASE("nn modules: fused equals the reference for 2 layers, bidirectional, batch_first, lengths, states") {
+    struct Cfg {
+      const char* name;
+      int kind;  // 0 RNN tanh, 1 RNN relu, 2 LSTM, 3 GRU
+      bool bidir, batch_first, lengths, states, bias;
+    };
+    const Cfg cfgs[] = {
+        {"RNN tanh, 2 layers", 0, false, false, false, true, true},
+        {"RNN relu, bidirectional, batch_first, lengths", 1, true, true, true, false, true},
+        {"LSTM, bidirectional, lengths, states", 2, true, false, true, true, true},
+        {"LSTM, batch_first, no bias", 2, false, true, false, false, false},
+        {"GRU, bidirectional, batch_first, lengths, states", 3, true, true, true, true, true},
+        {"GRU, 2 layers, no bias, states", 3, false, false, false, true, false},
+    };
+    uint64_t seed = 700;
+    for (const Cfg& c : cfgs) {
+      CAPTURE(c.name);
+      nn::RNNOptions o;
+      o.input_size = 3;
+      o.hidden_size = 5;
+      o.num_layers = 2;
+      o.bidirectional = c.bidir;
+      o.batch_first = c.batch_first;
+      o.bias = c.bias;
+      o.nonlinearity = c.kind == 1 ? nn::RNNNonlinearity::relu : nn::RNNNonlinearity::tanh;
+      Generator g(++seed);
+      std::shared_ptr<nn::RNNBase> m;
+      if (c.kind <= 1) m = std::make_shared<nn::RNN>(o, &g);
+      else if (c.kind == 2) m = std::make_shared<nn::LSTM>(o, &g);
+      else m = std::make_shared<nn::GRU>(o, &g);
+      m->to(DType::f64);
+      const int64_t T = 6, N = 4, D = c.bidir ? 2 : 1;
+      const Tensor x0 = randn_t(c.batch_first ? Shape{N, T, 3} : Shape{T, N, 3}, ++seed);
+      const Tensor h00 = c.states ? randn_t({2 * D, N, 5}, ++seed) : Tensor();
+      const Tensor c00 = c.states && c.kind == 2 ? randn_t({2 * D, N, 5}, ++seed) : Tensor();
+      const Tensor len = c.lengths ? from_vector<int64_t>({6, 2, 0, 5}, {N}) : Tensor();
+      const Tensor wo = randn_t(c.batch_first ? Shape{N, T, D * 5} : Shape{T, N, D * 5}, ++seed);
+      const Tensor wh = randn_t({2 * D, N, 5}, ++seed);
+      struct Out {
+        nn::RNNResult r;
+        std::vector<Tensor> grads;
+      };
+      auto go = [&](bool reference) {
+        m->zero_grad();
+        Tensor x = leaf(x0), h0 = leaf(h00), c0 = leaf(c00);
+        Out out;
+        out.r = reference ? m->forward_reference(x, h0, c0, len) : m->forward(x, h0, c0, len);
+        Tensor loss = sum(out.r.output * wo) + sum(out.r.h_n * wh);
+        if (out.r.c_n.defined()) loss = loss + sum(out.r.c_n * wh * 0.5);
+        loss.backward();
+        out.grads = {x.grad(), grad_of(h0), grad_of(c0)};
+        for (const Tensor& p : m->parameters()) out.grads.push_back(p.grad());
+        return out;
+      };
+      const Out a = go(false), e = go(true);
+      CHECK(a.r.output.shape() == (c.batch_first ? Shape{N, T, D * 5} : Shape{T, N, D * 5}));
+      CHECK(a.r.h_n.shape() == Shape{2 * D, N, 5});
+      check_close(a.r.output, e.r.output, 1e-10, 1e-12);
+      check_close(a.r.h_n, e.r.h_n, 1e-10, 1e-12);
+      if (c.kind == 2) check_close(a.r.c_n, e.r.c_n, 1e-10, 1e-12);
+      else CHECK_FALSE(a.r.c_n.defined());
+      REQUIRE(a.grads.size() == e.grads.size());
+      for (size_t i = 0; i < a.grads.size(); ++i) {
+        CAPTURE(i);
+        CHECK(a.grads[i].defined() == e.grads[i].defined());
+        if (e.grads[i].defined()) check_close(a.grads[i], e.grads[i], 1e-10, 1e-12);
+      }
+      if (c.lengths) {  // sequence 2 has length 0: zero output, h_n = h0 (or zeros)
+        const Tensor out_tn = c.batch_first ? a.r.output.transpose(0, 1) : a.r.output;
+        for (double v : vals(out_tn.narrow(1, 2, 1))) CHECK(v == 0.0);
+      }
+    }
+  }
+
+  TEST_CASE("nn modules: PyTorch's parameter names, shapes, registration order and init bound") {
+    nn::RNNOptions o;
+    o.input_size = 3;
+    o.hidden_size = 4;
+    o.num_layers = 2;
+    o.bidirectional = true;
+    Generator g(5);
+    nn::GRU gru(o, &g);
+    const std::vector<std::pair<std::string, Shape>> want = {
+        {"weight_ih_l0", {12, 3}},         {"weight_hh_l0", {12, 4}},         {"bias_ih_l0", {12}},
+        {"bias_hh_l0", {12}},              {"weight_ih_l0_reverse", {12, 3}}, {"weight_hh_l0_reverse", {12, 4}},
+        {"bias_ih_l0_reverse", {12}},      {"bias_hh_l0_reverse", {12}},      {"weight_ih_l1", {12, 8}},
+        {"weight_hh_l1", {12, 4}},         {"bias_ih_l1", {12}},              {"bias_hh_l1", {12}},
+        {"weight_ih_l1_reverse", {12, 8}}, {"weight_hh_l1_reverse", {12, 4}}, {"bias_ih_l1_reverse", {12}},
+        {"bias_hh_l1_reverse", {12}}};
+    const auto named = gru.named_parameters();
+    REQUIRE(named.size() == want.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      CHECK(named[i].first == want[i].first);
+      CHECK(named[i].second.shape() == want[i].second);
+      CHECK(named[i].second.requires_grad());
+    }
+    // U(-1/sqrt(H), 1/sqrt(H)) = U(-0.5, 0.5), and it uses most of the range.
+    double lo = 1, hi = -1;
+    for (const auto& [n, t] : named)
+      for (double v : vals(t)) {
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+      }
+    CHECK(lo >= -0.5);
+    CHECK(hi <= 0.5);
+    CHECK(lo < -0.45);
+    CHECK(hi > 0.45);
+    o.bias = false;
+    o.num_layers = 1;
+    o.bidirectional = false;
+    nn::LSTM lstm(o, &g);
+    REQUIRE(lstm.named_parameters().size() == 2);
+    CHECK(lstm.named_parameters()[0].second.shape() == Shape{16, 3});
+    nn::RNN rnn(o, &g);
+    CHECK(rnn.named_parameters()[1].second.shape() == Shape{4, 4});
+  }
+
+  TEST_CASE("nn modules: outputs equal libtorch 1.13's for the same weights (packed lengths, 2 layers, bidirectional)") {
+    nn::RNNOptions o;
+    o.input_size = 3;
+    o.hidden_size = 4;
+    o.num_layers = 2;
+    o.bidirectional = true;
+    const Tensor x = cos_seq({5, 2, 3}, 0.9), h0 = cos_seq({4, 2, 4}, 0.5) * 0.3, c0 = cos_seq({4, 2, 4}, 0.4) * 0.2;
+    const Tensor len = from_vector<int64_t>({5, 3}, {2});
+    {
+      nn::LSTM m(o);
+      m.to(DType::f64);
+      fill_golden(m);
+      nn::RNNResult r = m.forward(x, h0, c0, len);
+      check_tensor(r.output, {5, 2, 8}, rnn_golden::kLstm_out, 1e-9, 1e-10);
+      check_tensor(r.h_n, {4, 2, 4}, rnn_golden::kLstm_hn, 1e-9, 1e-10);
+      check_tensor(r.c_n, {4, 2, 4}, rnn_golden::kLstm_cn, 1e-9, 1e-10);
+    }
+    {
+      nn::GRU m(o);
+      m.to(DType::f64);
+      fill_golden(m);
+      nn::RNNResult r = m.forward(x, h0, Tensor(), len);
+      check_tensor(r.output, {5, 2, 8}, rnn_golden::kGru_out, 1e-9, 1e-10);
+      check_tensor(r.h_n, {4, 2, 4}, rnn_golden::kGru_hn, 1e-9, 1e-10);
+    }
+    {
+      o.nonlinearity = nn::RNNNonlinearity::relu;
+      nn::RNN m(o);
+      m.to(DType::f64);
+      fill_golden(m);
+      nn::RNNResult r = m.forward(x, h0, Tensor(), len);
+      check_tensor(r.output, {5, 2, 8}, rnn_golden::kRnnRelu_out, 1e-9, 1e-10);
+      check_tensor(r.h_n, {4, 2, 4}, rnn_golden::kRnnRelu_hn, 1e-9, 1e-10);
+    }
+  }
+
+  TEST_CASE("nn modules: load_state_dict from a PyTorch-named safetensors file; strict errors for a wrong shape") {
+    nn::RNNOptions o;
+    o.input_size = 3;
+    o.hidden_size = 4;
+    o.bidirectional = true;
+    Generator g(9);
+    nn::LSTM m(o, &g);
+    // A state dict as PyTorch's exporter writes it: the names and shapes of torch.nn.LSTM(3, 4,
+    // bidirectional=True), values 0.01 * k for the k-th tensor.
+    const std::vector<std::pair<std::string, Shape>> keys = {
+        {"weight_ih_l0", {16, 3}}, {"weight_hh_l0", {16, 4}}, {"bias_ih_l0", {16}}, {"bias_hh_l0", {16}},
+        {"weight_ih_l0_reverse", {16, 3}}, {"weight_hh_l0_reverse", {16, 4}}, {"bias_ih_l0_reverse", {16}},
+        {"bias_hh_l0_reverse", {16}}};
+    StateDict sd;
+    for (size_t k = 0; k < keys.size(); ++k) sd.tensors.emplace_back(keys[k].first, full(keys[k].second, 0.01 * k));
+    const std::string path =
+        (std::filesystem::temp_directory_path() / ("ember_rnn_sd_" + std::to_string(::getpid()) + ".safetensors")).string();
+    io::save_safetensors(path, sd);
+    m.load_state_dict(io::load_safetensors(path));
+    std::filesystem::remove(path);
+    for (size_t k = 0; k < keys.size(); ++k) {
+      CAPTURE(keys[k].first);
+      const Tensor t = m.state_dict().find(keys[k].first);
+      REQUIRE(t.defined());
+      check_tensor(t, keys[k].second, std::vector<double>(static_cast<size_t>(numel_of(keys[k].second)), 0.01 * k),
+                   1e-6, 1e-7);
+    }
+    CHECK(equal(m.weights(0, 1).w_hh, full({16, 4}, 0.05)));  // the module's handles see the load
+    // A wrongly shaped key: strict mode names it with both shapes and changes nothing.
+    StateDict bad = sd;
+    bad.tensors[1].second = zeros({16, 5});
+    const Tensor before = m.weights(0, 0).w_ih.clone();
+    check_error([&] { m.load_state_dict(bad); }, "wrong shape", {"weight_hh_l0", "(16, 5)", "(16, 4)"});
+    CHECK(equal(m.weights(0, 0).w_ih, before));
+    // A GRU's state dict does not fit an LSTM: every tensor is mis-shaped (3H vs 4H rows).
+    nn::GRU gru(o, &g);
+    check_error([&] { m.load_state_dict(gru.state_dict()); }, "GRU into LSTM", {"weight_ih_l0", "(12, 3)", "(16, 3)"});
+  }
+
+  TEST_CASE("dropout between layers: only in training, never after the last layer") {
+    nn::RNNOptions o;
+    o.input_size = 4;
+    o.hidden_size = 6;
+    o.num_layers = 2;
+    o.dropout = 0.5;
+    Generator g(11), gd(12);
+    nn::GRU m(o, &gd);
+    const Tensor x = randn_t({5, 3, 4}, 13, DType::f32);
+    m.eval();
+    const Tensor e1 = m.forward(x).output, e2 = m.forward(x).output;
+    CHECK(equal(e1, e2));  // eval: deterministic, no dropout
+    m.train();
+    gd = Generator(99);
+    const Tensor t1 = m.forward(x).output;
+    CHECK_FALSE(allclose(t1, e1, 1e-4, 1e-5));  // training: layer 0's output was dropped
+    // The same draws through the reference give the same training output.
+    gd = Generator(99);
+    check_close(m.forward_reference(x).output, t1, 1e-5, 1e-6);
+    // One layer: dropout has nothing to act on, training equals eval.
+    o.num_layers = 1;
+    nn::GRU one(o, &g);
+    one.train();
+    const Tensor a = one.forward(x).output;
+    one.eval();
+    CHECK(equal(a, one.forward(x).output));
+  }
+
+  TEST_CASE("bad input raises ember::Error naming the op and the shapes") {
+    const Tensor gx = randn_t({4, 2, 12}, 1, DType::f32), w = randn_t({12, 3}, 2, DType::f32);
+    const RNNRecurrenceOptions lstm{RNNMode::lstm, false}, gru{RNNMode::gru, false};
+    CHECK_EMBER_ERROR(rnn_recurrence(gx, zeros({12, 4}), Tensor(), Tensor(), Tensor(), Tensor(), lstm),
+                      "rnn_recurrence", "LSTM has 4 gates", "w_hh must be (4*H, H) = (16, 4)", "(12, 4)");
+    CHECK_EMBER_ERROR(rnn_recurrence(gx.narrow(2, 0, 8), w.narrow(0, 0, 9), Tensor(), Tensor(), Tensor(), Tensor(), gru),
+                      "rnn_recurrence", "gates_x (4, 2, 8)", "G*H = 9");
+    CHECK_EMBER_ERROR(rnn_recurrence(gx.narrow(2, 0, 9), w.narrow(0, 0, 9), Tensor(), zeros({2, 4}), Tensor(),
+                                     Tensor(), gru),
+                      "rnn_recurrence", "h0", "(N, H) = (2, 3)", "(2, 4)");
+    CHECK_EMBER_ERROR(rnn_recurrence(gx.narrow(2, 0, 9), w.narrow(0, 0, 9), Tensor(), Tensor(), zeros({2, 3}),
+                                     Tensor(), gru),
+                      "rnn_recurrence", "c0", "GRU");
+    CHECK_EMBER_ERROR(rnn_recurrence(gx.narrow(2, 0, 9), w.narrow(0, 0, 9).to(DType::f64), Tensor(), Tensor(),
+                                     Tensor(), Tensor(), gru),
+                      "rnn_recurrence", "f64", "f32");
+    const Tensor g9 = gx.narrow(2, 0, 9), w9 = w.narrow(0, 0, 9);
+    CHECK_EMBER_ERROR(rnn_recurrence(g9, w9, Tensor(), Tensor(), Tensor(), from_vector<int64_t>({4, 5}, {2}), gru),
+                      "rnn_recurrence", "lengths[1] = 5", "[0, 4]");
+    CHECK_EMBER_ERROR(rnn_recurrence(g9, w9, Tensor(), Tensor(), Tensor(), from_vector<int64_t>({-1, 2}, {2}), gru),
+                      "rnn_recurrence", "lengths[0] = -1");
+    CHECK_EMBER_ERROR(rnn_recurrence(g9, w9, Tensor(), Tensor(), Tensor(), from_vector<int64_t>({1, 2, 3}, {3}), gru),
+                      "rnn_recurrence", "lengths", "(N) = (2)", "(3,)");
+    CHECK_EMBER_ERROR(rnn_recurrence(g9, w9, Tensor(), Tensor(), Tensor(), from_vector<int32_t>({1, 2}, {2}), gru),
+                      "rnn_recurrence", "lengths must be an i64", "i32");
+    CHECK_EMBER_ERROR(rnn_recurrence_reference(g9, w9, zeros({8}), Tensor(), Tensor(), Tensor(), gru),
+                      "rnn_recurrence_reference", "b_hh must be (G*H) = (9)", "(8,)");
+    // Modules.
+    nn::RNNOptions o;
+    o.input_size = 3;
+    o.hidden_size = 4;
+    o.num_layers = 2;
+    nn::LSTM m(o);
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 4})), "LSTM", "input_size = 3", "(5, 2, 4)");
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 3})), "LSTM", "(T, N, input_size)", "(5, 3)");
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}), zeros({1, 2, 4})), "LSTM", "h0", "(2, 2, 4)", "(1, 2, 4)");
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}), zeros({2, 2, 4}), zeros({2, 3, 4})), "LSTM", "c0", "(2, 3, 4)");
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}, DType::f64)), "LSTM", "f64", "weight_ih_l0", "f32");
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}), zeros({2, 2, 4}, DType::f64)), "LSTM", "h0", "f64");
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}), Tensor(), Tensor(), from_vector<int64_t>({6, 1}, {2})), "LSTM",
+                      "lengths[0] = 6", "(5, 2, 3)");
+    nn::GRU gm(o);
+    CHECK_EMBER_ERROR(gm.forward(zeros({5, 2, 3}), Tensor(), zeros({2, 2, 4})), "GRU", "c0", "cell state");
+    o.hidden_size = 0;
+    CHECK_EMBER_ERROR(nn::RNN(o), "RNN", "hidden_size", "(3, 0)");
+  }
+
+  TEST_CASE("device mismatch raises ember::Error" * doctest::skip(!ember::cuda::is_available())) {
+    const Tensor gx = randn_t({4, 2, 12}, 1, DType::f32), w = randn_t({12, 3}, 2, DType::f32);
+    CHECK_EMBER_ERROR(rnn_recurrence(gx.to(Device::cuda(0)), w, Tensor(), Tensor(), Tensor(), Tensor(),
+                                     {RNNMode::lstm, false}),
+                      "rnn_recurrence", "different devices", "cuda");
+    nn::RNNOptions o;
+    o.input_size = 3;
+    o.hidden_size = 4;
+    nn::GRU m(o);
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}).to(Device::cuda(0))), "GRU", "device", "cuda");
+  }
+
+  // --- CUDA -------------------------------------------------------------------------------------
+
+  TEST_CASE("CUDA vs CPU: forward and all gradients, f32/f64/f16/bf16, every mode and direction, lengths" *
+            doctest::skip(!ember::cuda::is_available())) {
+    ember::cuda::set_poison_allocations(true);  // unwritten outputs show up as NaN
+    const Device gpu = Device::cuda(0);
+    uint64_t seed = 2000;
+    for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16}) {
+      const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 2e-2 : 8e-2;
+      for (RNNMode m : kModes)
+        for (bool rev : {false, true})
+          for (bool len : {false, true}) {
+            CAPTURE(dtype_name(dt));
+            CAPTURE(label(m, rev, len, true, true));
+            // Inputs rounded to dt; the CPU reference runs in f64 on the same values.
+            Problem p = make_problem(m, rev, len, true, true, 7, 5, 33, DType::f64, seed += 20);
+            auto rd = [&](Tensor& t) {
+              if (t.defined()) t = t.to(dt);
+            };
+            for (Tensor* t : {&p.gx, &p.w, &p.b, &p.h0, &p.c0, &p.wo, &p.wh, &p.wc}) rd(*t);
+            Problem p64 = p;
+            for (Tensor* t : {&p64.gx, &p64.w, &p64.b, &p64.h0, &p64.c0, &p64.wo, &p64.wh, &p64.wc})
+              if (t->defined()) *t = t->to(DType::f64);
+            const Run want = run_problem(p64, false);
+            const Run got = run_problem(p, false, gpu);
+            REQUIRE(got.r.output.device().is_cuda());
+            CHECK(got.r.output.dtype() == dt);
+            Run got_cpu = got;
+            auto host = [](const Tensor& t) { return t.defined() ? t.to(Device::cpu()) : t; };
+            got_cpu.r = {host(got.r.output), host(got.r.h_n), host(got.r.c_n)};
+            for (Tensor& g : got_cpu.grads) g = host(g);
+            compare_runs(got_cpu, want, tol, tol);
+          }
+    }
+    ember::cuda::set_poison_allocations(false);
+  }
+
+  TEST_CASE("CUDA vs CPU: nn::LSTM and nn::GRU, 2 layers, bidirectional, batch_first, lengths" *
+            doctest::skip(!ember::cuda::is_available())) {
+    ember::cuda::set_poison_allocations(true);
+    nn::RNNOptions o;
+    o.input_size = 16;
+    o.hidden_size = 32;
+    o.num_layers = 2;
+    o.bidirectional = true;
+    o.batch_first = true;
+    for (int kind = 0; kind < 2; ++kind) {
+      Generator g(31);
+      std::shared_ptr<nn::RNNBase> cpu_m, gpu_m;
+      if (kind == 0) {
+        cpu_m = std::make_shared<nn::LSTM>(o, &g);
+        gpu_m = std::make_shared<nn::LSTM>(o, &g);
+      } else {
+        cpu_m = std::make_shared<nn::GRU>(o, &g);
+        gpu_m = std::make_shared<nn::GRU>(o, &g);
+      }
+      gpu_m->load_state_dict(cpu_m->state_dict());
+      gpu_m->to(Device::cuda(0));
+      const Tensor x = randn_t({6, 20, 16}, 32, DType::f32), len = from_vector<int64_t>({20, 3, 17, 1, 0, 11}, {6});
+      Tensor xc = leaf(x), xg = leaf(x.to(Device::cuda(0)));
+      nn::RNNResult rc = cpu_m->forward(xc, Tensor(), Tensor(), len), rg = gpu_m->forward(xg, Tensor(), Tensor(), len);
+      check_close(rg.output.to(Device::cpu()), rc.output, 1e-4, 1e-5);
+      check_close(rg.h_n.to(Device::cpu()), rc.h_n, 1e-4, 1e-5);
+      sum(rc.output * rc.output).backward();
+      sum(rg.output * rg.output).backward();
+      check_close(xg.grad().to(Device::cpu()), xc.grad(), 1e-4, 1e-5);
+      const auto pc = cpu_m->parameters(), pg = gpu_m->parameters();
+      for (size_t i = 0; i < pc.size(); ++i) check_close(pg[i].grad().to(Device::cpu()), pc[i].grad(), 1e-4, 1e-4);
+    }
+    ember::cuda::set_poison_allocations(false);
+  }
+}
