@@ -424,9 +424,12 @@ void hsoftmax_topk(const Tensor& h, const Tensor& W, const Tensor& b, const Tens
   DeviceScope scope(values);
   EMBER_CUDA_DISPATCH_FLOAT(h.dtype(), "hsoftmax_topk", T, [&] {
     using A = acc_t<T>;
-    const unsigned grid = warp_grid(std::min<int64_t>(N, 8192));  // at most 8192 warps of scratch
-    const int64_t warps = static_cast<int64_t>(grid) * kWarpsPerBlock;
+    // Scratch per warp grows with beam x arity: at most 8192 warps and about 256 MB of it.
     const int64_t per_warp = 2 * beam + beam * dims.A + k;
+    const int64_t bytes_per_warp = per_warp * static_cast<int64_t>(sizeof(A) + sizeof(int32_t));
+    const int64_t max_warps = std::max<int64_t>(kWarpsPerBlock, (int64_t{256} << 20) / bytes_per_warp);
+    const unsigned grid = warp_grid(std::min({N, int64_t{8192}, max_warps}));
+    const int64_t warps = static_cast<int64_t>(grid) * kWarpsPerBlock;
     Storage scores(static_cast<size_t>(warps * per_warp) * sizeof(A), values.device());
     Storage ids(static_cast<size_t>(warps * per_warp) * sizeof(int32_t), values.device());
     topk_kernel<T><<<grid, kThreads, 0, scope.stream>>>(
