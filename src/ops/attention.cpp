@@ -4,6 +4,7 @@
 #include "ember/ops/attention.h"
 
 #include <cmath>
+#include <cstdint>
 #include <limits>
 
 #include "cpu/attention.h"
@@ -73,8 +74,12 @@ Dims check_attention(const char* op, const Tensor& q, const Tensor& k, const Ten
   return {B, H, Tq, Tk, D, Dv, scale};
 }
 
-// t detached, converted to dtype dt and contiguous.
-Tensor prepared(const Tensor& t, DType dt) { return contiguous(to_dtype(t.detach(), dt)); }
+// t detached, converted to dtype dt, contiguous and 16-byte aligned (the CUDA kernels load
+// element pairs; a contiguous view can start at any element).
+Tensor prepared(const Tensor& t, DType dt) {
+  Tensor c = contiguous(to_dtype(t.detach(), dt));
+  return reinterpret_cast<uintptr_t>(c.data_ptr()) % 16 == 0 ? c : clone(c);
+}
 
 // The backend's view of the call; mask tensors converted (float mask to cd) and expanded.
 AttentionParams make_params(const Dims& d, const AttentionOptions& o, DType cd) {

@@ -1,0 +1,483 @@
+// Flash-attention-style fused attention on CUDA (contracts of src/cuda/attention.h, mirroring
+// src/cpu/attention.cpp). f16/bf16 in and out, f32 arithmetic, head dim D in {64, 128}
+// (template parameter), any sequence lengths, causal, key padding and bool masks.
+//
+// Forward: one CTA of 128 threads per (b, h, tile of kFwdBQ = 64 queries). The Q tile stays in
+// shared memory; K and V stream through it kFwdBK = 32 keys at a time. Thread (ty, tx) =
+// (tid / 8, tid % 8) owns score rows ty*4 .. ty*4+3 and columns tx, tx+8, tx+16, tx+24 of each
+// (64, 32) tile, and output columns tx + 8c of the same rows. Online softmax (in base 2: the
+// scores are pre-multiplied by scale * log2 e): per row a running max m and sum l; a new
+// tile's max m' rescales the accumulators by 2^(m - m'). The eight threads of a row meet by
+// warp shuffles (xor 1, 2, 4 stay inside aligned groups of 8 lanes). Probabilities go through
+// shared memory once, for the P V product. The (Tq, Tk) matrix never exists; the row
+// logsumexp m ln 2 + ln l is saved for the backward. Causal: key tiles past the last key the
+// tile's last query may see are skipped. A row with no allowed key keeps l = 0: output 0,
+// logsumexp -inf (exp2(-inf - 0) = 0 keeps NaN out of the running values).
+//
+// Backward (three launches; P recomputed per tile from the logsumexp, no atomics):
+//   1. D_i = sum_d dO[i, d] O[i, d], a warp per row.
+//   2. dK, dV: one CTA per (b, h, tile of 32 keys), looping over 32-query tiles (from the
+//      first query that may see the tile, when causal): P = 2^(s log2 e - lse log2 e),
+//      dS = scale P (dP - D_i) with dP = dO V^T; dV += P^T dO, dK += dS^T Q.
+//   3. dQ: one CTA per (b, h, tile of 32 queries), looping over key tiles: dQ += dS K.
+//   Both compute their (32, 32) tile of P and dS the same way (tile_grads); the recomputation
+//   of S and dP in pass 3 is the price of a deterministic dQ without f32 atomics.
+// Shared rows are padded to D + 2 halves so that the 4-byte reads of neighbouring rows fall on
+// different banks. SIMT FMAs, not tensor cores: see docs/attention.md for what is next.
+#include <algorithm>
+#include <cmath>
+
+#include "common.cuh"
+#include "cuda/attention.h"
+#include "ember/core/storage.h"
+
+namespace ember::cuda {
+namespace {
+
+constexpr int kAttnThreads = 128;      // 16 row groups (ty) x 8 column lanes (tx)
+constexpr int kFwdBQ = 64, kFwdBK = 32;  // forward: queries per CTA, keys per streamed tile
+constexpr int kBwdB = 32;              // backward: queries and keys per tile
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int64_t kMaxGridY = 65535;
+
+struct MaskArgs {
+  const bool* pad;    // (B, Tk), true = ignore the key; or null
+  const bool* bmask;  // element (b, h, i, j) at b s0 + h s1 + i s2 + j s3, true = may attend; or null
+  int64_t s0, s1, s2, s3;
+  int64_t Tq, Tk;
+  bool causal;
+};
+
+__device__ __forceinline__ bool allowed(const MaskArgs& m, int64_t b, int64_t h, int64_t i, int64_t j) {
+  if (i >= m.Tq || j >= m.Tk) return false;
+  if (m.causal && j > i + (m.Tk - m.Tq)) return false;
+  if (m.pad && m.pad[b * m.Tk + j]) return false;
+  if (m.bmask && !m.bmask[b * m.s0 + h * m.s1 + i * m.s2 + j * m.s3]) return false;
+  return true;
+}
+
+template <class T>
+__device__ __forceinline__ float2 load2(const T* p) {
+  if constexpr (std::is_same_v<T, __half>) return __half22float2(*reinterpret_cast<const __half2*>(p));
+  else return __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+}
+
+__device__ __forceinline__ float group8_max(float v) {
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
+  v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
+  return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 4));
+}
+__device__ __forceinline__ float group8_sum(float v) {
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  return v + __shfl_xor_sync(0xffffffffu, v, 4);
+}
+
+// Rows [r0, r0 + kRows) of a contiguous (n, D) matrix into shared memory with row pitch D + 2;
+// rows past n are zero. 4-byte (2-element) copies, consecutive threads on consecutive pairs.
+template <class T, int D, int kRows>
+__device__ __forceinline__ void load_tile(T* __restrict__ dst, const T* __restrict__ src, int64_t r0, int64_t n) {
+  constexpr int kPairs = D / 2;
+  for (int idx = threadIdx.x; idx < kRows * kPairs; idx += kAttnThreads) {
+    const int r = idx / kPairs, c = (idx % kPairs) * 2;
+    uint32_t bits = 0;
+    if (r0 + r < n) bits = *reinterpret_cast<const uint32_t*>(src + (r0 + r) * D + c);
+    *reinterpret_cast<uint32_t*>(dst + r * (D + 2) + c) = bits;
+  }
+}
+
+// --- forward ------------------------------------------------------------------------------------
+
+template <class T, int D>
+__global__ void __launch_bounds__(kAttnThreads)
+    attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                             T* __restrict__ out, float* __restrict__ lse, MaskArgs m, int64_t BH, int64_t H,
+                             float scale_log2) {
+  constexpr int kP = D + 2, kC = D / 8;
+  __shared__ __align__(16) T Qs[kFwdBQ * kP];  // (64, D)
+  __shared__ __align__(16) T Ks[kFwdBK * kP];  // (32, D)
+  __shared__ __align__(16) T Vs[kFwdBK * kP];  // (32, D)
+  __shared__ float Ps[kFwdBQ][kFwdBK + 1];     // (64, 32) probabilities of the current tile
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  const int64_t Tq = m.Tq, Tk = m.Tk;
+  const int64_t q0 = int64_t(blockIdx.x) * kFwdBQ;
+  const float neg_inf = -INFINITY;
+  for (int64_t bh = blockIdx.y; bh < BH; bh += gridDim.y) {
+    const int64_t b = bh / H, h = bh % H;
+    const T* kb = k + bh * Tk * D;  // (Tk, D)
+    const T* vb = v + bh * Tk * D;  // (Tk, D)
+    __syncthreads();                // the previous pair is done with Qs
+    load_tile<T, D, kFwdBQ>(Qs, q + bh * Tq * D, q0, Tq);
+    float o[4][kC], mrow[4], lrow[4];
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      mrow[a] = neg_inf;
+      lrow[a] = 0.f;
+#pragma unroll
+      for (int c = 0; c < kC; ++c) o[a][c] = 0.f;
+    }
+    int64_t kend = Tk;  // keys [0, kend) may be seen by some query of the tile
+    if (m.causal) kend = min(Tk, max(int64_t{0}, q0 + kFwdBQ + Tk - Tq));
+    for (int64_t j0 = 0; j0 < kend; j0 += kFwdBK) {
+      __syncthreads();  // Ks, Vs, Ps free (and Qs written, on the first tile)
+      load_tile<T, D, kFwdBK>(Ks, kb, j0, Tk);
+      load_tile<T, D, kFwdBK>(Vs, vb, j0, Tk);
+      __syncthreads();
+      float s[4][4];
+#pragma unroll
+      for (int a = 0; a < 4; ++a)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) s[a][c] = 0.f;
+#pragma unroll 4
+      for (int d = 0; d < D; d += 2) {
+        float2 qa[4], ka[4];
+#pragma unroll
+        for (int a = 0; a < 4; ++a) qa[a] = load2(Qs + (ty * 4 + a) * kP + d);
+#pragma unroll
+        for (int c = 0; c < 4; ++c) ka[c] = load2(Ks + (tx + 8 * c) * kP + d);
+#pragma unroll
+        for (int a = 0; a < 4; ++a)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) s[a][c] += qa[a].x * ka[c].x + qa[a].y * ka[c].y;
+      }
+#pragma unroll
+      for (int a = 0; a < 4; ++a) {
+        const int64_t i = q0 + ty * 4 + a;
+        float tmax = neg_inf;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          s[a][c] = allowed(m, b, h, i, j0 + tx + 8 * c) ? s[a][c] * scale_log2 : neg_inf;
+          tmax = fmaxf(tmax, s[a][c]);
+        }
+        const float mnew = fmaxf(mrow[a], group8_max(tmax));
+        const float muse = mnew == neg_inf ? 0.f : mnew;  // all masked so far: keep exp2 finite
+        const float alpha = exp2f(mrow[a] - muse);
+        float psum = 0.f;
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+          const float p = exp2f(s[a][c] - muse);
+          Ps[ty * 4 + a][tx + 8 * c] = p;
+          psum += p;
+        }
+        lrow[a] = lrow[a] * alpha + group8_sum(psum);
+        mrow[a] = mnew;
+#pragma unroll
+        for (int c = 0; c < kC; ++c) o[a][c] *= alpha;
+      }
+      __syncthreads();
+#pragma unroll 4
+      for (int j = 0; j < kFwdBK; ++j) {
+        float p[4];
+#pragma unroll
+        for (int a = 0; a < 4; ++a) p[a] = Ps[ty * 4 + a][j];
+#pragma unroll
+        for (int c = 0; c < kC; ++c) {
+          const float vv = to_acc(Vs[j * kP + tx + 8 * c]);
+#pragma unroll
+          for (int a = 0; a < 4; ++a) o[a][c] += p[a] * vv;
+        }
+      }
+    }
+#pragma unroll
+    for (int a = 0; a < 4; ++a) {
+      const int64_t i = q0 + ty * 4 + a;
+      if (i >= Tq) continue;
+      const bool dead = lrow[a] == 0.f;  // no key allowed
+      const float inv = dead ? 0.f : 1.f / lrow[a];
+#pragma unroll
+      for (int c = 0; c < kC; ++c) out[(bh * Tq + i) * D + tx + 8 * c] = from_acc<T>(o[a][c] * inv);
+      if (tx == 0) lse[bh * Tq + i] = dead ? neg_inf : mrow[a] / kLog2e + logf(lrow[a]);
+    }
+  }
+}
+
+// --- backward -----------------------------------------------------------------------------------
+
+// D_i = sum_d dO[i, d] O[i, d]: a warp per row, rows grid-stride.
+template <class T, int D>
+__global__ void attention_row_dot_kernel(const T* __restrict__ dout, const T* __restrict__ out,
+                                         float* __restrict__ di, int64_t rows) {
+  const int lane = threadIdx.x % kWarp, warps = blockDim.x / kWarp;
+  for (int64_t r = int64_t(blockIdx.x) * warps + threadIdx.x / kWarp; r < rows; r += int64_t(gridDim.x) * warps) {
+    float acc = 0.f;
+    for (int d = lane; d < D; d += kWarp) acc += to_acc(dout[r * D + d]) * to_acc(out[r * D + d]);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, off);
+    if (lane == 0) di[r] = acc;
+  }
+}
+
+// P and dS = scale P (dP - D_i) of the (32 queries from i0, 32 keys from j0) tile into Ps and
+// dSs. Thread (ty, tx) computes rows ty*2, ty*2+1 and columns tx + 8c, c < 4. lse and di
+// point at the pair's rows.
+template <class T, int D>
+__device__ __forceinline__ void tile_grads(const T* Qs, const T* dOs, const T* Ks, const T* Vs,
+                                           float (*Ps)[kBwdB + 1], float (*dSs)[kBwdB + 1], const float* lse,
+                                           const float* di, const MaskArgs& m, int64_t b, int64_t h, int64_t i0,
+                                           int64_t j0, float scale, float scale_log2) {
+  constexpr int kP = D + 2;
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  float s[2][4], dp[2][4];
+#pragma unroll
+  for (int a = 0; a < 2; ++a)
+#pragma unroll
+    for (int c = 0; c < 4; ++c) s[a][c] = dp[a][c] = 0.f;
+#pragma unroll 4
+  for (int d = 0; d < D; d += 2) {
+    float2 qa[2], ga[2], ka[4], va[4];
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+      qa[a] = load2(Qs + (ty * 2 + a) * kP + d);
+      ga[a] = load2(dOs + (ty * 2 + a) * kP + d);
+    }
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      ka[c] = load2(Ks + (tx + 8 * c) * kP + d);
+      va[c] = load2(Vs + (tx + 8 * c) * kP + d);
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        s[a][c] += qa[a].x * ka[c].x + qa[a].y * ka[c].y;
+        dp[a][c] += ga[a].x * va[c].x + ga[a].y * va[c].y;
+      }
+  }
+#pragma unroll
+  for (int a = 0; a < 2; ++a) {
+    const int64_t i = i0 + ty * 2 + a;
+    const float l = i < m.Tq ? lse[i] : -INFINITY;
+    const float dsum = i < m.Tq ? di[i] : 0.f;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const bool ok = l != -INFINITY && allowed(m, b, h, i, j0 + tx + 8 * c);
+      const float p = ok ? exp2f(s[a][c] * scale_log2 - l * kLog2e) : 0.f;
+      Ps[ty * 2 + a][tx + 8 * c] = p;
+      dSs[ty * 2 + a][tx + 8 * c] = scale * p * (dp[a][c] - dsum);
+    }
+  }
+}
+
+// dK, dV of one 32-key tile per CTA.
+template <class T, int D>
+__global__ void __launch_bounds__(kAttnThreads)
+    attention_backward_kv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                 const T* __restrict__ dout, const float* __restrict__ lse,
+                                 const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, MaskArgs m,
+                                 int64_t BH, int64_t H, float scale, float scale_log2) {
+  constexpr int kP = D + 2, kC = D / 8;
+  __shared__ __align__(16) T Qs[kBwdB * kP], dOs[kBwdB * kP], Ks[kBwdB * kP], Vs[kBwdB * kP];
+  __shared__ float Ps[kBwdB][kBwdB + 1], dSs[kBwdB][kBwdB + 1];
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  const int64_t Tq = m.Tq, Tk = m.Tk;
+  const int64_t j0 = int64_t(blockIdx.x) * kBwdB;
+  for (int64_t bh = blockIdx.y; bh < BH; bh += gridDim.y) {
+    const int64_t b = bh / H, h = bh % H;
+    __syncthreads();
+    load_tile<T, D, kBwdB>(Ks, k + bh * Tk * D, j0, Tk);
+    load_tile<T, D, kBwdB>(Vs, v + bh * Tk * D, j0, Tk);
+    float gk[2][kC], gv[2][kC];
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+      for (int c = 0; c < kC; ++c) gk[a][c] = gv[a][c] = 0.f;
+    int64_t istart = 0;  // queries before the first one that may see key j0 contribute nothing
+    if (m.causal) istart = max(int64_t{0}, j0 - (Tk - Tq)) / kBwdB * kBwdB;
+    for (int64_t i0 = istart; i0 < Tq; i0 += kBwdB) {
+      __syncthreads();
+      load_tile<T, D, kBwdB>(Qs, q + bh * Tq * D, i0, Tq);
+      load_tile<T, D, kBwdB>(dOs, dout + bh * Tq * D, i0, Tq);
+      __syncthreads();
+      tile_grads<T, D>(Qs, dOs, Ks, Vs, Ps, dSs, lse + bh * Tq, di + bh * Tq, m, b, h, i0, j0, scale, scale_log2);
+      __syncthreads();
+#pragma unroll 4
+      for (int i = 0; i < kBwdB; ++i) {
+        float p[2], ds[2];
+#pragma unroll
+        for (int a = 0; a < 2; ++a) {
+          p[a] = Ps[i][ty * 2 + a];
+          ds[a] = dSs[i][ty * 2 + a];
+        }
+#pragma unroll
+        for (int c = 0; c < kC; ++c) {
+          const float qv = to_acc(Qs[i * kP + tx + 8 * c]), gov = to_acc(dOs[i * kP + tx + 8 * c]);
+#pragma unroll
+          for (int a = 0; a < 2; ++a) {
+            gv[a][c] += p[a] * gov;
+            gk[a][c] += ds[a] * qv;
+          }
+        }
+      }
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+      const int64_t j = j0 + ty * 2 + a;
+      if (j >= Tk) continue;
+#pragma unroll
+      for (int c = 0; c < kC; ++c) {
+        if (dk) dk[(bh * Tk + j) * D + tx + 8 * c] = from_acc<T>(gk[a][c]);
+        if (dv) dv[(bh * Tk + j) * D + tx + 8 * c] = from_acc<T>(gv[a][c]);
+      }
+    }
+  }
+}
+
+// dQ of one 32-query tile per CTA.
+template <class T, int D>
+__global__ void __launch_bounds__(kAttnThreads)
+    attention_backward_q_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+                                const T* __restrict__ dout, const float* __restrict__ lse,
+                                const float* __restrict__ di, T* __restrict__ dq, MaskArgs m, int64_t BH, int64_t H,
+                                float scale, float scale_log2) {
+  constexpr int kP = D + 2, kC = D / 8;
+  __shared__ __align__(16) T Qs[kBwdB * kP], dOs[kBwdB * kP], Ks[kBwdB * kP], Vs[kBwdB * kP];
+  __shared__ float Ps[kBwdB][kBwdB + 1], dSs[kBwdB][kBwdB + 1];
+  const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
+  const int64_t Tq = m.Tq, Tk = m.Tk;
+  const int64_t i0 = int64_t(blockIdx.x) * kBwdB;
+  for (int64_t bh = blockIdx.y; bh < BH; bh += gridDim.y) {
+    const int64_t b = bh / H, h = bh % H;
+    __syncthreads();
+    load_tile<T, D, kBwdB>(Qs, q + bh * Tq * D, i0, Tq);
+    load_tile<T, D, kBwdB>(dOs, dout + bh * Tq * D, i0, Tq);
+    float gq[2][kC];
+#pragma unroll
+    for (int a = 0; a < 2; ++a)
+#pragma unroll
+      for (int c = 0; c < kC; ++c) gq[a][c] = 0.f;
+    int64_t kend = Tk;
+    if (m.causal) kend = min(Tk, max(int64_t{0}, i0 + kBwdB + Tk - Tq));
+    for (int64_t j0 = 0; j0 < kend; j0 += kBwdB) {
+      __syncthreads();
+      load_tile<T, D, kBwdB>(Ks, k + bh * Tk * D, j0, Tk);
+      load_tile<T, D, kBwdB>(Vs, v + bh * Tk * D, j0, Tk);
+      __syncthreads();
+      tile_grads<T, D>(Qs, dOs, Ks, Vs, Ps, dSs, lse + bh * Tq, di + bh * Tq, m, b, h, i0, j0, scale, scale_log2);
+      __syncthreads();
+#pragma unroll 4
+      for (int j = 0; j < kBwdB; ++j) {
+        float ds[2];
+#pragma unroll
+        for (int a = 0; a < 2; ++a) ds[a] = dSs[ty * 2 + a][j];
+#pragma unroll
+        for (int c = 0; c < kC; ++c) {
+          const float kv = to_acc(Ks[j * kP + tx + 8 * c]);
+#pragma unroll
+          for (int a = 0; a < 2; ++a) gq[a][c] += ds[a] * kv;
+        }
+      }
+    }
+#pragma unroll
+    for (int a = 0; a < 2; ++a) {
+      const int64_t i = i0 + ty * 2 + a;
+      if (i >= Tq) continue;
+#pragma unroll
+      for (int c = 0; c < kC; ++c) dq[(bh * Tq + i) * D + tx + 8 * c] = from_acc<T>(gq[a][c]);
+    }
+  }
+}
+
+// --- host launchers -----------------------------------------------------------------------------
+
+MaskArgs mask_args(const AttentionParams& p) {
+  MaskArgs m{};
+  m.pad = p.key_padding.defined() ? static_cast<const bool*>(p.key_padding.data_ptr()) : nullptr;
+  m.bmask = nullptr;
+  if (p.mask.defined()) {  // the op routes float masks to the composed path
+    m.bmask = static_cast<const bool*>(p.mask.data_ptr());
+    m.s0 = p.mask.stride(0), m.s1 = p.mask.stride(1), m.s2 = p.mask.stride(2), m.s3 = p.mask.stride(3);
+  }
+  m.Tq = p.Tq, m.Tk = p.Tk;
+  m.causal = p.causal;
+  return m;
+}
+
+dim3 tile_grid(int64_t n, int tile, int64_t BH) {
+  return dim3(static_cast<unsigned>((n + tile - 1) / tile), static_cast<unsigned>(std::min(BH, kMaxGridY)));
+}
+
+template <class T, int D>
+void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p, const Tensor& out,
+                   const Tensor& lse) {
+  const int64_t BH = p.B * p.H;
+  if (BH == 0 || p.Tq == 0) return;
+  const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
+  attention_forward_kernel<T, D><<<tile_grid(p.Tq, kFwdBQ, BH), kAttnThreads, 0, current_stream()>>>(
+      static_cast<const T*>(q.data_ptr()), static_cast<const T*>(k.data_ptr()), static_cast<const T*>(v.data_ptr()),
+      static_cast<T*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()), mask_args(p), BH, p.H, scale_log2);
+  EMBER_CUDA_LAUNCH_CHECK();
+}
+
+template <class T, int D>
+void backward_typed(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& out,
+                    const Tensor& lse, const AttentionParams& p, const Tensor& grad_q, const Tensor& grad_k,
+                    const Tensor& grad_v) {
+  const int64_t BH = p.B * p.H;
+  if (BH == 0) return;
+  cudaStream_t stream = current_stream();
+  const T* pq = static_cast<const T*>(q.data_ptr());
+  const T* pk = static_cast<const T*>(k.data_ptr());
+  const T* pv = static_cast<const T*>(v.data_ptr());
+  const T* pdo = static_cast<const T*>(grad_out.data_ptr());
+  const float* pl = static_cast<const float*>(lse.data_ptr());
+  if (p.Tq == 0) {  // no query: dK and dV are zero, dQ is empty
+    for (const Tensor* t : {&grad_k, &grad_v})
+      if (t->defined())
+        EMBER_CUDA_CHECK(cudaMemsetAsync(t->data_ptr(), 0, static_cast<size_t>(t->numel()) * sizeof(T), stream));
+    return;
+  }
+  const MaskArgs m = mask_args(p);
+  const float scale = static_cast<float>(p.scale), scale_log2 = scale * kLog2e;
+  // Scratch from the caching allocator: freed at scope exit, reused only in stream order.
+  const int64_t rows = BH * p.Tq;
+  Storage di_buf(static_cast<size_t>(rows) * sizeof(float), q.device());
+  float* di = static_cast<float*>(di_buf.data());  // (B, H, Tq)
+  attention_row_dot_kernel<T, D><<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(
+      pdo, static_cast<const T*>(out.data_ptr()), di, rows);
+  EMBER_CUDA_LAUNCH_CHECK();
+  if (grad_k.defined() || grad_v.defined()) {
+    T* pdk = grad_k.defined() ? static_cast<T*>(grad_k.data_ptr()) : nullptr;
+    T* pdv = grad_v.defined() ? static_cast<T*>(grad_v.data_ptr()) : nullptr;
+    attention_backward_kv_kernel<T, D><<<tile_grid(p.Tk, kBwdB, BH), kAttnThreads, 0, stream>>>(
+        pq, pk, pv, pdo, pl, di, pdk, pdv, m, BH, p.H, scale, scale_log2);
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
+  if (grad_q.defined()) {
+    attention_backward_q_kernel<T, D><<<tile_grid(p.Tq, kBwdB, BH), kAttnThreads, 0, stream>>>(
+        pq, pk, pv, pdo, pl, di, static_cast<T*>(grad_q.data_ptr()), m, BH, p.H, scale, scale_log2);
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
+}
+
+// Calls f.template operator()<T, D>() for the (dtype, head dim) pair; the op layer only sends
+// the pairs instantiated here.
+template <class F>
+void dispatch(const char* op, DType dt, int64_t D, F&& f) {
+  EMBER_CHECK((dt == DType::f16 || dt == DType::bf16) && (D == 64 || D == 128), op,
+              "the fused CUDA kernel takes f16/bf16 with head dim 64 or 128, got ", dt, " D = ", D);
+  if (dt == DType::f16) {
+    if (D == 64) f.template operator()<__half, 64>();
+    else f.template operator()<__half, 128>();
+  } else {
+    if (D == 64) f.template operator()<__nv_bfloat16, 64>();
+    else f.template operator()<__nv_bfloat16, 128>();
+  }
+}
+
+}  // namespace
+
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p,
+                       const Tensor& out, const Tensor& lse) {
+  dispatch("scaled_dot_product_attention", q.dtype(), p.D,
+           [&]<class T, int D>() { forward_typed<T, D>(q, k, v, p, out, lse); });
+}
+
+void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, const AttentionParams& p, const Tensor& grad_q,
+                        const Tensor& grad_k, const Tensor& grad_v) {
+  dispatch("sdpa_backward", q.dtype(), p.D, [&]<class T, int D>() {
+    backward_typed<T, D>(grad_out, q, k, v, out, lse, p, grad_q, grad_k, grad_v);
+  });
+}
+
+}  // namespace ember::cuda
