@@ -34,10 +34,7 @@
 #include <vector>
 
 #include "ember/ember.h"
-#if __has_include("ember/nn/rnn.h")
 #include "ember/nn/rnn.h"
-#define CHAR_LM_HAS_LSTM 1
-#endif
 #include "ember/nn/transformer.h"
 #include "sword_ztext.h"
 
@@ -226,7 +223,6 @@ class CharLM : public nn::Module {
       encoder = register_module("encoder", std::make_shared<nn::TransformerEncoder>(o, a.layers, /*final_norm=*/true));
       head = register_module("head", std::make_shared<nn::Linear>(a.d_model, vocab, true, gen));
     } else {
-#ifdef CHAR_LM_HAS_LSTM
       embed = register_module("embed", std::make_shared<nn::Embedding>(vocab, a.hidden, std::nullopt, gen));
       nn::RNNOptions o;
       o.input_size = a.hidden;
@@ -236,9 +232,6 @@ class CharLM : public nn::Module {
       o.dropout = a.dropout;
       lstm = register_module("lstm", std::make_shared<nn::LSTM>(o, gen));
       head = register_module("head", std::make_shared<nn::Linear>(a.hidden, vocab, true, gen));
-#else
-      EMBER_FAIL("char_lm", "no LSTM in this build");
-#endif
     }
   }
 
@@ -248,9 +241,7 @@ class CharLM : public nn::Module {
     if (transformer_) {
       h = encoder->forward(pos->forward(h), Tensor(), Tensor(), /*is_causal=*/true);
     } else {
-#ifdef CHAR_LM_HAS_LSTM
       h = lstm->forward(h).output;  // (N, T, hidden)
-#endif
     }
     return head->forward(h);
   }
@@ -258,9 +249,7 @@ class CharLM : public nn::Module {
   std::shared_ptr<nn::Embedding> embed;
   std::shared_ptr<nn::LearnedPositionalEmbedding> pos;
   std::shared_ptr<nn::TransformerEncoder> encoder;
-#ifdef CHAR_LM_HAS_LSTM
   std::shared_ptr<nn::LSTM> lstm;
-#endif
   std::shared_ptr<nn::Linear> head;
 
  private:
