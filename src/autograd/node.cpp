@@ -70,7 +70,7 @@ void add_grad(Tensor& grad, const Tensor& g, const char* where) {
 }
 
 std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
-  Tensor g = grads[0];
+  Tensor g = std::move(grads[0]);
   if (!g.defined()) return {};
   Tensor leaf(leaf_);
   for (auto& hook : leaf_->autograd.hooks) {
@@ -81,7 +81,14 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
               shape_str(g.shape()), " does not match its leaf of shape ", shape_str(leaf.shape()));
   auto& slot = leaf_->autograd.grad;
   if (!slot) {
-    slot = g.to(leaf.dtype()).clone().impl_ptr();  // the leaf owns its gradient's memory
+    // The leaf owns its gradient's memory. A gradient that nothing else holds (no other handle,
+    // no view of its storage) and that already has the leaf's dtype, device and a plain
+    // contiguous layout becomes .grad as it is; anything else is copied. Skipping the copy
+    // matters for large parameters (a 100 MB output-layer weight is one more full pass).
+    const bool sole = g.dtype() == leaf.dtype() && g.device() == leaf.device() && g.is_contiguous() &&
+                      g.offset() == 0 && !g.requires_grad() && g.impl_ptr().use_count() == 1 &&
+                      g.impl().storage.use_count() == 1 && g.impl().storage.get() != leaf.impl().storage.get();
+    slot = sole ? g.impl_ptr() : g.to(leaf.dtype()).clone().impl_ptr();
   } else {
     Tensor acc(slot);
     add_grad(acc, g.to(leaf.dtype()), "AccumulateGrad");
