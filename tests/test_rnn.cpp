@@ -548,6 +548,17 @@ TEST_SUITE("rnn") {
                       "rnn_recurrence", "lengths must be an i64", "i32");
     CHECK_EMBER_ERROR(rnn_recurrence_reference(g9, w9, zeros({8}), Tensor(), Tensor(), Tensor(), gru),
                       "rnn_recurrence_reference", "b_hh must be (G*H) = (9)", "(8,)");
+    // The backward primitive checks what it is given against the forward's layout.
+    const RNNRecurrenceForward f = rnn_recurrence_forward(g9, w9, Tensor(), Tensor(), Tensor(), Tensor(), gru);
+    CHECK_EMBER_ERROR(rnn_recurrence_backward(zeros({4, 2, 3}), Tensor(), Tensor(), w9, f.workspace.narrow(2, 0, 6),
+                                              f.h_prev, Tensor(), gru),
+                      "rnn_recurrence_backward", "workspace must be (4, 2, 12)", "(4, 2, 6)");
+    CHECK_EMBER_ERROR(rnn_recurrence_backward(zeros({4, 2, 3}), zeros({2, 3}), zeros({2, 3}), w9, f.workspace,
+                                              f.h_prev, Tensor(), gru),
+                      "rnn_recurrence_backward", "grad_c_n", "GRU");
+    CHECK_EMBER_ERROR(rnn_recurrence_backward(zeros({4, 2, 5}), Tensor(), Tensor(), w9, f.workspace, f.h_prev,
+                                              Tensor(), gru),
+                      "rnn_recurrence_backward", "(4, 2, 5)", "(9, 3)");
     // Modules.
     nn::RNNOptions o;
     o.input_size = 3;
