@@ -19,12 +19,14 @@
 //   the op (src/ops/rnn.cpp), as on the CPU.
 // Lengths: as on the CPU (inactive rows write zeros to out[s, n] / the gradients at (s, n) and
 // pass their state and its gradient through).
-// f16/bf16: states, workspace and GEMM operands stay in the input dtype (the GEMM accumulates
-// in f32 on tensor cores); every gate computation is in f32.
+// f16/bf16: h, the workspace and the GEMM operands are in the input dtype (the GEMM accumulates
+// in f32 on tensor cores); the LSTM cell state (forward) and the carried gradients dh, dc
+// (backward) stay in f32 between steps; every gate computation is in f32.
 // Not here: a persistent kernel that keeps W_hh in shared memory/registers across steps for
 // small batches (cuDNN's persistent RNN) -- each step is a GEMM launch plus a cell launch.
 #include <algorithm>
 #include <memory>
+#include <type_traits>
 
 #include "common.cuh"
 #include "cuda/cuda_backend.h"
@@ -55,7 +57,7 @@ __device__ __forceinline__ int64_t seq_length(const StepArgs& a, int64_t n) { re
 
 template <class T, RNNMode kMode>
 __global__ void rnn_cell_forward_kernel(StepArgs a, const T* __restrict__ gx, const T* __restrict__ hh,
-                                        const T* __restrict__ b, T* __restrict__ h, T* __restrict__ c,
+                                        const T* __restrict__ b, T* __restrict__ h, acc_t<T>* __restrict__ c,
                                         T* __restrict__ y, T* __restrict__ ws, T* __restrict__ hp) {
   using A = acc_t<T>;
   const int64_t N = a.N, H = a.H, s = a.s;
@@ -85,11 +87,11 @@ __global__ void rnn_cell_forward_kernel(StepArgs a, const T* __restrict__ gx, co
     A h_new;
     if constexpr (kMode == RNNMode::lstm) {
       const A i = sigmoid_acc(pre(0)), f = sigmoid_acc(pre(1)), g = tanh(pre(2)), o = sigmoid_acc(pre(3));
-      const A cp = ld(c, n * H + j);
+      const A cp = c[n * H + j];
       const A cn = f * cp + i * g;
       const A tc = tanh(cn);
       h_new = o * tc;
-      c[n * H + j] = from_acc<T>(cn);
+      c[n * H + j] = cn;
       if (w) {
         w[j] = from_acc<T>(i);
         w[H + j] = from_acc<T>(f);
@@ -123,8 +125,9 @@ __global__ void rnn_cell_forward_kernel(StepArgs a, const T* __restrict__ gx, co
 
 template <class T, RNNMode kMode>
 __global__ void rnn_cell_backward_kernel(StepArgs a, const T* __restrict__ go, const T* __restrict__ ws,
-                                         const T* __restrict__ hp, const T* __restrict__ dmm, T* __restrict__ dh,
-                                         T* __restrict__ dc, T* gx, T* gh) {  // gx may alias gh
+                                         const T* __restrict__ hp, const T* __restrict__ dmm,
+                                         acc_t<T>* __restrict__ dh, acc_t<T>* __restrict__ dc, T* gx,
+                                         T* gh) {  // gx may alias gh
   using A = acc_t<T>;
   const int64_t N = a.N, H = a.H, s = a.s;
   constexpr int64_t G = kMode == RNNMode::lstm ? 4 : kMode == RNNMode::gru ? 3 : 1;
@@ -134,9 +137,9 @@ __global__ void rnn_cell_backward_kernel(StepArgs a, const T* __restrict__ go, c
     const int64_t n = e / H, j = e - n * H;
     const int64_t L = seq_length(a, n);
     T* ghr = gh + (s * N + n) * GH;
-    const A d_in = ld(dh, n * H + j) + ld(dmm, n * H + j);
+    const A d_in = dh[n * H + j] + ld(dmm, n * H + j);
     if (s >= L) {  // pass the state gradient through; zero gate gradients at (s, n)
-      dh[n * H + j] = from_acc<T>(d_in);
+      dh[n * H + j] = d_in;
       T* gxr = gx + (s * N + n) * GH;
 #pragma unroll
       for (int64_t g = 0; g < G; ++g) {
@@ -154,12 +157,12 @@ __global__ void rnn_cell_backward_kernel(StepArgs a, const T* __restrict__ go, c
     if constexpr (kMode == RNNMode::lstm) {
       const A i = ld(w, j), f = ld(w, H + j), g = ld(w, 2 * H + j), o = ld(w, 3 * H + j);
       const A cp = ld(w, 4 * H + j), tc = ld(w, 5 * H + j);
-      const A dcv = ld(dc, n * H + j) + d * o * (A(1) - tc * tc);
+      const A dcv = dc[n * H + j] + d * o * (A(1) - tc * tc);
       dg[0] = dcv * g * i * (A(1) - i);
       dg[1] = dcv * cp * f * (A(1) - f);
       dg[2] = dcv * i * (A(1) - g * g);
       dg[3] = d * tc * o * (A(1) - o);
-      dc[n * H + j] = from_acc<T>(dcv * f);
+      dc[n * H + j] = dcv * f;
     } else if constexpr (kMode == RNNMode::gru) {
       const A r = ld(w, j), z = ld(w, H + j), nn = ld(w, 2 * H + j), hn = ld(w, 3 * H + j);
       const A hprev = ld(hp, (s * N + n) * H + j);
@@ -178,13 +181,19 @@ __global__ void rnn_cell_backward_kernel(StepArgs a, const T* __restrict__ go, c
       gxr[g * H + j] = from_acc<T>(dg[g]);
       if (gx != gh && !(kMode == RNNMode::gru && g == 2)) ghr[g * H + j] = from_acc<T>(dg[g]);
     }
-    dh[n * H + j] = from_acc<T>(dh_direct);
+    dh[n * H + j] = dh_direct;
   }
 }
 
-template <class T>
-__global__ void add_into_kernel(T* __restrict__ dst, const T* __restrict__ src, int64_t n) {
-  for (int64_t e = grid_start(); e < n; e += grid_step()) dst[e] = from_acc<T>(to_acc(dst[e]) + to_acc(src[e]));
+// dst = src (+ add, when given), converted between the storage and accumulator types.
+template <class D, class S, class T>
+__global__ void convert_kernel(D* __restrict__ dst, const S* __restrict__ src, const T* __restrict__ add, int64_t n) {
+  for (int64_t e = grid_start(); e < n; e += grid_step()) {
+    acc_t<T> v = static_cast<acc_t<T>>(to_acc(src[e]));
+    if (add) v += to_acc(add[e]);
+    if constexpr (std::is_same_v<D, T>) dst[e] = from_acc<T>(v);
+    else dst[e] = v;
+  }
 }
 
 // --- host side ---------------------------------------------------------------------------------
@@ -226,12 +235,31 @@ void forward_mode(cudaStream_t stream, bool reverse, const Tensor& gates_x, cons
   const Tensor h_mat = view_of(h_n, {1, N, H}, {N * H, H, 1});
   const Tensor w_t = view_of(w_hh, {1, H, GH}, {GH * H, 1, H});  // W_hh^T, column-major
   const unsigned grid = grid_for(N * H, kThreads);
+  // The LSTM cell state is carried in the accumulator type (f32 for f16/bf16): it integrates
+  // over all steps, and rounding it to 16 bits at every step would drift.
+  using A = acc_t<T>;
+  A* c = nullptr;
+  std::shared_ptr<Storage> c_acc;
+  if (c_n.defined()) {
+    if constexpr (std::is_same_v<A, T>) {
+      c = mptr<T>(c_n);
+    } else {
+      c_acc = std::make_shared<Storage>(static_cast<size_t>(N * H) * sizeof(A), c_n.device());
+      c = static_cast<A*>(c_acc->data());
+      convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(c, cptr<T>(c_n), nullptr, N * H);
+      EMBER_CUDA_LAUNCH_CHECK();
+    }
+  }
   for (int64_t s = 0; s < T_; ++s) {
     bmm(h_mat, w_t, hh);
     const StepArgs a{s, T_, N, H, cptr<int64_t>(lengths), reverse};
     rnn_cell_forward_kernel<T, kMode><<<grid, kThreads, 0, stream>>>(
-        a, cptr<T>(gates_x), cptr<T>(hh), cptr<T>(b_hh), mptr<T>(h_n), mptr<T>(c_n), mptr<T>(out),
-        mptr<T>(workspace), mptr<T>(h_prev));
+        a, cptr<T>(gates_x), cptr<T>(hh), cptr<T>(b_hh), mptr<T>(h_n), c, mptr<T>(out), mptr<T>(workspace),
+        mptr<T>(h_prev));
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
+  if (c_acc) {
+    convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mptr<T>(c_n), c, nullptr, N * H);
     EMBER_CUDA_LAUNCH_CHECK();
   }
 }
@@ -245,16 +273,41 @@ void backward_mode(cudaStream_t stream, bool reverse, const Tensor& grad_out, co
   EMBER_CUDA_CHECK(cudaMemsetAsync(dmm.data_ptr(), 0, static_cast<size_t>(N * H) * dtype_size(dmm.dtype()), stream));
   const Tensor w = view_of(w_hh, {1, GH, H}, {GH * H, H, 1});
   const unsigned grid = grid_for(N * H, kThreads);
+  // The carried gradients dh and dc stay in the accumulator type across steps (f32 for
+  // f16/bf16); only the GEMM operand dgates_h and its result dmm are in T.
+  using A = acc_t<T>;
+  std::shared_ptr<Storage> acc;
+  A* dh_acc = nullptr;
+  A* dc_acc = nullptr;
+  if constexpr (std::is_same_v<A, T>) {
+    dh_acc = mptr<T>(dh);
+    dc_acc = mptr<T>(dc);
+  } else {
+    acc = std::make_shared<Storage>(static_cast<size_t>(2 * N * H) * sizeof(A), dh.device());
+    dh_acc = static_cast<A*>(acc->data());
+    convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(dh_acc, cptr<T>(dh), nullptr, N * H);
+    EMBER_CUDA_LAUNCH_CHECK();
+    if (dc.defined()) {
+      dc_acc = dh_acc + N * H;
+      convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(dc_acc, cptr<T>(dc), nullptr, N * H);
+      EMBER_CUDA_LAUNCH_CHECK();
+    }
+  }
   for (int64_t s = T_ - 1; s >= 0; --s) {
     const StepArgs a{s, T_, N, H, cptr<int64_t>(lengths), reverse};
     rnn_cell_backward_kernel<T, kMode><<<grid, kThreads, 0, stream>>>(
-        a, cptr<T>(grad_out), cptr<T>(workspace), cptr<T>(h_prev), cptr<T>(dmm), mptr<T>(dh), mptr<T>(dc),
+        a, cptr<T>(grad_out), cptr<T>(workspace), cptr<T>(h_prev), cptr<T>(dmm), dh_acc, dc_acc,
         mptr<T>(grad_gates_x), mptr<T>(grad_gates_h));
     EMBER_CUDA_LAUNCH_CHECK();
     bmm(view_of(grad_gates_h, {1, N, GH}, {N * GH, GH, 1}, s * N * GH), w, dmm);
   }
-  add_into_kernel<T><<<grid, kThreads, 0, stream>>>(mptr<T>(dh), cptr<T>(dmm), N * H);
+  // grad_h0 = dh + dmm (the last GEMM's result); grad_c0 = dc.
+  convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mptr<T>(dh), dh_acc, cptr<T>(dmm), N * H);
   EMBER_CUDA_LAUNCH_CHECK();
+  if (dc.defined() && !std::is_same_v<A, T>) {
+    convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mptr<T>(dc), dc_acc, nullptr, N * H);
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
 }
 
 // Calls F<T, mode>(...) with the mode as a compile-time constant.

@@ -11,11 +11,14 @@
 //   its strict errors; outputs equal to libtorch 1.13's for the same weights (golden values).
 // - Dropout between layers only in training; inference without autograd; f16/bf16 on the CPU.
 // - Bad input raises ember::Error naming the op and shapes.
-// - CUDA vs CPU (skipped without a GPU), with allocation poisoning.
+// - CUDA vs CPU (skipped without a GPU), with allocation poisoning. EMBER_TEST_CUDA_DRY_RUN=1
+//   runs those cases with the CPU standing in for the device: a check of the tests, not of the
+//   kernels.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -32,6 +35,13 @@ using ember_test::check_tensor;
 using ember_test::vals;
 
 namespace {
+
+bool dry_run() {
+  const char* v = std::getenv("EMBER_TEST_CUDA_DRY_RUN");
+  return v && std::string(v) == "1" && !cuda::is_available();
+}
+bool device_testable() { return cuda::is_available() || dry_run(); }
+Device test_device() { return dry_run() ? Device::cpu() : Device::cuda(0); }
 
 const RNNMode kModes[] = {RNNMode::rnn_tanh, RNNMode::rnn_relu, RNNMode::lstm, RNNMode::gru};
 
@@ -192,14 +202,22 @@ TEST_SUITE("rnn") {
             }
   }
 
-  TEST_CASE("rnn_recurrence equals the composed reference in f32 (vectorised gate math), odd H") {
+  TEST_CASE("rnn_recurrence equals the composed reference in f32 (vectorised gate math, packed per-step GEMM)") {
+    // Odd H (partial 16-column panels, an odd panel count), a batch that splits into full and
+    // partial 8-row tiles, and a batch of one.
+    struct Size {
+      int64_t T, N, H;
+    };
     uint64_t seed = 900;
-    for (RNNMode m : kModes)
-      for (bool rev : {false, true}) {
-        CAPTURE(label(m, rev, true, true, true));
-        const Problem p = make_problem(m, rev, true, true, true, 9, 5, 37, DType::f32, seed += 20);
-        compare_runs(run_problem(p, false), run_problem(p, true), 1e-4, 2e-5);
-      }
+    for (const Size& z : {Size{9, 5, 37}, Size{6, 19, 48}, Size{4, 1, 20}})
+      for (RNNMode m : kModes)
+        for (bool rev : {false, true}) {
+          CAPTURE(label(m, rev, true, true, true));
+          CAPTURE(z.N);
+          CAPTURE(z.H);
+          const Problem p = make_problem(m, rev, true, true, true, z.T, z.N, z.H, DType::f32, seed += 20);
+          compare_runs(run_problem(p, false), run_problem(p, true), 1e-4, 2e-5);
+        }
   }
 
   TEST_CASE("gradcheck in f64 of the fused recurrence") {
@@ -548,6 +566,17 @@ TEST_SUITE("rnn") {
                       "rnn_recurrence", "lengths must be an i64", "i32");
     CHECK_EMBER_ERROR(rnn_recurrence_reference(g9, w9, zeros({8}), Tensor(), Tensor(), Tensor(), gru),
                       "rnn_recurrence_reference", "b_hh must be (G*H) = (9)", "(8,)");
+    // The backward primitive checks what it is given against the forward's layout.
+    const RNNRecurrenceForward f = rnn_recurrence_forward(g9, w9, Tensor(), Tensor(), Tensor(), Tensor(), gru);
+    CHECK_EMBER_ERROR(rnn_recurrence_backward(zeros({4, 2, 3}), Tensor(), Tensor(), w9, f.workspace.narrow(2, 0, 6),
+                                              f.h_prev, Tensor(), gru),
+                      "rnn_recurrence_backward", "workspace must be (4, 2, 12)", "(4, 2, 6)");
+    CHECK_EMBER_ERROR(rnn_recurrence_backward(zeros({4, 2, 3}), zeros({2, 3}), zeros({2, 3}), w9, f.workspace,
+                                              f.h_prev, Tensor(), gru),
+                      "rnn_recurrence_backward", "grad_c_n", "GRU");
+    CHECK_EMBER_ERROR(rnn_recurrence_backward(zeros({4, 2, 5}), Tensor(), Tensor(), w9, f.workspace, f.h_prev,
+                                              Tensor(), gru),
+                      "rnn_recurrence_backward", "(4, 2, 5)", "(9, 3)");
     // Modules.
     nn::RNNOptions o;
     o.input_size = 3;
@@ -583,9 +612,9 @@ TEST_SUITE("rnn") {
   // --- CUDA -------------------------------------------------------------------------------------
 
   TEST_CASE("CUDA vs CPU: forward and all gradients, f32/f64/f16/bf16, every mode and direction, lengths" *
-            doctest::skip(!ember::cuda::is_available())) {
-    ember::cuda::set_poison_allocations(true);  // unwritten outputs show up as NaN
-    const Device gpu = Device::cuda(0);
+            doctest::skip(!device_testable())) {
+    ember::cuda::set_poison_allocations(cuda::is_available());  // unwritten outputs show up as NaN
+    const Device gpu = test_device();
     uint64_t seed = 2000;
     for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16}) {
       const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 2e-2 : 8e-2;
@@ -605,7 +634,7 @@ TEST_SUITE("rnn") {
               if (t->defined()) *t = t->to(DType::f64);
             const Run want = run_problem(p64, false);
             const Run got = run_problem(p, false, gpu);
-            REQUIRE(got.r.output.device().is_cuda());
+            REQUIRE(got.r.output.device() == gpu);
             CHECK(got.r.output.dtype() == dt);
             Run got_cpu = got;
             auto host = [](const Tensor& t) { return t.defined() ? t.to(Device::cpu()) : t; };
@@ -618,8 +647,9 @@ TEST_SUITE("rnn") {
   }
 
   TEST_CASE("CUDA vs CPU: nn::LSTM and nn::GRU, 2 layers, bidirectional, batch_first, lengths" *
-            doctest::skip(!ember::cuda::is_available())) {
-    ember::cuda::set_poison_allocations(true);
+            doctest::skip(!device_testable())) {
+    ember::cuda::set_poison_allocations(cuda::is_available());
+    const Device gpu = test_device();
     nn::RNNOptions o;
     o.input_size = 16;
     o.hidden_size = 32;
@@ -637,9 +667,9 @@ TEST_SUITE("rnn") {
         gpu_m = std::make_shared<nn::GRU>(o, &g);
       }
       gpu_m->load_state_dict(cpu_m->state_dict());
-      gpu_m->to(Device::cuda(0));
+      gpu_m->to(gpu);
       const Tensor x = randn_t({6, 20, 16}, 32, DType::f32), len = from_vector<int64_t>({20, 3, 17, 1, 0, 11}, {6});
-      Tensor xc = leaf(x), xg = leaf(x.to(Device::cuda(0)));
+      Tensor xc = leaf(x), xg = leaf(x.to(gpu));
       nn::RNNResult rc = cpu_m->forward(xc, Tensor(), Tensor(), len), rg = gpu_m->forward(xg, Tensor(), Tensor(), len);
       check_close(rg.output.to(Device::cpu()), rc.output, 1e-4, 1e-5);
       check_close(rg.h_n.to(Device::cpu()), rc.h_n, 1e-4, 1e-5);

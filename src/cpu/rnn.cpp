@@ -1,10 +1,15 @@
 // The RNN/LSTM/GRU recurrence on the CPU.
 //
-// Forward, per step s: one GEMM hh (N, G*H) = h (N, H) @ W_hh^T through Eigen (as gemm.cpp),
-// then one fused pass over the batch rows (OpenMP over rows when the step is big enough) that
-// adds gates_x[t] + hh + b_hh, applies the gate nonlinearities with Eigen's vectorised
+// Forward, per step s: one GEMM hh (N, G*H) = h (N, H) @ W_hh^T (f32: W_hh packed once per call,
+// see PackedB; f64: Eigen), then one fused pass over the batch rows that adds
+// gates_x[t] + hh + b_hh, applies the gate nonlinearities with Eigen's vectorised
 // logistic/tanh, updates h (and c) in place and writes the output row and, when training, the
 // workspace and h_prev rows of step s.
+//
+// Threads: batch rows are independent through the whole recurrence, so each OpenMP thread runs
+// every step for its own slice of rows (one fork/join per call). A parallel region per step
+// costs two barriers per step; on a loaded machine each could wait a scheduling quantum for a
+// descheduled thread (a 64-step forward took ~1 s on 2 threads against 20 ms on 1).
 //
 // Backward, per step s from last to first: one fused pass over the rows turns dh (carried
 // gradient + grad_out[t]) and dc into the gate pre-activation gradients (written to
@@ -24,6 +29,8 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/loops.h"
@@ -166,6 +173,98 @@ void gru_cell_backward(const T* ws, const T* go, const T* hp, T* dh, T* gx, T* g
   AMap<T>(gh + 2 * H, H) = Dn * r;  // hh_n enters as r * hh_n
 }
 
+// --- the per-step GEMM ---------------------------------------------------------------------------
+// C (rows, M) = or += A (rows, K) @ B (K, M) with B = W_hh^T (forward) or W_hh (backward), the same
+// matrix every step. Eigen's GEMM packs both operands on every call, and with 16 to 64 rows per
+// call re-packing the whole of W_hh each step was a sixth of W3_lstm's time. PackedB packs B once
+// per recurrence into 16-column panels (panel p holds B[k, 16p .. 16p+15] for k = 0..K-1,
+// contiguous, zero-padded past M); the micro-kernel keeps an R x 32 tile of C in 2R vector
+// registers and streams two panels, one broadcast of A per row and k. f32 only; f64 (tests)
+// stays on Eigen.
+using v16 = float __attribute__((vector_size(64), aligned(4), may_alias));  // 16 floats, unaligned
+constexpr int64_t kPanel = 16;
+#ifdef __AVX512F__
+constexpr int kTileRows = 8;  // 16 accumulators of 32 zmm
+#else
+constexpr int kTileRows = 4;  // 8 accumulators (16 ymm halves) of 16 ymm
+#endif
+
+class PackedB {
+ public:
+  // B[k, m] at b[k * sk + m * sm].
+  PackedB(const float* b, int64_t K, int64_t M, int64_t sk, int64_t sm)
+      : K_(K), M_(M), panels_((M + kPanel - 1) / kPanel), p_(static_cast<size_t>(panels_ * K * kPanel), 0.0f) {
+    for (int64_t p = 0; p < panels_; ++p)
+      for (int64_t k = 0; k < K; ++k) {
+        float* dst = p_.data() + (p * K + k) * kPanel;
+        for (int64_t c = 0; c < kPanel && p * kPanel + c < M; ++c) dst[c] = b[k * sk + (p * kPanel + c) * sm];
+      }
+  }
+
+  void multiply(const float* a, int64_t lda, int64_t rows, float* c, int64_t ldc, bool accumulate) const {
+    for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
+      const int R = static_cast<int>(std::min<int64_t>(kTileRows, rows - r0));
+      for (int64_t p = 0; p < panels_; p += 2) {
+        const bool two = p + 1 < panels_;
+        switch (R) {
+#define EMBER_RNN_TILE(RR)                                                               \
+  case RR:                                                                               \
+    if (two) tile<RR, true>(a + r0 * lda, lda, p, c + r0 * ldc, ldc, accumulate);        \
+    else tile<RR, false>(a + r0 * lda, lda, p, c + r0 * ldc, ldc, accumulate);           \
+    break;
+          EMBER_RNN_TILE(1) EMBER_RNN_TILE(2) EMBER_RNN_TILE(3) EMBER_RNN_TILE(4)
+#ifdef __AVX512F__
+          EMBER_RNN_TILE(5) EMBER_RNN_TILE(6) EMBER_RNN_TILE(7) EMBER_RNN_TILE(8)
+#endif
+#undef EMBER_RNN_TILE
+          default: break;
+        }
+      }
+    }
+  }
+
+ private:
+  // C[0..R, 16p .. 16p + 16 (32 when kTwo)] of the tile.
+  template <int R, bool kTwo>
+  void tile(const float* a, int64_t lda, int64_t p, float* c, int64_t ldc, bool accumulate) const {
+    v16 acc0[R], acc1[R];
+    for (int r = 0; r < R; ++r) {
+      acc0[r] = v16{};
+      acc1[r] = v16{};
+    }
+    const float* p0 = p_.data() + p * K_ * kPanel;
+    const float* p1 = p0 + K_ * kPanel;
+    for (int64_t k = 0; k < K_; ++k) {
+      const v16 b0 = *reinterpret_cast<const v16*>(p0 + k * kPanel);
+      v16 b1{};
+      if constexpr (kTwo) b1 = *reinterpret_cast<const v16*>(p1 + k * kPanel);
+      for (int r = 0; r < R; ++r) {
+        const float av = a[r * lda + k];
+        acc0[r] += av * b0;
+        if constexpr (kTwo) acc1[r] += av * b1;
+      }
+    }
+    const int64_t col = p * kPanel;
+    const int64_t n0 = std::min<int64_t>(kPanel, M_ - col), n1 = kTwo ? std::min<int64_t>(kPanel, M_ - col - kPanel) : 0;
+    for (int r = 0; r < R; ++r) {
+      float* cr = c + r * ldc + col;
+      store(acc0[r], cr, n0, accumulate);
+      if constexpr (kTwo) store(acc1[r], cr + kPanel, n1, accumulate);
+    }
+  }
+  static void store(const v16& v, float* dst, int64_t n, bool accumulate) {
+    if (n == kPanel) {
+      v16* d = reinterpret_cast<v16*>(dst);
+      *d = accumulate ? *d + v : v;
+      return;
+    }
+    for (int64_t i = 0; i < n; ++i) dst[i] = accumulate ? dst[i] + v[i] : v[i];
+  }
+
+  int64_t K_, M_, panels_;
+  std::vector<float> p_;
+};
+
 // --- loops -------------------------------------------------------------------------------------
 
 template <class T>
@@ -182,6 +281,8 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
   T* ws = mptr<T>(workspace);
   T* hp = mptr<T>(h_prev);
   CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
+  std::unique_ptr<PackedB> packed;  // f32: W_hh^T (H, G*H) in panels
+  if constexpr (std::is_same_v<T, float>) packed = std::make_unique<PackedB>(cptr<T>(w_hh), H, GH, 1, H);
   // Batch rows are independent: each thread runs the whole recurrence for its own slice of
   // rows (one fork/join per call, no barrier per step), its GEMMs single-threaded.
   parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {
@@ -190,7 +291,8 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
     MatMap<T> HH(hh_buf.data(), rows, GH);
     CMatMap<T> Hm(h + n0 * H, rows, H);
     for (int64_t s = 0; s < st.T; ++s) {
-      HH.noalias() = Hm * Whh.transpose();  // (rows, G*H)
+      if constexpr (std::is_same_v<T, float>) packed->multiply(h + n0 * H, H, rows, hh_buf.data(), GH, false);
+      else HH.noalias() = Hm * Whh.transpose();  // (rows, G*H)
       for (int64_t n = n0; n < n1; ++n) {
         T* hrow = h + n * H;
         T* hp_row = hp ? hp + (s * N + n) * H : nullptr;
@@ -229,6 +331,8 @@ void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Te
   T* gx = mptr<T>(grad_gates_x);
   T* gh = mptr<T>(grad_gates_h);
   CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
+  std::unique_ptr<PackedB> packed;  // f32: W_hh (G*H, H) in panels
+  if constexpr (std::is_same_v<T, float>) packed = std::make_unique<PackedB>(cptr<T>(w_hh), GH, H, H, 1);
   parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {  // batch slices, as in forward
     MatMap<T> DH(dh + n0 * H, n1 - n0, H);
     for (int64_t s = st.T - 1; s >= 0; --s) {
@@ -249,8 +353,12 @@ void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Te
           default: rnn_cell_backward(mode == RNNMode::rnn_relu, wsr, gor, dh + n * H, gxr, ghr, H);
         }
       }
-      CMatMap<T> G(gh + (s * N + n0) * GH, n1 - n0, GH);
-      DH.noalias() += G * Whh;  // (rows, G*H) @ (G*H, H)
+      if constexpr (std::is_same_v<T, float>) {
+        packed->multiply(gh + (s * N + n0) * GH, GH, n1 - n0, dh + n0 * H, H, true);
+      } else {
+        CMatMap<T> G(gh + (s * N + n0) * GH, n1 - n0, GH);
+        DH.noalias() += G * Whh;  // (rows, G*H) @ (G*H, H)
+      }
     }
   });
 }

@@ -33,14 +33,22 @@ int64_t workspace_width(RNNMode mode, int64_t H) {
   }
 }
 
+// What the other arguments are checked against: the gates' (or grad_output's) geometry.
+struct Ref {
+  const char* name;  // "gates_x" or "grad_output"
+  Shape shape;
+  DType dtype;
+  Device device;
+  std::string str() const { return std::string(name) + " " + shape_str(shape) + " " + dtype_name(dtype) + " " + device.str(); }
+};
+
 // A (rows) state argument: (N, H), the layer's dtype and device, or undefined.
-void check_state(const char* op, const char* what, const Tensor& s, const Tensor& ref, int64_t N, int64_t H) {
+void check_state(const char* op, const char* what, const Tensor& s, const Ref& ref, int64_t N, int64_t H) {
   if (!s.defined()) return;
   EMBER_CHECK(s.dim() == 2 && s.size(0) == N && s.size(1) == H, op, what, " must have shape (N, H) = (", N, ", ",
               H, "), got ", shape_str(s.shape()));
-  EMBER_CHECK(s.dtype() == ref.dtype(), op, what, " ", describe(s), " has a different dtype than ", describe(ref));
-  EMBER_CHECK(s.device() == ref.device(), op, what, " ", describe(s), " lives on another device than ",
-              describe(ref));
+  EMBER_CHECK(s.dtype() == ref.dtype, op, what, " ", describe(s), " has a different dtype than ", ref.str());
+  EMBER_CHECK(s.device() == ref.device, op, what, " ", describe(s), " lives on another device than ", ref.str());
 }
 
 void check_lengths(const char* op, const Tensor& lengths, int64_t T, int64_t N) {
@@ -53,34 +61,40 @@ void check_lengths(const char* op, const Tensor& lengths, int64_t T, int64_t N) 
                 "] (gates_x has T = ", T, " steps)");
 }
 
-Dims check_recurrence(const char* op, const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh, const Tensor& h0,
-                      const Tensor& c0, const Tensor& lengths, RNNMode mode) {
-  EMBER_CHECK(gx.defined() && w_hh.defined(), op, "gates_x and w_hh must be defined tensors");
-  EMBER_CHECK(is_floating(gx.dtype()), op, "gates_x must be a float tensor, got ", describe(gx));
-  EMBER_CHECK(gx.dim() == 3, op, "gates_x must be (T, N, G*H), got ", shape_str(gx.shape()));
+// Everything but the gates tensor itself, against its geometry ref (T, N, G*H).
+Dims check_rest(const char* op, const Ref& ref, const Tensor& w_hh, const Tensor& b_hh, const Tensor& h0,
+                const Tensor& c0, const Tensor& lengths, RNNMode mode) {
+  EMBER_CHECK(w_hh.defined(), op, "w_hh must be a defined tensor");
   EMBER_CHECK(w_hh.dim() == 2 && w_hh.size(1) > 0, op, "w_hh must be (G*H, H) with H > 0, got ",
               shape_str(w_hh.shape()));
-  const int64_t G = rnn_gate_count(mode), H = w_hh.size(1), T = gx.size(0), N = gx.size(1);
+  const int64_t G = rnn_gate_count(mode), H = w_hh.size(1), T = ref.shape[0], N = ref.shape[1];
   EMBER_CHECK(w_hh.size(0) == G * H, op, rnn_mode_name(mode), " has ", G, " gates: w_hh must be (", G, "*H, H) = (",
               G * H, ", ", H, "), got ", shape_str(w_hh.shape()));
-  EMBER_CHECK(gx.size(2) == G * H, op, "gates_x ", shape_str(gx.shape()), " must end in G*H = ", G * H,
+  EMBER_CHECK(ref.shape[2] == G * H, op, ref.name, " ", shape_str(ref.shape), " must end in G*H = ", G * H,
               " to match w_hh ", shape_str(w_hh.shape()), " (", rnn_mode_name(mode), ")");
-  EMBER_CHECK(w_hh.dtype() == gx.dtype(), op, "w_hh ", describe(w_hh), " and gates_x ", describe(gx),
-              " have different dtypes");
-  EMBER_CHECK(w_hh.device() == gx.device(), op, "w_hh ", describe(w_hh), " and gates_x ", describe(gx),
+  EMBER_CHECK(w_hh.dtype() == ref.dtype, op, "w_hh ", describe(w_hh), " and ", ref.str(), " have different dtypes");
+  EMBER_CHECK(w_hh.device() == ref.device, op, "w_hh ", describe(w_hh), " and ", ref.str(),
               " live on different devices");
   if (b_hh.defined()) {
     EMBER_CHECK(b_hh.dim() == 1 && b_hh.size(0) == G * H, op, "b_hh must be (G*H) = (", G * H, "), got ",
                 shape_str(b_hh.shape()));
-    EMBER_CHECK(b_hh.dtype() == gx.dtype() && b_hh.device() == gx.device(), op, "b_hh ", describe(b_hh),
-                " must match gates_x ", describe(gx), " in dtype and device");
+    EMBER_CHECK(b_hh.dtype() == ref.dtype && b_hh.device() == ref.device, op, "b_hh ", describe(b_hh),
+                " must match ", ref.str(), " in dtype and device");
   }
-  check_state(op, "h0", h0, gx, N, H);
+  check_state(op, "h0", h0, ref, N, H);
   EMBER_CHECK(!c0.defined() || mode == RNNMode::lstm, op, "c0 ", describe(c0), " given to a ", rnn_mode_name(mode),
               " recurrence (only LSTM has a cell state)");
-  check_state(op, "c0", c0, gx, N, H);
+  check_state(op, "c0", c0, ref, N, H);
   check_lengths(op, lengths, T, N);
   return {T, N, H, G};
+}
+
+Dims check_recurrence(const char* op, const Tensor& gx, const Tensor& w_hh, const Tensor& b_hh, const Tensor& h0,
+                      const Tensor& c0, const Tensor& lengths, RNNMode mode) {
+  EMBER_CHECK(gx.defined(), op, "gates_x must be a defined tensor");
+  EMBER_CHECK(is_floating(gx.dtype()), op, "gates_x must be a float tensor, got ", describe(gx));
+  EMBER_CHECK(gx.dim() == 3, op, "gates_x must be (T, N, G*H), got ", shape_str(gx.shape()));
+  return check_rest(op, {"gates_x", gx.shape(), gx.dtype(), gx.device()}, w_hh, b_hh, h0, c0, lengths, mode);
 }
 
 // t detached, converted to dtype dt and contiguous (undefined stays undefined).
@@ -158,15 +172,14 @@ RNNRecurrenceGrads rnn_recurrence_backward(const Tensor& grad_output, const Tens
   EMBER_CHECK(grad_output.dim() == 3, op, "grad_output must be (T, N, H), got ", shape_str(grad_output.shape()));
   const int64_t T = grad_output.size(0), N = grad_output.size(1), H = grad_output.size(2);
   const int64_t G = rnn_gate_count(opts.mode);
-  // The forward checks, on a stand-in for gates_x of the right geometry (never read).
-  const Tensor gx_shape = expand(zeros({1, 1, 1}, TensorOptions(grad_output.dtype()).with_device(grad_output.device())),
-                                 {T, N, G * H});
-  check_recurrence(op, gx_shape, w_hh, Tensor(), grad_h_n, opts.mode == RNNMode::lstm ? grad_c_n : Tensor(),
-                   lengths, opts.mode);
+  EMBER_CHECK(is_floating(grad_output.dtype()), op, "grad_output must be a float tensor, got ", describe(grad_output));
+  EMBER_CHECK(w_hh.dim() == 2 && w_hh.size(1) == H, op, "grad_output ", shape_str(grad_output.shape()),
+              " does not end in H of w_hh ", shape_str(w_hh.shape()));
   EMBER_CHECK(opts.mode == RNNMode::lstm || !grad_c_n.defined(), op, "grad_c_n given to a ", rnn_mode_name(opts.mode),
               " recurrence");
-  EMBER_CHECK(w_hh.size(1) == H, op, "grad_output ", shape_str(grad_output.shape()), " does not end in H = ",
-              w_hh.size(1), " of w_hh ", shape_str(w_hh.shape()));
+  // The forward's checks, against the geometry the gates had: (T, N, G*H).
+  check_rest(op, {"grad_output", {T, N, G * H}, grad_output.dtype(), grad_output.device()}, w_hh, Tensor(), grad_h_n,
+             grad_c_n, lengths, opts.mode);
   const Device dev = grad_output.device();
   const DType dt = grad_output.dtype(), cd = backend::compute_dtype_on(dt, dev);
   const Shape ws_shape{T, N, workspace_width(opts.mode, H)}, hp_shape{T, N, H};
