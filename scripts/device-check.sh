@@ -13,13 +13,15 @@
 #   Google Benchmark's headers and library) into .deps/ (a prefix: include/, lib/, share/, with
 #   relocatable CMake package files), records the git commit in .deps/COMMIT and adds /.deps/ to
 #   .git/info/exclude so it is never committed. --with-data also copies the Fashion-MNIST files
-#   (30 MB) to .deps/fashion-mnist for the example run.
+#   (30 MB) to .deps/fashion-mnist and the KJV SWORD module (3 MB) to .deps/kjv for the examples.
 #
 #   THERE, on the GPU machine, from the repository root (carry .deps with the call):
 #     bash scripts/device-check.sh [--steps LIST] [options]
 #   Steps, in this order: build (configure + build), ctest (all suites), cuda (the cuda suite
 #   again, for its summary), memcheck (the cuda suite under compute-sanitizer), example
-#   (fashion_mnist --device cuda, when the data is there), bench (ember-gpu-bench, ember-bench).
+#   (fashion_mnist and char_lm --device cuda, when the data is there), bench (ember-gpu-bench,
+#   the cuDNN comparisons ember-conv-gpu-bench, ember-lstm_gpu_bench, ember-attention_gpu_bench,
+#   ember-softmax_gpu_bench, then ember-bench; PyTorch's SDPA: python3 bench/g4_sdpa_torch.py).
 #   Default: all. --skip-build, --no-ctest, --no-sanitizer, --no-example, --no-bench drop one.
 #   A lent machine allows 10 minutes a command: split, e.g. --steps build,ctest,cuda,example
 #   then --steps memcheck,bench on the same warm machine (build outputs stay between calls).
@@ -160,6 +162,13 @@ EOF
       echo "  data:    Fashion-MNIST ($(du -sh .deps/fashion-mnist | cut -f1))"
     else
       echo "  data:    /usr/share/datasets/fashion-mnist not found (apt-get install dataset-fashion-mnist)"
+    fi
+    kjv=/usr/share/sword/modules/texts/ztext/engKJV2006eb
+    if [[ -d $kjv ]]; then
+      cp -r "$kjv" .deps/kjv
+      echo "  data:    KJV SWORD module ($(du -sh .deps/kjv | cut -f1))"
+    else
+      echo "  data:    $kjv not found (apt-get install sword-text-kjv)"
     fi
   fi
   {
@@ -352,9 +361,27 @@ if [[ $BUILD_OK == 1 ]]; then
       record "fashion_mnist cuda" skipped "no data (device-check.sh --prepare --with-data)"
     fi
   fi
+  if has example && [[ -x $BUILD_DIR/examples/char_lm/char_lm ]]; then
+    data=""
+    for d in .deps/kjv /usr/share/sword/modules/texts/ztext/engKJV2006eb; do [[ -d $d ]] && { data=$d; break; }; done
+    if [[ -n $data ]]; then
+      for m in transformer lstm; do
+        step "example: char_lm --model $m --device cuda (300 steps)"
+        if timeout 300 "$BUILD_DIR/examples/char_lm/char_lm" --model $m --device cuda --steps 300 --data "$data" \
+             --checkpoint "" --sample 200; then
+          record "char_lm $m cuda" ok
+        else
+          record "char_lm $m cuda" FAIL
+        fi
+      done
+    else
+      record "char_lm cuda" skipped "no data (device-check.sh --prepare --with-data)"
+    fi
+  fi
 
   if has bench; then
-    for b in ember-gpu-bench ember-bench; do
+    for b in ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench ember-attention_gpu_bench \
+             ember-softmax_gpu_bench ember-bench; do
       exe=$BUILD_DIR/bench/$b
       if [[ -x $exe ]]; then
         step "bench: $b"
