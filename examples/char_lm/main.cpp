@@ -19,7 +19,8 @@
 // loss every --eval-every steps, a checkpoint (model, AdamW moments, schedule, data generator,
 // step) to --checkpoint at every evaluation and at the end, and --sample bytes of generated
 // text at the end. --resume continues a run from its checkpoint; without a --minutes stop the
-// continued run is the one that was never stopped, bit for bit, on the same device and threads.
+// continued run is the one that was never stopped, bit for bit, on the same device and threads
+// (--stop-after N stops at step N as if interrupted; a CTest checks the bit-for-bit claim).
 #include <omp.h>
 
 #include <algorithm>
@@ -55,7 +56,7 @@ struct Args {
   int64_t hidden = 384, lstm_layers = 1;                   // lstm
   int64_t context = 128, batch = 32, steps = 800;
   double lr = 3e-3, dropout = 0.0, minutes = 4.0, temperature = 0.7;
-  int64_t log_every = 50, eval_every = 250, sample = 400, threads = 0;
+  int64_t log_every = 50, eval_every = 250, sample = 400, threads = 0, stop_after = 0;
   uint64_t seed = 1234;
   bool resume = false, help = false;
 };
@@ -92,7 +93,8 @@ void usage(std::ostream& o) {
        "  --threads N        OpenMP threads (default: OpenMP's)\n"
        "  --device D         cpu, cuda or cuda:N (default cpu)\n"
        "  --checkpoint PATH  checkpoint file (default char_lm.ckpt.safetensors; \"\" = none)\n"
-       "  --resume           continue from --checkpoint (same model, preset and flags)\n";
+       "  --resume           continue from --checkpoint (same model, preset and flags)\n"
+       "  --stop-after N     stop after step N with a checkpoint, as if interrupted (then --resume)\n";
 }
 
 Args parse_args(int argc, char** argv) {
@@ -149,6 +151,7 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--temperature") a.temperature = as_double(f, v);
     else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
     else if (f == "--threads") a.threads = as_int(f, v, 1);
+    else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
     else EMBER_FAIL("char_lm", "unknown option \"", f, "\" (see --help)");
   }
   EMBER_CHECK(a.model == "transformer" || a.model == "lstm", "char_lm", "--model must be transformer or lstm, got \"",
@@ -354,6 +357,12 @@ int run(const Args& a, Device device) {
                   key, " = ", it == st.extra.end() ? "?" : it->second, ", this run has ", want);
     }
     st.apply_to(data_gen);
+    // The model's generator draws the dropout masks: restore it too.
+    auto seed = st.extra.find("model_rng_seed"), offset = st.extra.find("model_rng_offset");
+    EMBER_CHECK(seed != st.extra.end() && offset != st.extra.end(), "char_lm", a.checkpoint,
+                " has no model generator state (train.extra.model_rng_seed/offset)");
+    init_gen.manual_seed(std::stoull(seed->second));
+    init_gen.set_offset(std::stoull(offset->second));
     step = st.step;
     std::printf("resumed from %s at step %lld\n", a.checkpoint.c_str(), static_cast<long long>(step));
   }
@@ -362,6 +371,8 @@ int run(const Args& a, Device device) {
     io::TrainingState st = io::TrainingState::from(data_gen);
     st.step = step;
     st.extra = identity;
+    st.extra["model_rng_seed"] = std::to_string(init_gen.seed());
+    st.extra["model_rng_offset"] = std::to_string(init_gen.offset());
     io::save_checkpoint(a.checkpoint, model, opt, &sched, st);
   };
 
@@ -410,6 +421,11 @@ int run(const Args& a, Device device) {
       std::printf("stopped at the --minutes limit (%.1f min) after %lld of %lld steps\n", a.minutes,
                   static_cast<long long>(step), static_cast<long long>(a.steps));
       break;
+    }
+    if (step == a.stop_after && step < a.steps) {
+      save();
+      std::printf("stopped after step %lld (--stop-after); continue with --resume\n", static_cast<long long>(step));
+      return 0;
     }
   }
   if (std::isnan(val_loss)) val_loss = evaluate(model, corpus.val, T, a.batch, device);
