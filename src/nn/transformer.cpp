@@ -15,13 +15,7 @@ namespace ember::nn {
 namespace {
 
 // y = x w^T + b over the last dim of x (..., in) -> (..., out); b may be undefined.
-Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) {
-  Shape out_shape = x.shape();
-  out_shape.back() = w.size(0);
-  Tensor y = matmul(x.reshape({-1, x.size(-1)}), w.t());
-  if (b.defined()) y = y + b;
-  return y.reshape(out_shape);
-}
+Tensor project(const Tensor& x, const Tensor& w, const Tensor& b) { return linear(x, w, b); }
 
 Tensor narrow_or_none(const Tensor& t, int64_t start, int64_t len) {
   return t.defined() ? t.narrow(0, start, len) : Tensor();

@@ -75,12 +75,21 @@ std::vector<Tensor> split_sizes(const Tensor& x, const std::vector<int64_t>& siz
   }
   EMBER_CHECK(total == x.size(dim), "split_sizes", "sizes sum to ", total, " but dim ", dim, " of shape ",
               shape_str(x.shape()), " has ", x.size(dim));
+  // The pieces are views of x made by one node, whose backward is one cat of their gradients
+  // (a piece nobody used gets zeros from the engine). Separate narrow views would each build a
+  // zero tensor of x's full shape and the engine would then sum them: for the Q/K/V split of an
+  // attention projection that is three full-size fills and two full-size adds per step.
   std::vector<Tensor> r;
   int64_t at = 0;
   for (auto s : sizes) {
-    r.push_back(x.narrow(dim, at, s));
+    Shape shape = x.shape();
+    shape[dim] = s;
+    Tensor v = detail::make_view(x, shape, x.strides(), x.offset() + at * x.stride(dim));
+    detail::mark_view(x, v);
+    r.push_back(v);
     at += s;
   }
+  record("split", {x}, r, [dim](const Grads& g, const Grads&, const Needs&) { return Grads{cat(g, dim)}; });
   return r;
 }
 
