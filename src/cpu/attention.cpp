@@ -134,8 +134,11 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Atte
           L[bh * Tq + i] = mx;
           continue;
         }
-        T sum = 0;
-        for (int64_t j = 0; j < Tk; ++j) sum += row[j] = std::exp(row[j] - mx);
+        // Eigen's packet exp (vectorised; ~2x the scalar libm loop here). Masked scores are -inf
+        // and must give exactly 0, which the clamped packet exp does not, hence the select.
+        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> a(row, Tk);
+        a = (a == -std::numeric_limits<T>::infinity()).select(T(0), (a - mx).exp());
+        const T sum = a.sum();
         const T inv = T(1) / sum;
         for (int64_t j = 0; j < Tk; ++j) row[j] *= inv;
         L[bh * Tq + i] = mx + std::log(sum);
@@ -184,8 +187,9 @@ void backward_typed(const Tensor& grad_out, const Tensor& q, const Tensor& k, co
           T* row = P.row(r).data();
           masks.logits(b, h, i0 + r, row);
           const T l = L[bh * Tq + i0 + r];
-          if (l == neg_inf) std::fill(row, row + Tk, T(0));
-          else for (int64_t j = 0; j < Tk; ++j) row[j] = std::exp(row[j] - l);
+          Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> a(row, Tk);
+          if (l == neg_inf) a.setZero();
+          else a = (a == neg_inf).select(T(0), (a - l).exp());
         }
         const Mat<T>* used = &P;  // the probabilities that multiplied V
         if (p.dropout > 0) {
