@@ -381,7 +381,7 @@ int run(const Args& a, Device device) {
   const auto train_start = std::chrono::steady_clock::now();
   auto window_start = train_start;
   double loss_sum = 0, val_loss = NAN;
-  int64_t loss_n = 0;
+  int64_t loss_n = 0, window_steps = 0;  // steps since the last progress line / since window_start
   while (step < a.steps) {
     Tensor starts = randint(0, n_train - T - 1, {a.batch}, DType::i64, &data_gen);
     Tensor w = windows(corpus.train, starts, T).to(device);  // (B, T + 1)
@@ -395,6 +395,7 @@ int run(const Args& a, Device device) {
     ++step;
     loss_sum += loss.item<double>();
     ++loss_n;
+    ++window_steps;
 
     const auto now = std::chrono::steady_clock::now();
     const double minutes = std::chrono::duration<double>(now - train_start).count() / 60.0;
@@ -403,10 +404,11 @@ int run(const Args& a, Device device) {
       const double secs = std::chrono::duration<double>(now - window_start).count();
       std::printf("step %lld/%lld loss %.4f lr %.2e %.0f tokens/s (%.1f min)\n", static_cast<long long>(step),
                   static_cast<long long>(a.steps), loss_sum / static_cast<double>(loss_n), opt.lr(0),
-                  static_cast<double>(loss_n * a.batch * T) / std::max(secs, 1e-9), minutes);
+                  static_cast<double>(window_steps * a.batch * T) / std::max(secs, 1e-9), minutes);
       std::fflush(stdout);
       loss_sum = 0;
       loss_n = 0;
+      window_steps = 0;
       window_start = std::chrono::steady_clock::now();
     }
     if (step % a.eval_every == 0 || step == a.steps || out_of_time) {
@@ -415,6 +417,7 @@ int run(const Args& a, Device device) {
                   val_loss / std::log(2.0));
       std::fflush(stdout);
       save();
+      window_steps = 0;  // evaluation and saving are left out of tokens/s
       window_start = std::chrono::steady_clock::now();
     }
     if (out_of_time) {
