@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "ember/ember.h"
+#include "cudnn_bench_util.h"
 #include "gpu_bench_util.h"
 #include "ember/ops/conv.h"
 
@@ -53,17 +54,6 @@ using ember_bench::time_on_device;
 using ember::DType;
 using ember::Tensor;
 
-#define BENCH_CUDA(stmt)                                                                        \
-  do {                                                                                          \
-    cudaError_t e_ = (stmt);                                                                    \
-    if (e_ != cudaSuccess) throw std::runtime_error(std::string(#stmt) + ": " + cudaGetErrorString(e_)); \
-  } while (0)
-#define BENCH_CUDNN(stmt)                                                                       \
-  do {                                                                                          \
-    cudnnStatus_t s_ = (stmt);                                                                  \
-    if (s_ != CUDNN_STATUS_SUCCESS)                                                             \
-      throw std::runtime_error(std::string(#stmt) + ": " + cudnnGetErrorString(s_));            \
-  } while (0)
 
 constexpr int64_t kN = 64, kC = 256, kL = 1024;
 
@@ -339,32 +329,13 @@ void register_all() {
 }
 
 void add_device_context() {
-  benchmark::AddCustomContext("commit", EMBER_BENCH_COMMIT);
-  benchmark::AddCustomContext("cudnn", std::to_string(cudnnGetVersion()));
-  if (!ember::cuda::is_available()) {
-    benchmark::AddCustomContext("device", "none (every case is skipped)");
-    return;
-  }
-  cudaDeviceProp prop{};
-  int driver = 0, runtime = 0;
-  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) benchmark::AddCustomContext("device", prop.name);
-  if (cudaDriverGetVersion(&driver) == cudaSuccess) benchmark::AddCustomContext("cuda_driver", std::to_string(driver));
-  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess)
-    benchmark::AddCustomContext("cuda_runtime", std::to_string(runtime));
+  ember_bench::add_device_context(EMBER_BENCH_COMMIT, [] {
+    benchmark::AddCustomContext("cudnn", std::to_string(cudnnGetVersion()));
+  });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  try {
-    add_device_context();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ember-conv-gpu-bench: %s\n", e.what());
-  }
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return ember_bench::run_main(argc, argv, "ember-conv-gpu-bench", add_device_context, register_all);
 }

@@ -47,11 +47,6 @@ using ember_bench::time_on_device;
 using ember::DType;
 using ember::Tensor;
 
-#define BENCH_CUDA(stmt)                                                                        \
-  do {                                                                                          \
-    cudaError_t e_ = (stmt);                                                                    \
-    if (e_ != cudaSuccess) throw std::runtime_error(std::string(#stmt) + ": " + cudaGetErrorString(e_)); \
-  } while (0)
 #define BENCH_CUBLAS(stmt)                                                                      \
   do {                                                                                          \
     cublasStatus_t s_ = (stmt);                                                                 \
@@ -272,34 +267,15 @@ void register_all() {
 }
 
 void add_device_context() {
-  benchmark::AddCustomContext("commit", EMBER_BENCH_COMMIT);
-  if (!ember::cuda::is_available()) {
-    benchmark::AddCustomContext("device", "none (every case is skipped)");
-    return;
-  }
-  cudaDeviceProp prop{};
-  int driver = 0, runtime = 0;
-  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) benchmark::AddCustomContext("device", prop.name);
-  if (cudaDriverGetVersion(&driver) == cudaSuccess) benchmark::AddCustomContext("cuda_driver", std::to_string(driver));
-  if (cudaRuntimeGetVersion(&runtime) == cudaSuccess)
-    benchmark::AddCustomContext("cuda_runtime", std::to_string(runtime));
-  int cublas = 0;
-  if (cublasGetVersion(peer_handle(), &cublas) == CUBLAS_STATUS_SUCCESS)
-    benchmark::AddCustomContext("cublas", std::to_string(cublas));
+  ember_bench::add_device_context(EMBER_BENCH_COMMIT, [] {
+    int cublas = 0;  // needs a handle, so a GPU
+    if (ember::cuda::is_available() && cublasGetVersion(peer_handle(), &cublas) == CUBLAS_STATUS_SUCCESS)
+      benchmark::AddCustomContext("cublas", std::to_string(cublas));
+  });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  try {
-    add_device_context();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ember-gpu-bench: %s\n", e.what());
-  }
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return ember_bench::run_main(argc, argv, "ember-gpu-bench", add_device_context, register_all);
 }

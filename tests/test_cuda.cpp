@@ -44,17 +44,14 @@ using V = std::vector<Tensor>;
 
 namespace {
 
-// EMBER_TEST_CUDA_DRY_RUN=1 runs the device-generic cases with the CPU standing in for the GPU:
-// a check of the suite itself (its inputs, layouts, tolerances) on a machine without one.
-bool dry_run() {
-  const char* v = std::getenv("EMBER_TEST_CUDA_DRY_RUN");
-  return v && std::string(v) == "1" && !ember::cuda::is_available();
-}
+// EMBER_TEST_CUDA_DRY_RUN=1 runs the device-generic cases with the CPU standing in for the GPU
+// (test_util.h): a check of the suite itself (its inputs, layouts, tolerances).
+using ember_test::dry_run;
 // The device under test.
-const Device kCuda = dry_run() ? Device::cpu() : Device::cuda(0);
+const Device kCuda = ember_test::test_device();
 const Device kCpu = Device::cpu();
 // Cases that only need a device to put tensors on (not the CUDA runtime API itself).
-bool testable() { return ember::cuda::is_available() || dry_run(); }
+bool testable() { return ember_test::device_testable(); }
 const std::vector<DType> kFloats = {DType::f32, DType::f64, DType::f16, DType::bf16};
 const std::vector<DType> kNumeric = {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i32, DType::i64};
 const std::vector<DType> kFloatsI64 = {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i64};

@@ -24,14 +24,9 @@ using ember_test::vals;
 
 namespace {
 
-// EMBER_TEST_CUDA_DRY_RUN=1 (no GPU) runs the CUDA case with the CPU standing in for the
-// device: a check of the test, not of the kernels (as test_norm.cpp).
-bool dry_run() {
-  const char* v = std::getenv("EMBER_TEST_CUDA_DRY_RUN");
-  return v && std::string(v) == "1" && !cuda::is_available();
-}
-bool device_testable() { return cuda::is_available() || dry_run(); }
-Device test_device() { return dry_run() ? Device::cpu() : Device::cuda(0); }
+using ember_test::device_testable;
+using ember_test::dry_run;
+using ember_test::test_device;
 
 Tensor rand64(const Shape& s, uint64_t seed) {
   Generator g(seed);

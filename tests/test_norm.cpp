@@ -26,12 +26,9 @@ using V = std::vector<Tensor>;
 
 namespace {
 
-bool dry_run() {
-  const char* v = std::getenv("EMBER_TEST_CUDA_DRY_RUN");
-  return v && std::string(v) == "1" && !cuda::is_available();
-}
-bool device_testable() { return cuda::is_available() || dry_run(); }
-Device test_device() { return dry_run() ? Device::cpu() : Device::cuda(0); }
+using ember_test::device_testable;
+using ember_test::dry_run;
+using ember_test::test_device;
 
 // Hand reference in double: rows of n values, optional weight/bias (empty = none).
 struct LnRef {

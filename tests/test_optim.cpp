@@ -57,14 +57,9 @@ std::vector<Tensor> clone_params(const std::vector<Tensor>& ps) {
 
 bool has_meta(const StateDict& sd, const std::string& k) { return sd.meta.count(k) > 0; }
 
-// As in test_cuda.cpp: EMBER_TEST_CUDA_DRY_RUN=1 runs the CUDA cases with the CPU standing in
-// for the GPU (a check of the cases themselves on a machine without one).
-bool dry_run() {
-  const char* v = std::getenv("EMBER_TEST_CUDA_DRY_RUN");
-  return v && std::string(v) == "1" && !ember::cuda::is_available();
-}
-bool no_device() { return !ember::cuda::is_available() && !dry_run(); }
-Device device_under_test() { return dry_run() ? Device::cpu() : Device::cuda(0); }
+using ember_test::dry_run;
+bool no_device() { return !ember_test::device_testable(); }
+Device device_under_test() { return ember_test::test_device(); }
 
 }  // namespace
 

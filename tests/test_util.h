@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <initializer_list>
 #include <sstream>
@@ -13,6 +14,16 @@
 #include "ember/ember.h"
 
 namespace ember_test {
+
+// EMBER_TEST_CUDA_DRY_RUN=1 on a machine without a GPU runs the CUDA-vs-CPU cases with the CPU
+// standing in for the device: a check of the test cases themselves, not of the kernels.
+inline bool dry_run() {
+  const char* v = std::getenv("EMBER_TEST_CUDA_DRY_RUN");
+  return v && std::string(v) == "1" && !ember::cuda::is_available();
+}
+// Whether the CUDA-vs-CPU cases can run (a GPU, or the dry run), and the device they test.
+inline bool device_testable() { return ember::cuda::is_available() || dry_run(); }
+inline ember::Device test_device() { return dry_run() ? ember::Device::cpu() : ember::Device::cuda(0); }
 
 using ember::DType;
 using ember::Shape;

@@ -28,6 +28,7 @@
 
 #include "ember/ember.h"
 #include "ember/nn/hsoftmax.h"
+#include "cudnn_bench_util.h"
 #include "gpu_bench_util.h"
 
 #ifndef EMBER_BENCH_COMMIT
@@ -41,12 +42,6 @@ using ember::Tensor;
 using ember_bench::guarded;
 using ember_bench::time_on_device;
 
-#define BENCH_CUDNN(stmt)                                                                       \
-  do {                                                                                          \
-    cudnnStatus_t s_ = (stmt);                                                                  \
-    if (s_ != CUDNN_STATUS_SUCCESS)                                                             \
-      throw std::runtime_error(std::string(#stmt) + ": " + cudnnGetErrorString(s_));            \
-  } while (0)
 
 constexpr int64_t kN = 4096, kD = 512, kC = 100000;
 
@@ -141,28 +136,13 @@ void register_all() {
 }
 
 void add_device_context() {
-  benchmark::AddCustomContext("commit", EMBER_BENCH_COMMIT);
-  benchmark::AddCustomContext("cudnn", std::to_string(cudnnGetVersion()));
-  if (!ember::cuda::is_available()) {
-    benchmark::AddCustomContext("device", "none (every case is skipped)");
-    return;
-  }
-  cudaDeviceProp prop{};
-  if (cudaGetDeviceProperties(&prop, 0) == cudaSuccess) benchmark::AddCustomContext("device", prop.name);
+  ember_bench::add_device_context(EMBER_BENCH_COMMIT, [] {
+    benchmark::AddCustomContext("cudnn", std::to_string(cudnnGetVersion()));
+  });
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::Initialize(&argc, argv);
-  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
-  try {
-    add_device_context();
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "ember-softmax_gpu_bench: %s\n", e.what());
-  }
-  register_all();
-  benchmark::RunSpecifiedBenchmarks();
-  benchmark::Shutdown();
-  return 0;
+  return ember_bench::run_main(argc, argv, "ember-softmax_gpu_bench", add_device_context, register_all);
 }

@@ -25,6 +25,18 @@ std::string describe(const Tensor& t);
 Tensor sum_to(const Tensor& g, const Shape& shape);
 // Marks a view output's autograd metadata.
 void mark_view(const Tensor& base, const Tensor& view);
+// What a fused primitive hands its backend: t detached, converted to dtype dt and contiguous
+// (undefined stays undefined).
+inline Tensor prepared(const Tensor& t, DType dt) {
+  return t.defined() ? contiguous(to_dtype(t.detach(), dt)) : Tensor();
+}
+// The defined tensors of ts, in order (for device checks over optional arguments).
+inline std::vector<Tensor> defined_of(std::initializer_list<Tensor> ts) {
+  std::vector<Tensor> r;
+  for (const Tensor& t : ts)
+    if (t.defined()) r.push_back(t);
+  return r;
+}
 // Normalised, sorted, de-duplicated reduction dims (empty = all).
 std::vector<int64_t> reduction_dims(const Shape& dims, int64_t ndim, const char* op);
 Shape reduced_shape(const Shape& s, const std::vector<int64_t>& dims, bool keepdim);

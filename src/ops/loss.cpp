@@ -18,15 +18,8 @@ using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
 using detail::make_tensor;
 
-// t detached, converted to dtype dt and contiguous (undefined stays undefined).
-Tensor prepared(const Tensor& t, DType dt) { return t.defined() ? contiguous(to_dtype(t.detach(), dt)) : Tensor(); }
-
-std::vector<Tensor> defined_of(std::initializer_list<Tensor> ts) {
-  std::vector<Tensor> r;
-  for (const Tensor& t : ts)
-    if (t.defined()) r.push_back(t);
-  return r;
-}
+using detail::defined_of;
+using detail::prepared;
 
 // --- cross-entropy ------------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ namespace ember {
 namespace {
 using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
+using detail::prepared;
 using detail::make_tensor;
 
 struct Rows {
@@ -54,10 +55,6 @@ Rows check_layer_norm(const char* op, const Tensor& x, const Shape& ns, const Te
   return {numel_of(lead), numel_of(ns), lead};
 }
 
-// t detached, converted to dtype dt and contiguous (undefined stays undefined).
-Tensor prepared(const Tensor& t, DType dt) {
-  return t.defined() ? contiguous(to_dtype(t.detach(), dt)) : Tensor();
-}
 
 }  // namespace
 

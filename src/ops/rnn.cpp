@@ -18,6 +18,7 @@ namespace ember {
 namespace {
 using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
+using detail::prepared;
 using detail::describe;
 using detail::make_tensor;
 
@@ -97,10 +98,6 @@ Dims check_recurrence(const char* op, const Tensor& gx, const Tensor& w_hh, cons
   return check_rest(op, {"gates_x", gx.shape(), gx.dtype(), gx.device()}, w_hh, b_hh, h0, c0, lengths, mode);
 }
 
-// t detached, converted to dtype dt and contiguous (undefined stays undefined).
-Tensor prepared(const Tensor& t, DType dt) {
-  return t.defined() ? contiguous(to_dtype(t.detach(), dt)) : Tensor();
-}
 
 // A fresh (N, H) state in dtype dt on dev: a copy of s, or zeros when s is undefined. The
 // backends update it in place.
