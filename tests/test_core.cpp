@@ -185,6 +185,30 @@ TEST_SUITE("core") {
     cpu_set_cache_limit(old_limit);
   }
 
+  TEST_CASE("set_flush_denormal flushes denormal f32 results to zero in every CPU thread") {
+    const bool before = cpu::flush_denormal();
+    if (!cpu::set_flush_denormal(false)) return;  // no such control on this CPU
+    CHECK_FALSE(cpu::flush_denormal());
+    // 1e-30 * 1e-10 = 1e-40 is a denormal f32. 2^17 elements: the multiply runs on every thread.
+    Tensor a = full({1 << 17}, 1e-30), b = full({1 << 17}, 1e-10);
+    CHECK(sum(a * b).item<double>() > 0);
+    CHECK(cpu::set_flush_denormal(true));
+    CHECK(cpu::flush_denormal());
+    CHECK(sum(a * b).item<double>() == 0);
+    CHECK(sum(a * full({1 << 17}, 1e-3)).item<double>() > 0);  // normal results are unaffected
+    cpu::set_flush_denormal(before);
+    CHECK(cpu::flush_denormal() == before);
+  }
+
+  TEST_CASE("cpu::set_num_threads sets the OpenMP team size and rejects 0") {
+    const int n = cpu::num_threads();
+    cpu::set_num_threads(1);
+    CHECK(cpu::num_threads() == 1);
+    cpu::set_num_threads(n);
+    CHECK(cpu::num_threads() == n);
+    CHECK_EMBER_ERROR(cpu::set_num_threads(0), "[set_num_threads]", "0");
+  }
+
   TEST_CASE("printing shows the values") {
     Tensor t = tensor({1.5, 2.25, -3.0});
     std::ostringstream os;

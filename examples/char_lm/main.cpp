@@ -322,7 +322,10 @@ std::map<std::string, std::string> run_identity(const Args& a) {
 }
 
 int run(const Args& a, Device device) {
-  if (a.threads > 0) omp_set_num_threads(static_cast<int>(a.threads));
+  if (a.threads > 0) cpu::set_num_threads(static_cast<int>(a.threads));
+  // Late in training, tiny gradients and sharp attention rows produce denormal floats, each a
+  // slow path on x86: flushing them to zero was worth ~6% tokens/s here (docs/perf/cpu.md).
+  cpu::set_flush_denormal(true);
   const auto t0 = std::chrono::steady_clock::now();
   const Corpus corpus = load_corpus(a.data);
   const int64_t V = static_cast<int64_t>(corpus.vocab.size());

@@ -10,6 +10,7 @@
 #include "ember/core/generator.h"
 #include "ember/core/shape.h"
 #include "ember/core/tensor.h"
+#include "ember/cpu.h"
 #include "ember/cuda.h"
 #include "ember/nn/conv.h"
 #include "ember/nn/init.h"
