@@ -304,10 +304,6 @@ int multiprocessor_count(int device) {
   return sms > 0 ? sms : 1;
 }
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
 
 }  // namespace
 

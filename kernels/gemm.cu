@@ -343,22 +343,18 @@ void launch_half(const Tensor& a, const Tensor& b, const Tensor& out, const T* b
 
 void bmm_ember(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias, const Layout& la,
                const Layout& lb, cudaStream_t stream) {
-  auto bias_of = [&](auto* tag) {
-    using T = std::remove_pointer_t<decltype(tag)>;
-    return bias.defined() ? static_cast<const T*>(bias.data_ptr()) : nullptr;
-  };
   EMBER_CHECK(a.size(2) <= INT_MAX, "matmul", "inner dimension too large for ember's kernels: ",
               shape_str(a.shape()), " @ ", shape_str(b.shape()));
   switch (a.dtype()) {
     case DType::f32:
-      launch_simt<float, float, 128, 128, 8, 8>(a, b, out, bias_of(static_cast<float*>(nullptr)), stream);
+      launch_simt<float, float, 128, 128, 8, 8>(a, b, out, ptr_or_null<float>(bias), stream);
       break;
     case DType::f64:
-      launch_simt<double, double, 64, 64, 4, 4>(a, b, out, bias_of(static_cast<double*>(nullptr)), stream);
+      launch_simt<double, double, 64, 64, 4, 4>(a, b, out, ptr_or_null<double>(bias), stream);
       break;
-    case DType::f16: launch_half<__half>(a, b, out, bias_of(static_cast<__half*>(nullptr)), la, lb, stream); break;
+    case DType::f16: launch_half<__half>(a, b, out, ptr_or_null<__half>(bias), la, lb, stream); break;
     case DType::bf16:
-      launch_half<__nv_bfloat16>(a, b, out, bias_of(static_cast<__nv_bfloat16*>(nullptr)), la, lb, stream);
+      launch_half<__nv_bfloat16>(a, b, out, ptr_or_null<__nv_bfloat16>(bias), la, lb, stream);
       break;
     default: EMBER_FAIL("matmul", "no CUDA matmul for dtype ", a.dtype());
   }

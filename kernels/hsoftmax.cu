@@ -40,14 +40,6 @@ struct SumFn {
   __device__ __forceinline__ A operator()(A a, A b) const { return a + b; }
 };
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <class T>
-T* mut_ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
 
 __device__ __forceinline__ int lane_id() { return threadIdx.x % kWarp; }
 __device__ __forceinline__ int64_t warp_global() {

@@ -133,10 +133,6 @@ __global__ void cross_entropy_backward_kernel(const T* __restrict__ g, const T* 
   }
 }
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
 
 }  // namespace
 

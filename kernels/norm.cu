@@ -168,14 +168,6 @@ __global__ void layer_norm_param_finish_kernel(const acc_t<T>* __restrict__ part
 
 // --- host launchers -----------------------------------------------------------------------------
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <class T>
-T* mut_ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
 
 template <class T>
 void forward_typed(cudaStream_t stream, const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,

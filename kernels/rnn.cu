@@ -217,15 +217,6 @@ Tensor scratch(DType dt, Device dev, int64_t rows, int64_t cols) {
   return view_on(st, dt, {1, rows, cols}, {rows * cols, cols, 1}, 0);
 }
 
-template <class T>
-const T* cptr(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <class T>
-T* mptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
-
 template <class T, RNNMode kMode>
 void forward_mode(cudaStream_t stream, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
                   const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
@@ -242,24 +233,24 @@ void forward_mode(cudaStream_t stream, bool reverse, const Tensor& gates_x, cons
   std::shared_ptr<Storage> c_acc;
   if (c_n.defined()) {
     if constexpr (std::is_same_v<A, T>) {
-      c = mptr<T>(c_n);
+      c = mut_ptr_or_null<T>(c_n);
     } else {
       c_acc = std::make_shared<Storage>(static_cast<size_t>(N * H) * sizeof(A), c_n.device());
       c = static_cast<A*>(c_acc->data());
-      convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(c, cptr<T>(c_n), nullptr, N * H);
+      convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(c, ptr_or_null<T>(c_n), nullptr, N * H);
       EMBER_CUDA_LAUNCH_CHECK();
     }
   }
   for (int64_t s = 0; s < T_; ++s) {
     bmm(h_mat, w_t, hh);
-    const StepArgs a{s, T_, N, H, cptr<int64_t>(lengths), reverse};
+    const StepArgs a{s, T_, N, H, ptr_or_null<int64_t>(lengths), reverse};
     rnn_cell_forward_kernel<T, kMode><<<grid, kThreads, 0, stream>>>(
-        a, cptr<T>(gates_x), cptr<T>(hh), cptr<T>(b_hh), mptr<T>(h_n), c, mptr<T>(out), mptr<T>(workspace),
-        mptr<T>(h_prev));
+        a, ptr_or_null<T>(gates_x), ptr_or_null<T>(hh), ptr_or_null<T>(b_hh), mut_ptr_or_null<T>(h_n), c, mut_ptr_or_null<T>(out), mut_ptr_or_null<T>(workspace),
+        mut_ptr_or_null<T>(h_prev));
     EMBER_CUDA_LAUNCH_CHECK();
   }
   if (c_acc) {
-    convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mptr<T>(c_n), c, nullptr, N * H);
+    convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mut_ptr_or_null<T>(c_n), c, nullptr, N * H);
     EMBER_CUDA_LAUNCH_CHECK();
   }
 }
@@ -280,32 +271,32 @@ void backward_mode(cudaStream_t stream, bool reverse, const Tensor& grad_out, co
   A* dh_acc = nullptr;
   A* dc_acc = nullptr;
   if constexpr (std::is_same_v<A, T>) {
-    dh_acc = mptr<T>(dh);
-    dc_acc = mptr<T>(dc);
+    dh_acc = mut_ptr_or_null<T>(dh);
+    dc_acc = mut_ptr_or_null<T>(dc);
   } else {
     acc = std::make_shared<Storage>(static_cast<size_t>(2 * N * H) * sizeof(A), dh.device());
     dh_acc = static_cast<A*>(acc->data());
-    convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(dh_acc, cptr<T>(dh), nullptr, N * H);
+    convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(dh_acc, ptr_or_null<T>(dh), nullptr, N * H);
     EMBER_CUDA_LAUNCH_CHECK();
     if (dc.defined()) {
       dc_acc = dh_acc + N * H;
-      convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(dc_acc, cptr<T>(dc), nullptr, N * H);
+      convert_kernel<A, T, T><<<grid, kThreads, 0, stream>>>(dc_acc, ptr_or_null<T>(dc), nullptr, N * H);
       EMBER_CUDA_LAUNCH_CHECK();
     }
   }
   for (int64_t s = T_ - 1; s >= 0; --s) {
-    const StepArgs a{s, T_, N, H, cptr<int64_t>(lengths), reverse};
+    const StepArgs a{s, T_, N, H, ptr_or_null<int64_t>(lengths), reverse};
     rnn_cell_backward_kernel<T, kMode><<<grid, kThreads, 0, stream>>>(
-        a, cptr<T>(grad_out), cptr<T>(workspace), cptr<T>(h_prev), cptr<T>(dmm), dh_acc, dc_acc,
-        mptr<T>(grad_gates_x), mptr<T>(grad_gates_h));
+        a, ptr_or_null<T>(grad_out), ptr_or_null<T>(workspace), ptr_or_null<T>(h_prev), ptr_or_null<T>(dmm), dh_acc, dc_acc,
+        mut_ptr_or_null<T>(grad_gates_x), mut_ptr_or_null<T>(grad_gates_h));
     EMBER_CUDA_LAUNCH_CHECK();
     bmm(view_of(grad_gates_h, {1, N, GH}, {N * GH, GH, 1}, s * N * GH), w, dmm);
   }
   // grad_h0 = dh + dmm (the last GEMM's result); grad_c0 = dc.
-  convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mptr<T>(dh), dh_acc, cptr<T>(dmm), N * H);
+  convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mut_ptr_or_null<T>(dh), dh_acc, ptr_or_null<T>(dmm), N * H);
   EMBER_CUDA_LAUNCH_CHECK();
   if (dc.defined() && !std::is_same_v<A, T>) {
-    convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mptr<T>(dc), dc_acc, nullptr, N * H);
+    convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mut_ptr_or_null<T>(dc), dc_acc, nullptr, N * H);
     EMBER_CUDA_LAUNCH_CHECK();
   }
 }

@@ -21,8 +21,6 @@
 // text at the end. --resume continues a run from its checkpoint; without a --minutes stop the
 // continued run is the one that was never stopped, bit for bit, on the same device and threads
 // (--stop-after N stops at step N as if interrupted; a CTest checks the bit-for-bit claim).
-#include <omp.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -34,9 +32,8 @@
 #include <string>
 #include <vector>
 
+#include "../common/cli.h"
 #include "ember/ember.h"
-#include "ember/nn/rnn.h"
-#include "ember/nn/transformer.h"
 #include "sword_ztext.h"
 
 using namespace ember;
@@ -103,17 +100,10 @@ Args parse_args(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; ++i)
     if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
   auto as_int = [](const std::string& f, const std::string& v, int64_t lo) {
-    char* end = nullptr;
-    long long x = std::strtoll(v.c_str(), &end, 10);
-    EMBER_CHECK(!v.empty() && *end == '\0' && x >= lo, "char_lm", f, " needs an integer >= ", lo, ", got \"", v, "\"");
-    return static_cast<int64_t>(x);
+    return example::parse_int("char_lm", f, v, lo);
   };
   auto as_double = [](const std::string& f, const std::string& v) {
-    char* end = nullptr;
-    double x = std::strtod(v.c_str(), &end);
-    EMBER_CHECK(!v.empty() && *end == '\0' && std::isfinite(x) && x >= 0, "char_lm", f,
-                " needs a number >= 0, got \"", v, "\"");
-    return x;
+    return example::parse_double("char_lm", f, v, 0.0, /*strict=*/false);
   };
   for (int i = 1; i < argc; ++i) {
     const std::string f = argv[i];
@@ -343,7 +333,7 @@ int run(const Args& a, Device device) {
   std::printf("%lld parameters; AdamW lr %g (warmup, cosine decay), batch %lld, %lld steps%s; device %s, %d threads\n",
               static_cast<long long>(model.parameter_count()), a.lr, static_cast<long long>(a.batch),
               static_cast<long long>(a.steps), a.minutes > 0 ? " or the --minutes limit" : "", device.str().c_str(),
-              omp_get_max_threads());
+              cpu::num_threads());
   std::fflush(stdout);
 
   optim::AdamW opt(model.parameters(), {.lr = a.lr, .beta1 = 0.9, .beta2 = 0.99, .weight_decay = 0.01});

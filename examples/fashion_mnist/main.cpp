@@ -36,6 +36,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/cli.h"
 #include "ember/ember.h"
 #include "ember/io/checkpoint.h"
 
@@ -193,29 +194,10 @@ void usage(std::ostream& os) {
 }
 
 int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
-  size_t pos = 0;
-  long long x = 0;
-  try {
-    x = std::stoll(v, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  EMBER_CHECK(pos == v.size() && !v.empty(), "fashion_mnist", flag, " expects an integer, got \"", v, "\"");
-  EMBER_CHECK(x >= min, "fashion_mnist", flag, " must be >= ", min, ", got ", x);
-  return x;
+  return example::parse_int("fashion_mnist", flag, v, min);
 }
-
 double parse_double(const std::string& flag, const std::string& v) {
-  size_t pos = 0;
-  double x = 0;
-  try {
-    x = std::stod(v, &pos);
-  } catch (const std::exception&) {
-    pos = 0;
-  }
-  EMBER_CHECK(pos == v.size() && !v.empty(), "fashion_mnist", flag, " expects a number, got \"", v, "\"");
-  EMBER_CHECK(x > 0.0, "fashion_mnist", flag, " must be > 0, got ", x);
-  return x;
+  return example::parse_double("fashion_mnist", flag, v, 0.0, /*strict=*/true);
 }
 
 Args parse_args(int argc, char** argv) {

@@ -61,7 +61,6 @@ struct Cache {
     free_lists.clear();
     stats.cached_bytes = 0;
   }
-  ~Cache() { release_all_locked(); }
 };
 
 Cache& cache() {

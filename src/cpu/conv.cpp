@@ -28,7 +28,10 @@
 
 #include <Eigen/Core>
 #include <algorithm>
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "cpu/loops.h"
@@ -381,53 +384,75 @@ void im2col_backward_weight(const Geom& g, const T* gy, const T* x, T* dw) {
   }
 }
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+
+}  // namespace
+
+namespace {
+
+Conv1dAlgo algo_from_env() {
+  const char* v = std::getenv("EMBER_CONV1D_CPU");
+  if (!v) return Conv1dAlgo::automatic;
+  const std::string s = v;
+  if (s == "direct") return Conv1dAlgo::direct;
+  if (s == "im2col") return Conv1dAlgo::im2col;
+  return Conv1dAlgo::automatic;  // "auto", empty or unknown
+}
+
+std::atomic<Conv1dAlgo>& algo_setting() {
+  static std::atomic<Conv1dAlgo> a{algo_from_env()};
+  return a;
+}
+
+// The algorithm for geometry g: the setting, or the size rule when it is automatic.
+bool use_direct(const Geom& g) {
+  switch (algo_setting().load(std::memory_order_relaxed)) {
+    case Conv1dAlgo::direct: return true;
+    case Conv1dAlgo::im2col: return false;
+    case Conv1dAlgo::automatic: break;
+  }
+  return g.cg() * g.og() * g.K < kDirectMaxGroupWeights;
 }
 
 }  // namespace
 
-Conv1dAlgo conv1d_pick_algo(int64_t in_per_group, int64_t out_per_group, int64_t kernel_size) {
-  return in_per_group * out_per_group * kernel_size < kDirectMaxGroupWeights ? Conv1dAlgo::direct
-                                                                               : Conv1dAlgo::im2col;
-}
+void set_conv1d_algo(Conv1dAlgo algo) { algo_setting().store(algo, std::memory_order_relaxed); }
+Conv1dAlgo conv1d_algo() { return algo_setting().load(std::memory_order_relaxed); }
 
 void conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_overwrite,
-                    int64_t stride, int64_t padding, int64_t dilation, int64_t groups, Conv1dAlgo algo) {
+                    int64_t stride, int64_t padding, int64_t dilation, int64_t groups) {
   const Geom g = make_geom(x, w, out_overwrite, stride, padding, dilation, groups);
   if (out_overwrite.numel() == 0) return;
   EMBER_DISPATCH_FLOAT(x.dtype(), "conv1d", [&] {
     const auto* px = static_cast<const scalar_t*>(x.data_ptr());
     const auto* pw = static_cast<const scalar_t*>(w.data_ptr());
     auto* py = static_cast<scalar_t*>(out_overwrite.data_ptr());
-    if (algo == Conv1dAlgo::direct) direct_forward(g, px, pw, ptr_or_null<scalar_t>(bias), py);
+    if (use_direct(g)) direct_forward(g, px, pw, ptr_or_null<scalar_t>(bias), py);
     else im2col_forward(g, px, pw, ptr_or_null<scalar_t>(bias), py);
   });
 }
 
 void conv1d_backward_input(const Tensor& grad_out, const Tensor& w, const Tensor& grad_input_overwrite,
-                           int64_t stride, int64_t padding, int64_t dilation, int64_t groups, Conv1dAlgo algo) {
+                           int64_t stride, int64_t padding, int64_t dilation, int64_t groups) {
   const Geom g = make_geom(grad_input_overwrite, w, grad_out, stride, padding, dilation, groups);
   if (grad_input_overwrite.numel() == 0) return;
   EMBER_DISPATCH_FLOAT(w.dtype(), "conv1d_backward_input", [&] {
     const auto* pg = static_cast<const scalar_t*>(grad_out.data_ptr());
     const auto* pw = static_cast<const scalar_t*>(w.data_ptr());
     auto* pdx = static_cast<scalar_t*>(grad_input_overwrite.data_ptr());
-    if (algo == Conv1dAlgo::direct) direct_backward_input(g, pg, pw, pdx);
+    if (use_direct(g)) direct_backward_input(g, pg, pw, pdx);
     else im2col_backward_input(g, pg, pw, pdx);
   });
 }
 
 void conv1d_backward_weight(const Tensor& grad_out, const Tensor& x, const Tensor& grad_weight_overwrite,
-                            int64_t stride, int64_t padding, int64_t dilation, int64_t groups, Conv1dAlgo algo) {
+                            int64_t stride, int64_t padding, int64_t dilation, int64_t groups) {
   const Geom g = make_geom(x, grad_weight_overwrite, grad_out, stride, padding, dilation, groups);
   if (grad_weight_overwrite.numel() == 0) return;
   EMBER_DISPATCH_FLOAT(x.dtype(), "conv1d_backward_weight", [&] {
     const auto* pg = static_cast<const scalar_t*>(grad_out.data_ptr());
     const auto* px = static_cast<const scalar_t*>(x.data_ptr());
     auto* pdw = static_cast<scalar_t*>(grad_weight_overwrite.data_ptr());
-    if (algo == Conv1dAlgo::direct) direct_backward_weight(g, pg, px, pdw);
+    if (use_direct(g)) direct_backward_weight(g, pg, px, pdw);
     else im2col_backward_weight(g, pg, px, pdw);
   });
 }

@@ -28,7 +28,7 @@ void bmm_typed(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor
   const T* pa = static_cast<const T*>(a.data_ptr());
   const T* pb = static_cast<const T*>(b.data_ptr());
   T* po = static_cast<T*>(out.data_ptr());
-  const T* pbias = bias.defined() ? static_cast<const T*>(bias.data_ptr()) : nullptr;
+  const T* pbias = ptr_or_null<T>(bias);
   const int64_t la = lead(a), lb = lead(b);
   auto one = [&](int64_t i) {
     MatMap<T, OA> A(pa + i * a.stride(0), n, k, OuterStride<>(la));

@@ -31,14 +31,6 @@ using Vec = Eigen::Map<const Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 template <class T>
 using MutVec = Eigen::Map<Eigen::Matrix<T, Eigen::Dynamic, 1>>;
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <class T>
-T* mut_ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
 
 hs::Tree tree_of(const Tensor& table, const hs::Dims& d) {
   return hs::Tree(static_cast<const int32_t*>(table.data_ptr()), d);

@@ -72,10 +72,6 @@ void backward_rows(const T* g, const T* z, const int64_t* target, const T* w, do
   });
 }
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
 
 }  // namespace
 

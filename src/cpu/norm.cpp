@@ -19,14 +19,6 @@ namespace {
 
 constexpr int64_t kGradChunks = 32;  // row chunks of the weight/bias gradient sums
 
-template <class T>
-const T* ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <class T>
-T* mut_ptr_or_null(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
 
 template <class T>
 void forward_rows(const T* x, const T* w, const T* b, T* y, T* mean, T* rstd, double eps, int64_t M, int64_t N) {

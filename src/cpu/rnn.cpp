@@ -62,14 +62,6 @@ struct Steps {
   int64_t time(int64_t s, int64_t n) const { return reverse ? length(n) - 1 - s : s; }
 };
 
-template <class T>
-const T* cptr(const Tensor& t) {
-  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
-}
-template <class T>
-T* mptr(const Tensor& t) {
-  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
-}
 
 int64_t workspace_width(RNNMode mode, int64_t H) {
   switch (mode) {
@@ -271,18 +263,18 @@ template <class T>
 void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
                    const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
                    const Tensor& workspace, const Tensor& h_prev) {
-  const Steps st{gates_x.size(0), gates_x.size(1), cptr<int64_t>(lengths), reverse};
+  const Steps st{gates_x.size(0), gates_x.size(1), ptr_or_null<int64_t>(lengths), reverse};
   const int64_t N = st.N, H = w_hh.size(1), GH = w_hh.size(0), W = workspace_width(mode, H);
-  const T* gx = cptr<T>(gates_x);
-  const T* b = cptr<T>(b_hh);
-  T* y = mptr<T>(out);
-  T* h = mptr<T>(h_n);
-  T* c = mptr<T>(c_n);
-  T* ws = mptr<T>(workspace);
-  T* hp = mptr<T>(h_prev);
-  CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
+  const T* gx = ptr_or_null<T>(gates_x);
+  const T* b = ptr_or_null<T>(b_hh);
+  T* y = mut_ptr_or_null<T>(out);
+  T* h = mut_ptr_or_null<T>(h_n);
+  T* c = mut_ptr_or_null<T>(c_n);
+  T* ws = mut_ptr_or_null<T>(workspace);
+  T* hp = mut_ptr_or_null<T>(h_prev);
+  CMatMap<T> Whh(ptr_or_null<T>(w_hh), GH, H);
   std::unique_ptr<PackedB> packed;  // f32: W_hh^T (H, G*H) in panels
-  if constexpr (std::is_same_v<T, float>) packed = std::make_unique<PackedB>(cptr<T>(w_hh), H, GH, 1, H);
+  if constexpr (std::is_same_v<T, float>) packed = std::make_unique<PackedB>(ptr_or_null<T>(w_hh), H, GH, 1, H);
   // Batch rows are independent: each thread runs the whole recurrence for its own slice of
   // rows (one fork/join per call, no barrier per step), its GEMMs single-threaded.
   parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {
@@ -321,18 +313,18 @@ template <class T>
 void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh,
                     const Tensor& workspace, const Tensor& h_prev, const Tensor& lengths, const Tensor& dh_t,
                     const Tensor& dc_t, const Tensor& grad_gates_x, const Tensor& grad_gates_h) {
-  const Steps st{grad_out.size(0), grad_out.size(1), cptr<int64_t>(lengths), reverse};
+  const Steps st{grad_out.size(0), grad_out.size(1), ptr_or_null<int64_t>(lengths), reverse};
   const int64_t N = st.N, H = w_hh.size(1), GH = w_hh.size(0), W = workspace_width(mode, H);
-  const T* go = cptr<T>(grad_out);
-  const T* ws = cptr<T>(workspace);
-  const T* hp = cptr<T>(h_prev);
-  T* dh = mptr<T>(dh_t);
-  T* dc = mptr<T>(dc_t);
-  T* gx = mptr<T>(grad_gates_x);
-  T* gh = mptr<T>(grad_gates_h);
-  CMatMap<T> Whh(cptr<T>(w_hh), GH, H);
+  const T* go = ptr_or_null<T>(grad_out);
+  const T* ws = ptr_or_null<T>(workspace);
+  const T* hp = ptr_or_null<T>(h_prev);
+  T* dh = mut_ptr_or_null<T>(dh_t);
+  T* dc = mut_ptr_or_null<T>(dc_t);
+  T* gx = mut_ptr_or_null<T>(grad_gates_x);
+  T* gh = mut_ptr_or_null<T>(grad_gates_h);
+  CMatMap<T> Whh(ptr_or_null<T>(w_hh), GH, H);
   std::unique_ptr<PackedB> packed;  // f32: W_hh (G*H, H) in panels
-  if constexpr (std::is_same_v<T, float>) packed = std::make_unique<PackedB>(cptr<T>(w_hh), GH, H, H, 1);
+  if constexpr (std::is_same_v<T, float>) packed = std::make_unique<PackedB>(ptr_or_null<T>(w_hh), GH, H, H, 1);
   parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {  // batch slices, as in forward
     MatMap<T> DH(dh + n0 * H, n1 - n0, H);
     for (int64_t s = st.T - 1; s >= 0; --s) {

@@ -9,8 +9,6 @@
 // like any op, and the op harness gradchecks them.
 #include "ember/ops/conv.h"
 
-#include <atomic>
-#include <cstdlib>
 #include <string>
 
 #include "cpu/conv.h"
@@ -29,32 +27,6 @@ using Needs = std::vector<bool>;
 struct ConvArgs {
   int64_t stride, padding, dilation, groups;
 };
-
-// --- the CPU path setting -------------------------------------------------------------------
-
-Conv1dCpuPath path_from_env() {
-  const char* v = std::getenv("EMBER_CONV1D_CPU");
-  if (!v) return Conv1dCpuPath::automatic;
-  const std::string s = v;
-  if (s == "direct") return Conv1dCpuPath::direct;
-  if (s == "im2col") return Conv1dCpuPath::im2col;
-  return Conv1dCpuPath::automatic;  // "auto", empty or unknown
-}
-
-std::atomic<Conv1dCpuPath>& cpu_path() {
-  static std::atomic<Conv1dCpuPath> p{path_from_env()};
-  return p;
-}
-
-// w_like (C_out, C_in/groups, K): a weight or a weight gradient.
-cpu::Conv1dAlgo cpu_algo(const Tensor& w_like, int64_t groups) {
-  switch (cpu_path().load(std::memory_order_relaxed)) {
-    case Conv1dCpuPath::direct: return cpu::Conv1dAlgo::direct;
-    case Conv1dCpuPath::im2col: return cpu::Conv1dAlgo::im2col;
-    case Conv1dCpuPath::automatic: break;
-  }
-  return cpu::conv1d_pick_algo(w_like.size(1), w_like.size(0) / groups, w_like.size(2));
-}
 
 // --- checks ---------------------------------------------------------------------------------
 
@@ -131,56 +103,17 @@ int64_t check_conv1d(const char* op, const Tensor& x, const Tensor& w, const Ten
 
 // --- dispatch -------------------------------------------------------------------------------
 
-#ifndef EMBER_WITH_CUDA
-[[noreturn]] void no_cuda(const char* op, const Tensor& t) {
-  EMBER_FAIL(op, "tensor on ", t.device(), " but this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)");
-}
-#endif
-
 void run_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const ConvArgs& a) {
-  if (out.device().is_cuda()) {
-#ifdef EMBER_WITH_CUDA
-    cuda::conv1d_forward(x, w, b, out, a.stride, a.padding, a.dilation, a.groups);
-#else
-    no_cuda("conv1d", out);
-#endif
-    return;
-  }
-  cpu::conv1d_forward(x, w, b, out, a.stride, a.padding, a.dilation, a.groups,
-                      cpu_algo(w, a.groups));
+  EMBER_BACKEND_CALL(out, conv1d_forward(x, w, b, out, a.stride, a.padding, a.dilation, a.groups));
 }
-
 void run_backward_input(const Tensor& gy, const Tensor& w, const Tensor& dx, const ConvArgs& a) {
-  if (dx.device().is_cuda()) {
-#ifdef EMBER_WITH_CUDA
-    cuda::conv1d_backward_input(gy, w, dx, a.stride, a.padding, a.dilation, a.groups);
-#else
-    no_cuda("conv1d_backward_input", dx);
-#endif
-    return;
-  }
-  cpu::conv1d_backward_input(gy, w, dx, a.stride, a.padding, a.dilation, a.groups,
-                             cpu_algo(w, a.groups));
+  EMBER_BACKEND_CALL(dx, conv1d_backward_input(gy, w, dx, a.stride, a.padding, a.dilation, a.groups));
 }
-
 void run_backward_weight(const Tensor& gy, const Tensor& x, const Tensor& dw, const ConvArgs& a) {
-  if (dw.device().is_cuda()) {
-#ifdef EMBER_WITH_CUDA
-    cuda::conv1d_backward_weight(gy, x, dw, a.stride, a.padding, a.dilation, a.groups);
-#else
-    no_cuda("conv1d_backward_weight", dw);
-#endif
-    return;
-  }
-  cpu::conv1d_backward_weight(gy, x, dw, a.stride, a.padding, a.dilation, a.groups,
-                              cpu_algo(dw, a.groups));
+  EMBER_BACKEND_CALL(dw, conv1d_backward_weight(gy, x, dw, a.stride, a.padding, a.dilation, a.groups));
 }
 
-// The backend's input: compute dtype, contiguous, cut from the graph.
-Tensor backend_ready(const Tensor& t, DType cd) {
-  if (!t.defined()) return t;
-  return contiguous(to_dtype(t.detach(), cd));
-}
+using detail::prepared;
 
 // --- the three primitives (arguments already checked) ---------------------------------------
 
@@ -190,7 +123,7 @@ Tensor backward_weight_primitive(const Tensor& gy, const Tensor& x, int64_t K, c
 Tensor forward_primitive(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t L_out, const ConvArgs& a) {
   const DType rd = x.dtype(), cd = backend::compute_dtype_on(rd, x.device());
   Tensor out = detail::make_tensor({x.size(0), w.size(0), L_out}, cd, x.device());  // (N, C_out, L_out)
-  run_forward(backend_ready(x, cd), backend_ready(w, cd), backend_ready(bias, cd), out, a);
+  run_forward(prepared(x, cd), prepared(w, cd), prepared(bias, cd), out, a);
   if (cd != rd) out = to_dtype(out, rd);
   record(
       "conv1d", {x, w, bias}, {out},
@@ -210,7 +143,7 @@ Tensor forward_primitive(const Tensor& x, const Tensor& w, const Tensor& bias, i
 Tensor backward_input_primitive(const Tensor& gy, const Tensor& w, int64_t L, const ConvArgs& a) {
   const DType rd = gy.dtype(), cd = backend::compute_dtype_on(rd, gy.device());
   Tensor dx = detail::make_tensor({gy.size(0), w.size(1) * a.groups, L}, cd, gy.device());  // (N, C_in, L)
-  run_backward_input(backend_ready(gy, cd), backend_ready(w, cd), dx, a);
+  run_backward_input(prepared(gy, cd), prepared(w, cd), dx, a);
   if (cd != rd) dx = to_dtype(dx, rd);
   record(
       "conv1d_backward_input", {gy, w}, {dx},
@@ -227,7 +160,7 @@ Tensor backward_input_primitive(const Tensor& gy, const Tensor& w, int64_t L, co
 Tensor backward_weight_primitive(const Tensor& gy, const Tensor& x, int64_t K, const ConvArgs& a) {
   const DType rd = gy.dtype(), cd = backend::compute_dtype_on(rd, gy.device());
   Tensor dw = detail::make_tensor({gy.size(1), x.size(1) / a.groups, K}, cd, gy.device());  // (C_out, cg, K)
-  run_backward_weight(backend_ready(gy, cd), backend_ready(x, cd), dw, a);
+  run_backward_weight(prepared(gy, cd), prepared(x, cd), dw, a);
   if (cd != rd) dw = to_dtype(dw, rd);
   record(
       "conv1d_backward_weight", {gy, x}, {dw},
@@ -314,7 +247,20 @@ Tensor conv1d_reference(const Tensor& x, const Tensor& w, const Tensor& bias, in
   return y;
 }
 
-void set_conv1d_cpu_path(Conv1dCpuPath path) { cpu_path().store(path, std::memory_order_relaxed); }
-Conv1dCpuPath conv1d_cpu_path() { return cpu_path().load(std::memory_order_relaxed); }
+void set_conv1d_cpu_path(Conv1dCpuPath path) {
+  switch (path) {
+    case Conv1dCpuPath::automatic: cpu::set_conv1d_algo(cpu::Conv1dAlgo::automatic); break;
+    case Conv1dCpuPath::direct: cpu::set_conv1d_algo(cpu::Conv1dAlgo::direct); break;
+    case Conv1dCpuPath::im2col: cpu::set_conv1d_algo(cpu::Conv1dAlgo::im2col); break;
+  }
+}
+Conv1dCpuPath conv1d_cpu_path() {
+  switch (cpu::conv1d_algo()) {
+    case cpu::Conv1dAlgo::direct: return Conv1dCpuPath::direct;
+    case cpu::Conv1dAlgo::im2col: return Conv1dCpuPath::im2col;
+    case cpu::Conv1dAlgo::automatic: break;
+  }
+  return Conv1dCpuPath::automatic;
+}
 
 }  // namespace ember

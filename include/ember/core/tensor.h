@@ -156,4 +156,16 @@ Tensor operator/(double a, const Tensor& b);
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);  // values, numpy-like
 
+// Typed data pointers for kernels whose tensor arguments are optional (a bias, class weights):
+// nullptr when t is undefined. No dtype check, unlike Tensor::data<T>(): backends pass their
+// own storage types (__half, Half).
+template <class T>
+const T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<const T*>(t.data_ptr()) : nullptr;
+}
+template <class T>
+T* mut_ptr_or_null(const Tensor& t) {
+  return t.defined() ? static_cast<T*>(t.data_ptr()) : nullptr;
+}
+
 }  // namespace ember
