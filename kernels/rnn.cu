@@ -314,7 +314,7 @@ void backward_mode(cudaStream_t stream, bool reverse, const Tensor& grad_out, co
 
 void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
                  const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
-                 const Tensor& workspace, const Tensor& h_prev) {
+                 const Tensor& workspace, const Tensor& h_prev, DType /*storage: the tensors' own dtype*/) {
   if (gates_x.numel() == 0) return;  // T = 0 or N = 0: the states stay h0, c0
   DeviceScope scope(out);
   EMBER_CUDA_DISPATCH_FLOAT(gates_x.dtype(), "rnn_recurrence", T, [&] {

@@ -361,15 +361,14 @@ TEST_SUITE("conv") {
 
   // --- CUDA -------------------------------------------------------------------------------------
 
-  TEST_CASE("CUDA vs CPU: forward, backward primitives and autograd, f32/f64/f16/bf16, strided inputs" *
-            doctest::skip(!ember::cuda::is_available())) {
-    ember::cuda::set_poison_allocations(true);  // unwritten outputs show up as NaN
+  TEST_CASE("CUDA vs CPU: forward, backward primitives and autograd, f32/f64/f16/bf16, strided inputs") {
+    ember::cuda::set_poison_allocations(ember::cuda::is_available());  // unwritten outputs show up as NaN
     std::vector<Combo> cs = combos();
     // Tiles of 64 rows (C/groups >= 32) and a backward-weight reduction split across blocks.
     cs.push_back({"64 channels, k5, padding 2 (64-row tiles, split weight reduction)", {4, 64, 300}, {64, 64, 5}, 1,
                   2, 1, 1, true});
     cs.push_back({"G2-like k3, groups 2, stride 2", {2, 96, 129}, {64, 48, 3}, 2, 1, 1, 2, true});
-    const Device gpu = Device::cuda(0);
+    const Device gpu = ember_test::test_device();
     uint64_t seed = 400;
     for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16}) {
       // Relative tolerance by result dtype; the absolute part allows for cancellation in sums of
@@ -377,7 +376,8 @@ TEST_SUITE("conv") {
       const double rtol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 1e-5 : dt == DType::f16 ? 2e-3 : 1.6e-2;
       for (const Combo& c : cs) {
         CAPTURE(c.label);
-        CAPTURE(dtype_name(dt));
+        const std::string dt_name = dtype_name(dt);
+        CAPTURE(dt_name);
         // Inputs rounded to dt on the CPU; the CPU reference computes in f64 from those values.
         auto draw = [&](const Shape& s) { return randn64(s, ++seed).to(DType::f32).to(dt); };
         Tensor x = draw(c.x), w = draw(c.w), b = c.bias ? draw(c.b()) : Tensor(), G = draw(c.y());
@@ -386,8 +386,9 @@ TEST_SUITE("conv") {
         // A transposed view of a transposed buffer, on the device.
         auto strided_on_gpu = [&](const Tensor& t) { return contiguous(t.to(gpu).transpose(1, 2)).transpose(1, 2); };
         auto cmp = [&](const Tensor& got, const Tensor& want, double terms, const char* what) {
-          CAPTURE(what);
-          REQUIRE(got.device().is_cuda());
+          const std::string what_s = what;
+          CAPTURE(what_s);
+          REQUIRE(got.device() == gpu);
           CHECK(got.dtype() == dt);
           ember_test::check_close(got.to(Device::cpu()), want, rtol, (dt == DType::f64 ? 1e-12 : 1e-5) * std::sqrt(terms));
         };

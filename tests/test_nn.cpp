@@ -449,8 +449,10 @@ TEST_SUITE("nn") {
         for (size_t k = 0; k < cases.size(); ++k) {
           const Case& cs = cases[k];
           CAPTURE(k);
-          CAPTURE(dtype_name(ldt));
-          CAPTURE(dtype_name(tdt));
+          const std::string ldt_name = dtype_name(ldt);
+          CAPTURE(ldt_name);
+          const std::string tdt_name = dtype_name(tdt);
+          CAPTURE(tdt_name);
           const double tol = ldt == DType::f64 ? 1e-12 : 1e-5;
           Tensor logits = to_dtype(from_vector<double>(cs.logits, {cs.n, cs.c}), ldt);
           Tensor t = targets(cs.target, tdt);
@@ -481,7 +483,8 @@ TEST_SUITE("nn") {
     for (DType tdt : {DType::i64, DType::i32}) {
       for (nn::Reduction red : {nn::Reduction::mean, nn::Reduction::sum, nn::Reduction::none}) {
         CAPTURE(reduction_name(red));
-        CAPTURE(dtype_name(tdt));
+        const std::string tdt_name = dtype_name(tdt);
+        CAPTURE(tdt_name);
         Tensor logits = from_vector<double>(z, {n, c}).to(DType::f32).requires_grad_();
         Tensor loss = nn::cross_entropy(logits, targets(t, tdt), red);
         std::vector<double> scale(n, 1.0);
@@ -514,7 +517,8 @@ TEST_SUITE("nn") {
     for (DType tdt : {DType::i64, DType::i32}) {
       for (nn::Reduction red : {nn::Reduction::none, nn::Reduction::mean, nn::Reduction::sum}) {
         CAPTURE(reduction_name(red));
-        CAPTURE(dtype_name(tdt));
+        const std::string tdt_name = dtype_name(tdt);
+        CAPTURE(tdt_name);
         Tensor logits = randn({4, 5}, DType::f64, &g).requires_grad_();
         Tensor t = targets({0, 4, 2, 1}, tdt);
         GradcheckResult r = gradcheck([&](const V& v) { return nn::cross_entropy(v[0], t, red); }, {logits});
@@ -573,7 +577,8 @@ TEST_SUITE("nn") {
     // momentum buffer. r never has a gradient.
     const double lr = 0.1, mom = 0.9, wd = 0.01;
     for (DType dt : {DType::f64, DType::f32}) {
-      CAPTURE(dtype_name(dt));
+      const std::string dt_name = dtype_name(dt);
+      CAPTURE(dt_name);
       const double tol = dt == DType::f64 ? 1e-12 : 1e-5;
       Tensor p = tensor({0.5, -0.75, 1.0}, dt).requires_grad_();
       Tensor q = tensor({0.5, -0.25}, dt).requires_grad_();

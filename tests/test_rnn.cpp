@@ -36,8 +36,6 @@ using ember_test::vals;
 
 namespace {
 
-using ember_test::device_testable;
-using ember_test::dry_run;
 using ember_test::test_device;
 
 const RNNMode kModes[] = {RNNMode::rnn_tanh, RNNMode::rnn_relu, RNNMode::lstm, RNNMode::gru};
@@ -108,7 +106,8 @@ void compare_runs(const Run& a, const Run& e, double rtol, double atol) {
   if (e.r.c_n.defined()) check_close(a.r.c_n, e.r.c_n, rtol, atol);
   const char* names[] = {"grad gates_x", "grad w_hh", "grad b_hh", "grad h0", "grad c0"};
   for (size_t i = 0; i < 5; ++i) {
-    CAPTURE(names[i]);
+    const std::string grad_name = names[i];
+    CAPTURE(grad_name);
     CHECK(a.grads[i].defined() == e.grads[i].defined());
     if (e.grads[i].defined()) check_close(a.grads[i], e.grads[i], rtol, atol);
   }
@@ -297,7 +296,8 @@ TEST_SUITE("rnn") {
 
   TEST_CASE("f16 and bf16 on the CPU: own dtype out, close to f32 on the same rounded inputs") {
     for (DType dt : {DType::f16, DType::bf16}) {
-      CAPTURE(dtype_name(dt));
+      const std::string dt_name = dtype_name(dt);
+      CAPTURE(dt_name);
       const Problem p = make_problem(RNNMode::gru, true, true, true, true, 5, 3, 8, DType::f32, 41);
       auto r16 = [&](const Tensor& t) { return t.defined() ? t.to(dt) : t; };
       Tensor gx = leaf(r16(p.gx)), w = leaf(r16(p.w));
@@ -594,22 +594,22 @@ TEST_SUITE("rnn") {
     CHECK_EMBER_ERROR(nn::RNN(o), "RNN", "hidden_size", "(3, 0)");
   }
 
-  TEST_CASE("device mismatch raises ember::Error" * doctest::skip(!ember::cuda::is_available())) {
+  TEST_CASE("device mismatch raises ember::Error") {
+    const Device dev = test_device();
     const Tensor gx = randn_t({4, 2, 12}, 1, DType::f32), w = randn_t({12, 3}, 2, DType::f32);
-    CHECK_EMBER_ERROR(rnn_recurrence(gx.to(Device::cuda(0)), w, Tensor(), Tensor(), Tensor(), Tensor(),
+    CHECK_EMBER_ERROR(rnn_recurrence(gx.to(dev), w, Tensor(), Tensor(), Tensor(), Tensor(),
                                      {RNNMode::lstm, false}),
-                      "rnn_recurrence", "different devices", "cuda");
+                      "rnn_recurrence", "different devices", dev.str());
     nn::RNNOptions o;
     o.input_size = 3;
     o.hidden_size = 4;
     nn::GRU m(o);
-    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}).to(Device::cuda(0))), "GRU", "device", "cuda");
+    CHECK_EMBER_ERROR(m.forward(zeros({5, 2, 3}).to(dev)), "GRU", "device", dev.str());
   }
 
   // --- CUDA -------------------------------------------------------------------------------------
 
-  TEST_CASE("CUDA vs CPU: forward and all gradients, f32/f64/f16/bf16, every mode and direction, lengths" *
-            doctest::skip(!device_testable())) {
+  TEST_CASE("CUDA vs CPU: forward and all gradients, f32/f64/f16/bf16, every mode and direction, lengths") {
     ember::cuda::set_poison_allocations(cuda::is_available());  // unwritten outputs show up as NaN
     const Device gpu = test_device();
     uint64_t seed = 2000;
@@ -618,7 +618,8 @@ TEST_SUITE("rnn") {
       for (RNNMode m : kModes)
         for (bool rev : {false, true})
           for (bool len : {false, true}) {
-            CAPTURE(dtype_name(dt));
+            const std::string dt_name = dtype_name(dt);
+            CAPTURE(dt_name);
             CAPTURE(label(m, rev, len, true, true));
             // Inputs rounded to dt; the CPU reference runs in f64 on the same values.
             Problem p = make_problem(m, rev, len, true, true, 7, 5, 33, DType::f64, seed += 20);
@@ -626,9 +627,16 @@ TEST_SUITE("rnn") {
               if (t.defined()) t = t.to(dt);
             };
             for (Tensor* t : {&p.gx, &p.w, &p.b, &p.h0, &p.c0, &p.wo, &p.wh, &p.wc}) rd(*t);
+            // f32/f64: against the CPU in f64 on the same values. f16/bf16: against the CPU in the
+            // same dtype, which rounds h, hh and the workspace at the points the CUDA kernels
+            // store them (docs/rnn.md, "Reduced precision"). Against f64 a 16-bit run can differ
+            // in whole elements of the gradient: a ReLU whose input rounds across 0 passes or
+            // stops its gradient (the first GPU run saw that for RNN_RELU).
+            const bool half = dt == DType::f16 || dt == DType::bf16;
             Problem p64 = p;
-            for (Tensor* t : {&p64.gx, &p64.w, &p64.b, &p64.h0, &p64.c0, &p64.wo, &p64.wh, &p64.wc})
-              if (t->defined()) *t = t->to(DType::f64);
+            if (!half)
+              for (Tensor* t : {&p64.gx, &p64.w, &p64.b, &p64.h0, &p64.c0, &p64.wo, &p64.wh, &p64.wc})
+                if (t->defined()) *t = t->to(DType::f64);
             const Run want = run_problem(p64, false);
             const Run got = run_problem(p, false, gpu);
             REQUIRE(got.r.output.device() == gpu);
@@ -643,8 +651,7 @@ TEST_SUITE("rnn") {
     ember::cuda::set_poison_allocations(false);
   }
 
-  TEST_CASE("CUDA vs CPU: nn::LSTM and nn::GRU, 2 layers, bidirectional, batch_first, lengths" *
-            doctest::skip(!device_testable())) {
+  TEST_CASE("CUDA vs CPU: nn::LSTM and nn::GRU, 2 layers, bidirectional, batch_first, lengths") {
     ember::cuda::set_poison_allocations(cuda::is_available());
     const Device gpu = test_device();
     nn::RNNOptions o;

@@ -88,7 +88,7 @@ void usage(std::ostream& o) {
        "  --temperature X    sampling temperature (default 0.7)\n"
        "  --seed N           initialisation, data order and sampling seed (default 1234)\n"
        "  --threads N        OpenMP threads (default: OpenMP's)\n"
-       "  --device D         cpu, cuda or cuda:N (default cpu)\n"
+       "  --device D         cpu, cuda or cuda:N (default cpu); fake = the stand-in test device\n"
        "  --checkpoint PATH  checkpoint file (default char_lm.ckpt.safetensors; \"\" = none)\n"
        "  --resume           continue from --checkpoint (same model, preset and flags)\n"
        "  --stop-after N     stop after step N with a checkpoint, as if interrupted (then --resume)\n";

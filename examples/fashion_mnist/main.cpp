@@ -185,7 +185,7 @@ void usage(std::ostream& os) {
         "  --seed N       seed for initialisation and shuffling (default 42)\n"
         "  --threads N    OpenMP threads (default: OpenMP's own default)\n"
         "  --limit N      train on the first N training images only (smoke tests)\n"
-        "  --device D     cpu, cuda or cuda:N (default cpu)\n"
+        "  --device D     cpu, cuda or cuda:N (default cpu); fake = the stand-in test device\n"
         "  --checkpoint PATH  write model, optimizer, schedule and loop state there at the end of\n"
         "                 every epoch (default fashion_mnist.ckpt.safetensors; \"\" disables)\n"
         "  --resume       continue from --checkpoint (same --epochs, --batch, --lr, --seed, --limit)\n"

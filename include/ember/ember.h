@@ -12,6 +12,7 @@
 #include "ember/core/tensor.h"
 #include "ember/cpu.h"
 #include "ember/cuda.h"
+#include "ember/fake.h"
 #include "ember/nn/conv.h"
 #include "ember/nn/init.h"
 #include "ember/nn/layers.h"

@@ -43,6 +43,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     const auto& meta = n->output_meta[slot];
     EMBER_CHECK(g.shape() == meta.shape, n->name(), "received a gradient of shape ",
                 shape_str(g.shape()), " for an output of shape ", shape_str(meta.shape));
+    EMBER_CHECK(g.device() == meta.device, "backward", "the gradient given for an output on ", meta.device,
+                " (shape ", shape_str(meta.shape), ") is on ", g.device());
     if (!buf[slot].defined()) {
       buf[slot] = g;
     } else {
@@ -80,7 +82,16 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       if (!e.fn) continue;
       Node* m = e.fn.get();
       keep[m] = e.fn;
-      if (i < out.size() && out[i].defined()) accumulate(m, e.input_nr, out[i]);
+      if (i < out.size() && out[i].defined()) {
+        // A backward formula that allocates on the wrong device is caught here, naming it,
+        // not later as a mixed-device error in an unrelated op (the stand-in device shows it
+        // in CI).
+        const Device want = m->output_meta[e.input_nr].device;
+        EMBER_CHECK(out[i].device() == want, n->name(), "backward made the gradient of input ", i, " on ",
+                    out[i].device(), " but that input lives on ", want, " (shape ", shape_str(out[i].shape()),
+                    "): a backward formula made its result on the wrong device");
+        accumulate(m, e.input_nr, out[i]);
+      }
       if (--deps[m] == 0) {
         deps[m] = -1;
         ready.push(m);

@@ -8,20 +8,25 @@
 
 namespace ember {
 namespace {
-DeviceAllocator* g_allocators[2] = {nullptr, nullptr};
+// Constant-initialised (backends register theirs during static initialisation, in any order).
+DeviceAllocator* g_allocators[kNumDeviceTypes] = {nullptr, nullptr, nullptr};
 }
 
 void set_device_allocator(DeviceType type, DeviceAllocator* alloc) {
   g_allocators[static_cast<int>(type)] = alloc;
 }
-DeviceAllocator* device_allocator(DeviceType type) { return g_allocators[static_cast<int>(type)]; }
+DeviceAllocator* device_allocator(DeviceType type) {
+  DeviceAllocator* a = g_allocators[static_cast<int>(type)];
+  if (a == nullptr && type == DeviceType::fake) return &fake_device_allocator();  // always there
+  return a;
+}
 
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
   if (device.is_cpu()) {
     data_ = cpu_allocate(nbytes);
     return;
   }
-  DeviceAllocator* alloc = device_allocator(device.type);
+  DeviceAllocator* alloc = device_allocator(device.type);  // the stand-in's is always there
   EMBER_CHECK(alloc != nullptr, "storage", "cannot allocate ", nbytes, " bytes on ", device.str(),
               ": this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)");
   data_ = alloc->allocate(nbytes, device);

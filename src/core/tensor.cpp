@@ -195,11 +195,15 @@ Tensor& Tensor::fill_(double v) {
 
 Tensor& Tensor::copy_(const Tensor& src) {
   check_inplace(*this, src.requires_grad(), "copy_");
-  EMBER_CHECK(src.device() == device(), "copy_", "source on ", src.device(), ", destination on ",
-              device());
-  Tensor s = src;
-  if (grad_enabled() && src.requires_grad()) s = to_dtype(ember::expand(src, shape()), dtype()).contiguous();
-  else s = ember::expand(src.detach(), shape());
+  EMBER_CHECK(src.defined(), "copy_", "the source is an undefined tensor (destination ", str(), ")");
+  // The source may live on another device: without autograd the backend's copy crosses
+  // devices itself (staging strided or converting copies); with autograd, to_device records
+  // the move so the gradient flows back to the source's device.
+  Tensor s;
+  if (grad_enabled() && src.requires_grad())
+    s = to_dtype(ember::expand(to_device(src, device()), shape()), dtype()).contiguous();
+  else
+    s = ember::expand(src.detach(), shape());
   commit_inplace(*this, s, "copy_");
   return *this;
 }

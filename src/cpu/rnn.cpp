@@ -259,10 +259,25 @@ class PackedB {
 
 // --- loops -------------------------------------------------------------------------------------
 
+// Rounds n values to the storage dtype and back (round to nearest even, as the CUDA kernels'
+// conversions): f16/bf16 tensors computed in f32 keep their values where the CUDA backend
+// stores them in the 16-bit type. A no-op for f32/f64 storage.
+template <class T>
+void round_to_storage(DType storage, T* p, int64_t n) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (storage == DType::f16)
+      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(Eigen::half(p[i]));
+    else if (storage == DType::bf16)
+      for (int64_t i = 0; i < n; ++i) p[i] = static_cast<float>(Eigen::bfloat16(p[i]));
+  } else {
+    (void)storage, (void)p, (void)n;
+  }
+}
+
 template <class T>
 void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
                    const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
-                   const Tensor& workspace, const Tensor& h_prev) {
+                   const Tensor& workspace, const Tensor& h_prev, DType storage) {
   const Steps st{gates_x.size(0), gates_x.size(1), ptr_or_null<int64_t>(lengths), reverse};
   const int64_t N = st.N, H = w_hh.size(1), GH = w_hh.size(0), W = workspace_width(mode, H);
   const T* gx = ptr_or_null<T>(gates_x);
@@ -285,6 +300,7 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
     for (int64_t s = 0; s < st.T; ++s) {
       if constexpr (std::is_same_v<T, float>) packed->multiply(h + n0 * H, H, rows, hh_buf.data(), GH, false);
       else HH.noalias() = Hm * Whh.transpose();  // (rows, G*H)
+      round_to_storage(storage, hh_buf.data(), rows * GH);
       for (int64_t n = n0; n < n1; ++n) {
         T* hrow = h + n * H;
         T* hp_row = hp ? hp + (s * N + n) * H : nullptr;
@@ -304,6 +320,9 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
           case RNNMode::gru: gru_cell(xr, hhr, b, hrow, yr, wsr, scratch.data(), H); break;
           default: rnn_cell(mode == RNNMode::rnn_relu, xr, hhr, b, hrow, yr, wsr, scratch.data(), H);
         }
+        round_to_storage(storage, hrow, H);
+        round_to_storage(storage, yr, H);
+        if (wsr) round_to_storage(storage, wsr, W);
       }
     }
   });
@@ -359,10 +378,11 @@ void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Te
 
 void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
                  const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
-                 const Tensor& workspace, const Tensor& h_prev) {
+                 const Tensor& workspace, const Tensor& h_prev, DType storage) {
   if (gates_x.numel() == 0) return;  // T = 0 or N = 0: the states stay h0, c0
   EMBER_DISPATCH_FLOAT(gates_x.dtype(), "rnn_recurrence", [&] {
-    forward_typed<scalar_t>(mode, reverse, gates_x, w_hh, b_hh, lengths, out, h_n, c_n, workspace, h_prev);
+    forward_typed<scalar_t>(mode, reverse, gates_x, w_hh, b_hh, lengths, out, h_n, c_n, workspace, h_prev,
+                            storage);
   });
 }
 

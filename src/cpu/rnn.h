@@ -12,12 +12,16 @@
 
 namespace ember::cpu {
 
+// storage: the dtype of the caller's tensors. For f16/bf16 (computed here in f32) every value
+// the CUDA kernels keep in that dtype is rounded to it as it is made: the per-step GEMM result
+// hh, the state h (and so the output and h_prev) and the workspace; the LSTM cell state stays
+// in f32. One semantics on both backends (docs/rnn.md, "Reduced precision").
 // h_n and c_n (LSTM; else undefined) hold h0 and c0 on entry and are updated in place step by
 // step, so they end as the final states. workspace and h_prev are written when defined
 // (training), skipped when undefined (inference). out is fully written (zeros past lengths).
 void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
                  const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
-                 const Tensor& workspace, const Tensor& h_prev);
+                 const Tensor& workspace, const Tensor& h_prev, DType storage);
 
 // dh and dc (LSTM; else undefined) hold grad_h_n and grad_c_n on entry and end as grad_h0 and
 // grad_c0. grad_out (T, N, H) time order. Writes grad_gates_x (T, N, G*H, time order, zeros

@@ -1,10 +1,7 @@
-// Copies that cross devices (CPU<->CUDA, GPU<->GPU), page-locked host memory, and the
-// asynchronous copy of ember/cuda.h.
-//
-// copy_across_devices moves raw bytes only between two contiguous tensors of one dtype. Any
-// other pair is staged: the source is made contiguous on its own device (converting the dtype
-// there first when that shrinks the transfer), the bytes cross, and the destination device
-// converts and scatters into the real destination with its own copy kernel.
+// The CUDA side of copies that cross devices (host<->CUDA, GPU<->GPU), page-locked host
+// memory, and the asynchronous copy of ember/cuda.h. The staging of strided or converting
+// copies is device-independent and lives in backend::copy (src/ops/dispatch.cpp); this file
+// only moves the bytes of two contiguous tensors of one dtype.
 #include <cuda_runtime.h>
 
 #include <memory>
@@ -63,13 +60,15 @@ struct OrderEvent {
   OrderEvent& operator=(const OrderEvent&) = delete;
 };
 
-// Copies the bytes of contiguous `src` into contiguous `dst` (same dtype and numel, different
-// devices).
-void copy_bytes(const Tensor& src, const Tensor& dst) {
+}  // namespace
+
+void copy_bytes_across(const Tensor& src, const Tensor& dst) {
   const size_t bytes = nbytes_of(src);
   if (bytes == 0) return;
   const Device sd = src.device(), dd = dst.device();
-  if (sd.is_cpu() && dd.is_cuda()) {
+  if (sd.is_cuda()) checked_device(sd.index, "copy");
+  if (dd.is_cuda()) checked_device(dd.index, "copy");
+  if (sd.is_host_memory() && dd.is_cuda()) {
     DeviceGuard guard(dd.index);
     cudaStream_t stream = current_stream(dd.index);
     EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), bytes, cudaMemcpyHostToDevice, stream));
@@ -77,7 +76,7 @@ void copy_bytes(const Tensor& src, const Tensor& dst) {
     // free again. From pinned memory the DMA may still be reading it: wait, because this is
     // the blocking copy (copy_async is the one that does not wait).
     if (is_pinned(src)) EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
-  } else if (sd.is_cuda() && dd.is_cpu()) {
+  } else if (sd.is_cuda() && dd.is_host_memory()) {
     DeviceGuard guard(sd.index);
     cudaStream_t stream = current_stream(sd.index);
     EMBER_CUDA_CHECK(cudaMemcpyAsync(dst.data_ptr(), src.data_ptr(), bytes, cudaMemcpyDeviceToHost, stream));
@@ -103,57 +102,13 @@ void copy_bytes(const Tensor& src, const Tensor& dst) {
     DeviceGuard guard(dd.index);
     EMBER_CUDA_CHECK(cudaStreamWaitEvent(d_stream, copied.e, 0));
   } else {
-    EMBER_FAIL("copy", "internal: copy_bytes between ", sd.str(), " and ", dd.str());
+    EMBER_FAIL("copy", "internal: copy_bytes_across between ", sd.str(), " and ", dd.str());
   }
 }
-
-}  // namespace
 
 DeviceAllocator& pinned_allocator() {
   static PinnedAllocator* a = new PinnedAllocator();  // never destroyed, like the caching one
   return *a;
-}
-
-void copy_across_devices(const Tensor& src, const Tensor& dst) {
-  EMBER_CHECK(src.defined() && dst.defined(), "copy", "copy between devices needs two defined tensors");
-  EMBER_CHECK(src.shape() == dst.shape(), "copy", "cannot copy ", describe(src), " into ", describe(dst),
-              ": shapes differ");
-  const Device sd = src.device(), dd = dst.device();
-  if (sd == dd) {  // not across after all
-    backend::copy(src, dst);
-    return;
-  }
-  if (sd.is_cuda()) checked_device(sd.index, "copy");
-  if (dd.is_cuda()) checked_device(dd.index, "copy");
-  if (dst.numel() == 0) return;
-
-  // Fast path: the bytes can move as they are.
-  if (src.is_contiguous() && dst.is_contiguous() && src.dtype() == dst.dtype()) {
-    copy_bytes(src, dst);
-    return;
-  }
-
-  // 1. A contiguous source on its own device. Convert there first when the destination dtype
-  //    is narrower (fewer bytes to move); otherwise convert on the destination. detach():
-  //    these are the backend's temporaries, not ops to record.
-  Tensor staged = src.detach();
-  {
-    std::unique_ptr<DeviceGuard> guard;
-    if (sd.is_cuda()) guard = std::make_unique<DeviceGuard>(sd.index);
-    // (to_dtype's result is a fresh contiguous tensor: the sizes differ, so the dtypes do.)
-    staged = dtype_size(dst.dtype()) < dtype_size(src.dtype()) ? to_dtype(staged, dst.dtype())
-                                                                : contiguous(staged);
-  }
-  // 2. Across, into dst itself when it can take the bytes as they are.
-  const bool direct = dst.is_contiguous() && dst.dtype() == staged.dtype();
-  Tensor landing = direct ? dst : empty(dst.shape(), TensorOptions().with_dtype(staged.dtype()).with_device(dd));
-  copy_bytes(staged, landing);
-  // 3. Convert and scatter on the destination.
-  if (!direct) {
-    std::unique_ptr<DeviceGuard> guard;
-    if (dd.is_cuda()) guard = std::make_unique<DeviceGuard>(dd.index);
-    backend::copy(landing, dst);
-  }
 }
 
 // --- public: pinned memory and async copies ---------------------------------------------------

@@ -10,9 +10,11 @@
 
 namespace ember::cuda {
 
+// storage: the caller's dtype, which these tensors already have (the CPU backend, which
+// computes f16/bf16 in f32, rounds to it at the same points).
 void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
                  const Tensor& lengths, const Tensor& out, const Tensor& h_n, const Tensor& c_n,
-                 const Tensor& workspace, const Tensor& h_prev);
+                 const Tensor& workspace, const Tensor& h_prev, DType storage);
 
 void rnn_backward(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh, const Tensor& workspace,
                   const Tensor& h_prev, const Tensor& lengths, const Tensor& dh, const Tensor& dc,

@@ -39,11 +39,12 @@ DeviceAllocator& caching_allocator();
 // Page-locked host memory (cudaHostAlloc / cudaFreeHost), used by cuda::pin_memory.
 DeviceAllocator& pinned_allocator();
 
-// backend::copy when src and dst live on different devices (CPU<->CUDA, or two GPUs): same
-// shape (src may be broadcast), any dtypes and strides. Returns once dst holds the values
-// as far as the host is concerned: device->host copies synchronize the stream; host->device
-// and device->device copies are ordered on the destination's current stream.
-void copy_across_devices(const Tensor& src, const Tensor& dst);
+// Moves the bytes of contiguous `src` into contiguous `dst` (same dtype and numel) when at
+// least one of them is on a GPU; the other may be any host-memory device (the CPU or the
+// stand-in). Returns once dst holds the values as far as the host is concerned: device->host
+// copies synchronize the stream; host->device and device->device copies are ordered on the
+// destination's current stream. backend::copy stages every other kind of cross-device copy.
+void copy_bytes_across(const Tensor& src, const Tensor& dst);
 
 // Grid size for n elements at `threads` per block, capped for grid-stride loops.
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 8) {

@@ -9,6 +9,9 @@
 
 namespace ember::detail {
 
+// Options for a tensor of dtype dt on t's device. Backward formulas make every tensor they
+// need with it (or *_like): a gradient lives on its input's device, and the engine checks.
+inline TensorOptions on_device_of(const Tensor& t, DType dt) { return TensorOptions(dt).with_device(t.device()); }
 // A fresh contiguous tensor (no autograd).
 Tensor make_tensor(const Shape& shape, DType dtype, Device device);
 // A view of x's storage with new geometry (no autograd recorded here).

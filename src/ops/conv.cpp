@@ -132,8 +132,14 @@ Tensor forward_primitive(const Tensor& x, const Tensor& w, const Tensor& bias, i
         if (n[0]) gx = backward_input_primitive(g[0], s[1], L, a);
         if (n[1]) gw = backward_weight_primitive(g[0], s[0], K, a);
         // Over L first (rows of a contiguous tensor), then over N (leading dim): a single
-        // sum over {0, 2} would first copy the gradient into (C_out, N, L_out) order.
-        if (n[2]) gb = sum(sum(g[0], {2}), {0});
+        // sum over {0, 2} would first copy the gradient into (C_out, N, L_out) order. The
+        // partial sums stay in f32 for f16/bf16: rounding them to 16 bits before the second
+        // sum lost up to 8 ulps of the bias gradient to cancellation (the first GPU run's
+        // conv1d failures, which the CPU showed bit for bit).
+        if (n[2]) {
+          const DType dt = g[0].dtype(), acc = dt == DType::f16 || dt == DType::bf16 ? DType::f32 : dt;
+          gb = to_dtype(sum(sum(to_dtype(g[0], acc), {2}), {0}), dt);
+        }
         return Grads{gx, gw, gb};
       },
       {x, w});

@@ -6,9 +6,10 @@
 #include "ops/elementwise_math.h"
 #include "ops/kinds.h"
 
-// EMBER_BACKEND_CALL(t, f(args)): runs cuda::f(args) when t is on a GPU, else cpu::f(args);
-// for files whose primitives live outside cpu.h / cuda_backend.h (norm, loss). Without the
-// CUDA backend a GPU tensor cannot exist (allocation fails first), so the CPU call is checked.
+// EMBER_BACKEND_CALL(t, f(args)): runs cuda::f(args) when t is on a GPU, else cpu::f(args)
+// (the CPU and the stand-in device fake:N: host memory, the CPU backend's kernels); for files
+// whose primitives live outside cpu.h / cuda_backend.h (norm, loss). Without the CUDA backend a
+// GPU tensor cannot exist (allocation fails first), so the CPU call is checked.
 #ifdef EMBER_WITH_CUDA
 #define EMBER_BACKEND_CALL(t, call) \
   do {                              \
@@ -21,7 +22,7 @@
 #else
 #define EMBER_BACKEND_CALL(t, call)                                                          \
   do {                                                                                       \
-    EMBER_CHECK((t).device().is_cpu(), "backend", "tensor on ", (t).device(),                \
+    EMBER_CHECK((t).device().is_host_memory(), "backend", "tensor on ", (t).device(),        \
                 " but this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)"); \
     cpu::call;                                                                               \
   } while (0)

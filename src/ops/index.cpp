@@ -52,7 +52,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   record(
       "gather", {x}, {out},
       [shape = x.shape(), dt = x.dtype(), dim](const Grads& g, const Grads& s, const Needs&) {
-        return Grads{scatter_add(zeros(shape, dt), dim, s[0], g[0])};
+        return Grads{scatter_add(zeros(shape, detail::on_device_of(g[0], dt)), dim, s[0], g[0])};
       },
       {idx});
   return out;
@@ -79,7 +79,7 @@ Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const T
         Tensor gs;
         if (n[1]) {
           Tensor part = gather(g[0], dim, sv[0]);
-          gs = zeros(src_shape, g[0].dtype());
+          gs = zeros(src_shape, detail::on_device_of(g[0], g[0].dtype()));
           Tensor region = gs;
           for (int64_t d = 0; d < region.dim(); ++d) region = region.narrow(d, 0, part.size(d));
           region.copy_(part);
@@ -106,7 +106,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   record(
       "index_select", {x}, {out},
       [shape = x.shape(), dt = x.dtype(), dim](const Grads& g, const Grads& sv, const Needs&) {
-        return Grads{index_add(zeros(shape, dt), dim, sv[0], g[0])};
+        return Grads{index_add(zeros(shape, detail::on_device_of(g[0], dt)), dim, sv[0], g[0])};
       },
       {idx});
   return out;

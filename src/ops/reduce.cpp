@@ -144,7 +144,7 @@ ValuesIndices arg_reduce(const char* name, bool is_max, const Tensor& x, int64_t
               shape_str(x.shape()), ")");
   if (x.dim() == 0) {
     Tensor v = clone(x);
-    return {v, zeros({}, DType::i64)};
+    return {v, zeros({}, detail::on_device_of(x, DType::i64))};
   }
   const DType rd = x.dtype() == DType::boolean ? DType::i64 : x.dtype();
   const DType cd = backend::compute_dtype_on(rd, x.device());
@@ -162,7 +162,7 @@ ValuesIndices arg_reduce(const char* name, bool is_max, const Tensor& x, int64_t
       [shape = x.shape(), dt = x.dtype(), d, keepdim](const Grads& g, const Grads& s, const Needs&) {
         Tensor gk = keepdim ? g[0] : g[0].unsqueeze(d);
         Tensor ik = keepdim ? s[0] : s[0].unsqueeze(d);
-        return Grads{scatter_add(zeros(shape, dt), d, contiguous(ik), contiguous(gk))};
+        return Grads{scatter_add(zeros(shape, detail::on_device_of(g[0], dt)), d, contiguous(ik), contiguous(gk))};
       },
       {indices});
   return {values, indices};

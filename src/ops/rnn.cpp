@@ -152,7 +152,7 @@ RNNRecurrenceForward rnn_recurrence_forward(const Tensor& gates_x, const Tensor&
   }
   const Tensor len = lengths_on(lengths, dev);
   EMBER_BACKEND_CALL(gx, rnn_forward(opts.mode, opts.reverse, gx, w, b, len, f.output, f.h_n, f.c_n, f.workspace,
-                                     f.h_prev));
+                                     f.h_prev, dt));
   f.output = back_to(f.output, dt);
   f.h_n = back_to(f.h_n, dt);
   f.c_n = back_to(f.c_n, dt);

@@ -151,7 +151,7 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
   DType dt = x.dtype();
   return finish_view("slice", x, make_view(x, s, st, x.offset() + start * x.stride(dim)),
                      [orig, dt, dim, start, end, step](const Grads& g, const Grads&, const Needs&) {
-                       Tensor r = zeros(orig, dt);
+                       Tensor r = zeros(orig, detail::on_device_of(g[0], dt));
                        slice(r, dim, start, end, step).copy_(g[0]);
                        return Grads{r};
                      });
@@ -184,7 +184,7 @@ Tensor select(const Tensor& x, int64_t dim, int64_t index) {
   DType dt = x.dtype();
   return finish_view("select", x, make_view(x, s, st, x.offset() + index * x.stride(dim)),
                      [orig, dt, dim, index](const Grads& g, const Grads&, const Needs&) {
-                       Tensor r = zeros(orig, dt);
+                       Tensor r = zeros(orig, detail::on_device_of(g[0], dt));
                        select(r, dim, index).copy_(g[0]);
                        return Grads{r};
                      });

@@ -49,7 +49,7 @@ std::vector<Bucket<Args>> bucket_by_device_dtype(const std::vector<Item>& items)
 
 void sgd_step(const std::vector<SGDItem>& items) {
   for (const auto& b : bucket_by_device_dtype<SGDItem, SGDArgs>(items)) {
-    if (b.device.is_cpu()) {
+    if (b.device.is_host_memory()) {  // the CPU and the stand-in device
       cpu::sgd_step(b.dtype, b.args);
     } else {
 #ifdef EMBER_WITH_CUDA
@@ -63,7 +63,7 @@ void sgd_step(const std::vector<SGDItem>& items) {
 
 void adam_step(const std::vector<AdamItem>& items, bool decoupled) {
   for (const auto& b : bucket_by_device_dtype<AdamItem, AdamArgs>(items)) {
-    if (b.device.is_cpu()) {
+    if (b.device.is_host_memory()) {  // the CPU and the stand-in device
       cpu::adam_step(b.dtype, decoupled, b.args);
     } else {
 #ifdef EMBER_WITH_CUDA
@@ -117,7 +117,7 @@ Tensor clip_grad_norm(Device device, const std::vector<Tensor>& grads, double no
   if (factor > 1.0) factor = 1.0;  // clamp(max=1); NaN stays NaN
   if (!(factor == 1.0))            // multiplying by exactly 1 changes nothing
     for (const GradBucket& b : buckets) cpu::scale_grads(b.dtype, b.grads, factor);
-  return scalar_tensor(norm, out_dtype);
+  return scalar_tensor(norm, TensorOptions(out_dtype).with_device(device));
 }
 
 void clamp_grads(const std::vector<Tensor>& grads, double clip_value) {
@@ -133,7 +133,7 @@ void clamp_grads(const std::vector<Tensor>& grads, double clip_value) {
     b->second.grads.push_back({g.data_ptr(), g.numel()});
   }
   for (const auto& [device, b] : buckets) {
-    if (device.is_cpu()) {
+    if (device.is_host_memory()) {
       cpu::clamp_grads(b.dtype, b.grads, clip_value);
     } else {
 #ifdef EMBER_WITH_CUDA

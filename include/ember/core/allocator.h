@@ -36,6 +36,10 @@ void cpu_empty_cache();
 // Changes the limit; lowering it below what is cached empties the cache.
 void cpu_set_cache_limit(size_t bytes);
 
+// The stand-in device's memory (src/core/fake_device.cpp; ember/fake.h): registered for
+// DeviceType::fake from the start.
+DeviceAllocator& fake_device_allocator();
+
 // Registers (or, with nullptr, removes) the allocator of a device type.
 void set_device_allocator(DeviceType type, DeviceAllocator* alloc);
 DeviceAllocator* device_allocator(DeviceType type);
