@@ -11,7 +11,8 @@ standard library only.
 
 Inputs (each file may hold several runs, one after the other):
   --bench     Google Benchmark output of the GPU bench binaries, console format or the JSON of
-              --benchmark_out (told apart by the first character). Cases are named
+              --benchmark_out (told apart by the first character; a torn JSON file, left by a
+              binary that died, is skipped with a warning). Cases are named
               <workload>/.../<library>[/manual_time]; library is ember, cublas, cublas_tf32 or
               cudnn, or absent (G4_attention: ember only).
   --sdpa      bench/g4_sdpa_torch.py's lines "G4 <case> <ms> ms <TFLOP/s> TFLOP/s" (the peer of G4).
@@ -172,7 +173,10 @@ def parse_bench_files(paths):
     for path in paths:
         text = read(path)
         if text.lstrip().startswith("{"):
-            parse_bench_json(text, cases, context)
+            try:
+                parse_bench_json(text, cases, context)
+            except (ValueError, KeyError, TypeError) as e:  # a binary that died mid-run leaves a torn file
+                print(f"gpu_report: warning: {path}: not usable JSON ({e}); its console output counts", file=sys.stderr)
         else:
             parse_console(text, cases, context)
     return cases, context
@@ -196,10 +200,14 @@ def figure_name(base):
 
 
 def build_figures(cases, sdpa):
-    """The JSON figures, in the benches' order, plus the rows of the md tables."""
+    """The JSON figures, by workload (G1, G2, ...) and in the benches' order within one, plus the
+    rows of the md tables."""
+    def workload(item):
+        m = re.match(r"^G(\d+)_", item[0][0])
+        return int(m.group(1)) if m else 99
+
     figures, rows = [], []
-    workload = lambda item: int(re.match(r"^G(\d+)_", item[0][0]).group(1)) if re.match(r"^G\d+_", item[0][0]) else 99
-    for (base, lib), case in sorted(cases.items(), key=workload):  # stable: the benches' order within a workload
+    for (base, lib), case in sorted(cases.items(), key=workload):
         if lib != "ember" or not re.match(r"^G\d+_", base):
             continue
         peer = peer_name = None
@@ -481,7 +489,8 @@ def self_test(fixtures):
     f = lambda name: os.path.join(fixtures, name)
     expected = json.loads(read(f("expected.json")))
     ns = argparse.Namespace(
-        bench=[f("gpu-bench-console.txt"), f("conv-bench.json"), f("softmax-console.txt"), f("attention-console.txt")],
+        bench=[f("gpu-bench-console.txt"), f("conv-bench.json"), f("softmax-console.txt"), f("attention-console.txt"),
+               f("torn-bench.json")],
         sdpa=[f("sdpa.txt")], tests=f("tests.txt"), examples=[f("examples.txt")], memcheck=[f("memcheck.txt")],
         steps=f("steps.tsv"), device="NVIDIA H200", driver="580.159.04", cuda="13.0",
         commit="70212d4fb4817eb51a3d6083e7f3a987511ec3c5", date="2026-12-04T15:04:26Z", md=None, json=None)
