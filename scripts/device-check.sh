@@ -1,63 +1,99 @@
 #!/usr/bin/env bash
-# Builds ember with the CUDA backend on a GPU machine and runs everything that needs the GPU:
-# the whole CTest suite (the `cuda` suite included), the `cuda` suite again under
-# compute-sanitizer memcheck, the example on the GPU and the benchmark binaries that exist.
-# Everything lands in one results file: $OUT/device-check.txt when OUT is set (the lent device
-# machine), else build/device-check.txt. Exits non-zero when the build or a test fails.
+# Builds ember with the CUDA backend on a GPU machine, runs everything that needs the GPU and
+# writes the results: docs/perf/gpu-<device>.md and .json (scripts/gpu_report.py; the next run
+# on that device overwrites them), the console log and the raw logs. Exits non-zero when the
+# build, a test, memcheck, an example or a bench binary failed, or when no GPU was visible.
 #
-# Two places, two modes (see docs/cuda.md):
-#
-#   HERE, on a developer machine (no GPU needed), once:
+#   HERE, on a developer machine (no GPU needed), right before the device call:
 #     bash scripts/device-check.sh --prepare [--with-data]
-#   copies the headers the build needs and the device machine may lack (Eigen, doctest, zlib,
-#   Google Benchmark's headers and library) into .deps/ (a prefix: include/, lib/, share/, with
-#   relocatable CMake package files), records the git commit in .deps/COMMIT and adds /.deps/ to
-#   .git/info/exclude so it is never committed. --with-data also copies the Fashion-MNIST files
-#   (30 MB) to .deps/fashion-mnist and the KJV SWORD module (3 MB) to .deps/kjv for the examples.
+#   copies what the build needs and the device image lacks (Eigen, doctest, zlib, Google
+#   Benchmark 1.7 headers and library) into .deps/ (a prefix with relocatable CMake package
+#   files), records the commit and a checksum of the tracked files in .deps/COMMIT (the device
+#   gets the working tree without this .git) and adds /.deps/ to .git/info/exclude.
+#   --with-data also copies Fashion-MNIST (30 MB) to .deps/fashion-mnist and the KJV SWORD
+#   module (3 MB) to .deps/kjv for the examples. Carry .deps with the call.
 #
-#   THERE, on the GPU machine, from the repository root (carry .deps with the call):
-#     bash scripts/device-check.sh [--steps LIST] [options]
-#   Steps, in this order: build (configure + build), ctest (all suites), cuda (the cuda suite
-#   again, for its summary), memcheck (the cuda suite under compute-sanitizer), example
-#   (fashion_mnist and char_lm --device cuda, when the data is there), bench (ember-gpu-bench,
-#   the cuDNN comparisons ember-conv-gpu-bench, ember-lstm_gpu_bench, ember-attention_gpu_bench,
-#   ember-softmax_gpu_bench, then ember-bench; PyTorch's SDPA: python3 bench/g4_sdpa_torch.py).
-#   Default: all. --skip-build, --no-ctest, --no-sanitizer, --no-example, --no-bench drop one.
-#   A lent machine allows 10 minutes a command: split, e.g. --steps build,ctest,cuda,example
-#   then --steps memcheck,bench on the same warm machine (build outputs stay between calls).
-#   Options: --build-dir DIR (default build/device), --jobs N (default 16), --archs LIST
-#   (default $EMBER_CUDA_ARCHS or 90), --sanitizer-timeout S (default 240), --bench-timeout S
-#   (default 120 per binary). DOCTEST_FILTER="-tc=*allocator*" narrows the memcheck run and
-#   BENCH_ARGS="--benchmark_filter=G1" is passed to ember-gpu-bench.
+#   THERE, on the GPU machine, from the repository root, in one call of at most 10 minutes:
+#     bash scripts/device-check.sh --quick
+#   Steps, each under its own timeout and all under DEADLINE (default 520 s from the start; a
+#   step that no longer fits is skipped, and the summary says so):
+#     build     configure build/device (Release, EMBER_CUDA=ON, archs 90, Ninja, .deps and the
+#               cuDNN of PyTorch's wheel), then only the targets run below, `ninja -k 0` (300 s)
+#     tests     the whole ember_tests binary, every suite, EMBER_TEST_DEVICE=cuda (180 s)
+#     example   fashion_mnist 2 epochs (60 s); char_lm --model lstm, then transformer, 250 steps
+#               or 1 minute each (150 s each)
+#     bench     ember-gpu-bench, ember-conv-gpu-bench, ember-lstm_gpu_bench,
+#               ember-attention_gpu_bench, ember-softmax_gpu_bench with
+#               --benchmark_min_time=0.05 and JSON output (90 s each), then PyTorch's SDPA peer
+#               python3 bench/g4_sdpa_torch.py (90 s)
+#     memcheck  compute-sanitizer memcheck over the cuda* suites, then over the other suites,
+#               EMBER_TEST_DEVICE=cuda, without the deliberate out-of-memory case
+#               "an absurd allocation ..." (-tce), whose cudaMalloc failures memcheck would count
+#               as errors; leak checking off (the caching allocator keeps its blocks) (180 s each)
+#   Without --quick: every target, `ctest`, Google Benchmark's default minimum time, ember-bench
+#   too, and no practical deadline (DEADLINE 3000). --steps LIST picks steps (build, ctest,
+#   tests, memcheck, example, bench; `cuda` = tests); --skip-build, --no-ctest, --no-sanitizer,
+#   --no-example, --no-bench drop one.
+#
+#   Results: docs/perf/gpu-<device>.{md,json} (device from nvidia-smi: "NVIDIA H200" -> gpu-h200)
+#   and the raw logs in build/device-check-logs/. With OUT set (the lent machine returns only
+#   $OUT): $OUT/device-check.txt (this console), $OUT/gpu-<device>.md, .json and
+#   $OUT/device-check-logs.tar.gz. Without a GPU the GPU steps are skipped with a line that says
+#   so and the report goes to build/device-check-logs/ only.
+#
+#   Options: --deadline S (or DEADLINE=S), --build-dir DIR (build/device), --jobs N (16),
+#   --archs LIST ($EMBER_CUDA_ARCHS or 90), --min-time X (Google Benchmark's minimum time per
+#   case, a plain number of seconds: --quick 0.05), --bench-timeout S and --sanitizer-timeout S
+#   (per binary and per run: --quick 90 and 180, else 300 and 600),
+#   --cpu-build (configure with EMBER_CUDA=OFF: a dry run of this script on a machine without
+#   nvcc). Environment: EMBER_COMMIT=<sha> overrides the commit; DOCTEST_FILTER="-tc=*alloc*"
+#   narrows the memcheck runs; BENCH_ARGS is passed to ember-gpu-bench.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
 ROOT=$(pwd)
 
 # --- arguments ---------------------------------------------------------------------------------
-PREPARE=0 WITH_DATA=0 STEPS=",build,ctest,cuda,memcheck,example,bench,"
-BUILD_DIR=build/device JOBS=16 SAN_TIMEOUT=240 BENCH_TIMEOUT=120 ARCHS=${EMBER_CUDA_ARCHS:-90}
-drop() { STEPS=${STEPS//,$1,/,}; }
-has() { [[ $STEPS == *,$1,* ]]; }
+PREPARE=0 WITH_DATA=0 QUICK=0 STEPS="" CUDA_MODE=ON
+BUILD_DIR=build/device JOBS=16 ARCHS=${EMBER_CUDA_ARCHS:-90}
+SAN_TIMEOUT="" BENCH_TIMEOUT="" MIN_TIME="" DEADLINE=${DEADLINE:-}
+DROP=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --prepare) PREPARE=1 ;;
     --with-data) WITH_DATA=1 ;;
-    --steps) STEPS=",$2,"; shift ;;
-    --skip-build) drop build ;;
-    --no-ctest) drop ctest ;;
-    --no-sanitizer) drop memcheck ;;
-    --no-bench) drop bench ;;
-    --no-example) drop example ;;
+    --quick) QUICK=1 ;;
+    --steps) STEPS=",${2//cuda/tests},"; shift ;;
+    --skip-build) DROP+=(build) ;;
+    --no-ctest) DROP+=(ctest) ;;
+    --no-sanitizer) DROP+=(memcheck) ;;
+    --no-bench) DROP+=(bench) ;;
+    --no-example) DROP+=(example) ;;
+    --deadline) DEADLINE=$2; shift ;;
+    --min-time) MIN_TIME=$2; shift ;;
     --bench-timeout) BENCH_TIMEOUT=$2; shift ;;
+    --sanitizer-timeout) SAN_TIMEOUT=$2; shift ;;
     --build-dir) BUILD_DIR=$2; shift ;;
     --jobs) JOBS=$2; shift ;;
-    --sanitizer-timeout) SAN_TIMEOUT=$2; shift ;;
     --archs) ARCHS=$2; shift ;;
+    --cpu-build) CUDA_MODE=OFF ;;
     -h|--help) sed -n '2,/^set /p' "${BASH_SOURCE[0]}" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "device-check: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
+if [[ $QUICK == 1 ]]; then
+  [[ -z $STEPS ]] && STEPS=",build,tests,example,bench,memcheck,"
+  DEADLINE=${DEADLINE:-520} MIN_TIME=${MIN_TIME:-0.05} BENCH_TIMEOUT=${BENCH_TIMEOUT:-90} SAN_TIMEOUT=${SAN_TIMEOUT:-180}
+else
+  [[ -z $STEPS ]] && STEPS=",build,ctest,tests,memcheck,example,bench,"
+  DEADLINE=${DEADLINE:-3000} BENCH_TIMEOUT=${BENCH_TIMEOUT:-300} SAN_TIMEOUT=${SAN_TIMEOUT:-600}
+fi
+for s in "${DROP[@]}"; do STEPS=${STEPS//,$s,/,}; done
+has() { [[ $STEPS == *,$1,* ]]; }
+
+# The tracked files' checksum, from the NUL-separated list in .deps/FILES: --prepare records it,
+# the device compares, so a report never names a commit its source does not match.
+tree_sum() { xargs -0 sha1sum <.deps/FILES 2>/dev/null | sha1sum | cut -c1-40; }
 
 # --- prepare (here) ----------------------------------------------------------------------------
 # Writes a relocatable <name>Config.cmake: an INTERFACE (header-only) or imported library target
@@ -68,6 +104,7 @@ write_config() {  # name target kind(INTERFACE|STATIC|SHARED) [library file name
   mkdir -p "$dir"
   {
     echo "# Written by scripts/device-check.sh --prepare: $name from the developer machine."
+    # shellcheck disable=SC2016  # CMake's ${...}, written as they are
     echo 'get_filename_component(_ember_deps "${CMAKE_CURRENT_LIST_DIR}/../../.." ABSOLUTE)'
     if [[ $kind != INTERFACE ]]; then
       echo 'include(CMakeFindDependencyMacro)'
@@ -126,7 +163,7 @@ EOF
   else
     echo "  doctest: NOT FOUND (apt-get install doctest-dev)"; missing=1
   fi
-  # zlib, for the example (the device image may lack the -dev headers).
+  # zlib, for the examples (the device image may lack the -dev headers).
   if [[ -f /usr/include/zlib.h ]]; then
     cp /usr/include/zlib.h /usr/include/zconf.h .deps/include/
     for f in /usr/lib/x86_64-linux-gnu/libz.a /usr/lib/libz.a; do
@@ -134,7 +171,7 @@ EOF
     done
     echo "  zlib:    headers$( [[ -f .deps/lib/libz.a ]] && echo ' + libz.a')"
   else
-    echo "  zlib:    not found (the example will be off on the device unless it has zlib)"
+    echo "  zlib:    not found (the examples will be off on the device unless it has zlib)"
   fi
   # Google Benchmark: headers and the library (static when Debian ships one, else shared).
   if [[ -f /usr/include/benchmark/benchmark.h ]]; then
@@ -151,10 +188,10 @@ EOF
       echo "  benchmark: headers + shared library $soname (no static one here)"
     else
       rm -rf .deps/include/benchmark
-      echo "  benchmark: headers but no library; ember-kernels will be off"
+      echo "  benchmark: headers but no library; the GPU benches will be off"
     fi
   else
-    echo "  benchmark: not found; ember-kernels will be off on the device"
+    echo "  benchmark: not found; the GPU benches will be off on the device"
   fi
   if [[ $WITH_DATA == 1 ]]; then
     if [[ -d /usr/share/datasets/fashion-mnist ]]; then
@@ -171,247 +208,367 @@ EOF
       echo "  data:    $kjv not found (apt-get install sword-text-kjv)"
     fi
   fi
+  git ls-files -z >.deps/FILES 2>/dev/null
   {
     echo "commit $(git rev-parse HEAD 2>/dev/null || echo unknown)"
     echo "dirty_files $(git status --porcelain 2>/dev/null | wc -l)"
+    echo "tree_sum $(tree_sum)"
     echo "prepared $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   } >.deps/COMMIT
+  echo "  commit:  $(head -n 1 .deps/COMMIT | cut -d' ' -f2) ($(sed -n 's/^dirty_files //p' .deps/COMMIT) changed files)"
   echo "  total:   $(du -sh .deps | cut -f1) (carry it: run(carry=[\".deps\"]))"
   exit $missing
 fi
 
 # --- check (on the GPU machine) ----------------------------------------------------------------
-if [[ -n ${OUT:-} ]]; then RESULT=$OUT/device-check.txt; else RESULT=$ROOT/build/device-check.txt; fi
-mkdir -p "$(dirname "$RESULT")" build
-
-check_main() {
-start=$SECONDS
-declare -a SUMMARY=()
+LOGS=$ROOT/build/device-check-logs
+RESULT=${OUT:+$OUT/device-check.txt}
+RESULT=${RESULT:-$ROOT/build/device-check.txt}
+rm -rf "$LOGS"
+mkdir -p "$LOGS" "$(dirname "$RESULT")"
+RESERVE=20  # seconds kept for the report and the log archive at the end
+T0=$SECONDS
 FAILED=0
-step() { echo; echo "=== $* ($((SECONDS - start))s)"; }
+SUMMARY=()
+
+left() { echo $((DEADLINE - (SECONDS - T0))); }
+banner() { echo; echo "=== $* (t=$((SECONDS - T0))s, $(left)s left)"; }
 record() {  # name status detail
-  SUMMARY+=("$(printf '%-22s %-12s %s' "$1" "$2" "${3:-}")")
+  printf '%s\t%s\t%s\n' "$1" "$2" "${3:-}" >>"$LOGS/steps.tsv"
+  SUMMARY+=("$(printf '%-26s %-8s %s' "$1" "$2" "${3:-}")")
   [[ $2 == FAIL ]] && FAILED=1
+  echo "--> $1: $2${3:+ ($3)}"
   return 0
 }
+# run_cmd NAME NEED TIMEOUT LOG CMD...: runs CMD under `timeout` (capped by the deadline), its
+# output appended to LOG; sets RC and DUR. Records NAME as skipped and returns 1 when fewer than
+# NEED seconds are left. RC 124/137: timed out.
+run_cmd() {
+  local name=$1 need=$2 to=$3 log=$4 t0 l
+  shift 4
+  l=$(($(left) - RESERVE))
+  if ((l < need)); then
+    record "$name" skipped "deadline: ${l}s left before the report, the step needs ${need}s"
+    RC=125 DUR=0
+    return 1
+  fi
+  ((to > l)) && to=$l
+  echo "### $(printf '%q ' "$@")" >>"$log"
+  t0=$SECONDS
+  timeout -k 10 "$to" "$@" </dev/null >>"$log" 2>&1
+  RC=$? DUR=$((SECONDS - t0))
+  echo "--> rc=$RC in ${DUR}s" >>"$log"
+  return 0
+}
+timed_out() { [[ $RC == 124 || $RC == 137 ]]; }
+last_block() { awk '/^### /{b=""} {b=b $0 "\n"} END{printf "%s", b}' "$1"; }  # the last command's output
+doctest_counts() {  # "244 cases, 238 passed, 6 failed, 0 skipped" from the last command's doctest summary
+  last_block "$1" | grep -a '\[doctest\] test cases:' | tail -n 1 |
+    sed 's/.*test cases: *\([0-9]*\) *| *\([0-9]*\) passed *| *\([0-9]*\) failed *| *\([0-9]*\) skipped.*/\1 cases, \2 passed, \3 failed, \4 skipped/'
+}
 
-step "machine"
-echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-if git rev-parse HEAD >/dev/null 2>&1; then
-  echo "commit:  $(git rev-parse HEAD) ($(git status --porcelain 2>/dev/null | wc -l) changed files)"
-elif [[ -f .deps/COMMIT ]]; then
-  echo "commit:  $(awk '/^commit/ {print $2}' .deps/COMMIT) (from .deps/COMMIT; $(awk '/^dirty_files/ {print $2}' .deps/COMMIT) changed files when prepared)"
-else
-  echo "commit:  unknown (no git here and no .deps/COMMIT)"
-fi
-echo "host:    $(uname -srm), $(nproc) CPUs"
+check_main() {
+banner "machine"
+START_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+echo "date:    $START_DATE"
+echo "mode:    $([[ $QUICK == 1 ]] && echo --quick || echo full), steps ${STEPS:1:${#STEPS}-2}, deadline ${DEADLINE}s"
+GPU_NAME="" DRIVER="" CUDA_VERSION="unknown" HAVE_GPU=0
 if command -v nvidia-smi >/dev/null; then
-  nvidia-smi || true
-  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>/dev/null |
-    sed 's/^/gpu:     /' || true
-else
-  echo "nvidia-smi: not found (no NVIDIA driver on this machine?)"
+  timeout 20 nvidia-smi
+  q=$(timeout 20 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1)
+  if [[ -n $q ]]; then
+    GPU_NAME=${q%%,*} DRIVER=${q##*, } HAVE_GPU=1
+  fi
+  CUDA_VERSION=$(timeout 20 nvidia-smi 2>/dev/null | sed -n 's/.*CUDA Version: *\([0-9.]*\).*/\1/p' | head -n 1)
 fi
 if command -v nvcc >/dev/null; then
-  nvcc --version | tail -n 2
-else
-  echo "nvcc: not found on PATH"
+  nv=$(timeout 20 nvcc --version | sed -n 's/.*release [0-9.]*, V\([0-9.]*\).*/\1/p')
+  CUDA_VERSION=${nv:-${CUDA_VERSION:-unknown}}
 fi
-echo "cmake:   $(cmake --version | head -n 1)"
-echo "c++:     $(c++ --version | head -n 1)"
+echo "gpu:     ${GPU_NAME:-none visible}${DRIVER:+, driver $DRIVER}, CUDA ${CUDA_VERSION:-unknown}"
+echo "host:    $(uname -srm), $(nproc) CPUs; $(cmake --version | head -n 1); $(c++ --version | head -n 1)"
+# The commit: EMBER_COMMIT, else .deps/COMMIT (the device's copy has no .git of ours), else git.
+COMMIT=${EMBER_COMMIT:-} COMMIT_NOTE="from EMBER_COMMIT"
+if [[ -z $COMMIT && -f .deps/COMMIT ]]; then
+  COMMIT=$(sed -n 's/^commit //p' .deps/COMMIT)
+  COMMIT_NOTE="from .deps/COMMIT ($(sed -n 's/^prepared //p' .deps/COMMIT))"
+  dirty=$(sed -n 's/^dirty_files //p' .deps/COMMIT)
+  [[ ${dirty:-0} != 0 ]] && COMMIT_NOTE+=", with $dirty uncommitted changes then"
+  if [[ -f .deps/FILES && $(tree_sum) != "$(sed -n 's/^tree_sum //p' .deps/COMMIT)" ]]; then
+    COMMIT_NOTE+="; WARNING: the tracked files changed since --prepare, so this commit may not be what ran (re-run --prepare)"
+  fi
+elif [[ -z $COMMIT ]]; then
+  COMMIT=$(git rev-parse HEAD 2>/dev/null || echo unknown) COMMIT_NOTE="from git here"
+fi
+export EMBER_COMMIT=$COMMIT  # bench/CMakeLists.txt bakes it into the benches' context
+echo "commit:  $COMMIT ($COMMIT_NOTE)"
+if [[ $HAVE_GPU == 0 ]]; then
+  record gpu FAIL "no GPU visible (nvidia-smi $(command -v nvidia-smi >/dev/null && echo 'lists none' || echo 'not found')): the GPU steps are skipped"
+fi
 
-step "dependencies"
+banner "dependencies"
 PREFIXES=()
 [[ -d .deps ]] && PREFIXES+=("$ROOT/.deps")
-have_header() {  # header, extra include dir
-  [[ -f /usr/include/$1 || -f /usr/local/include/$1 || ( -n ${2:-} && -f $2/$1 ) ]]
-}
+export LD_LIBRARY_PATH=$ROOT/.deps/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 for dep in "Eigen:eigen3/Eigen/Core" "doctest:doctest/doctest.h" "zlib:zlib.h" "benchmark:benchmark/benchmark.h"; do
   name=${dep%%:*} header=${dep#*:}
-  if [[ -f /usr/include/$header || -f /usr/local/include/$header ]]; then
-    echo "$name: system ($header)"
-  elif [[ -f .deps/include/$header ]]; then
-    echo "$name: carried .deps/include/$header"
-  else
-    echo "$name: NOT FOUND"
+  if [[ -f /usr/include/$header || -f /usr/local/include/$header ]]; then echo "$name: system"
+  elif [[ -f .deps/include/$header ]]; then echo "$name: .deps"
+  else echo "$name: NOT FOUND (run scripts/device-check.sh --prepare here and carry .deps)"
   fi
 done
-EXTRA_CMAKE=()
-if ! have_header zlib.h .deps/include; then
-  echo "zlib missing: building without the example (-DEMBER_BUILD_EXAMPLES=OFF)"
-  EXTRA_CMAKE+=(-DEMBER_BUILD_EXAMPLES=OFF)
-  drop example
-fi
-# cuDNN and NCCL: the system's, else the ones inside Python's nvidia-* wheels. Nothing in ember
-# needs them yet; they are found and printed so the later benches and dist code can use them.
-SITE_DIRS=$(python3 -c 'import site, sys; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null || true)
-for lib in cudnn nccl; do
-  found=""
-  for d in /usr/include /usr/local/cuda/include ${CUDA_HOME:+$CUDA_HOME/include}; do
-    [[ -f $d/$lib.h ]] && { found="system $d/$lib.h"; break; }
+# cuDNN (for the comparison benches only): the system's, else the one in PyTorch's wheel, which
+# ships libcudnn.so.9 but no libcudnn.so: links in /tmp/ember-cudnn give CMake a prefix to find.
+cudnn=""
+for d in /usr/include /usr/include/x86_64-linux-gnu /usr/local/cuda/include; do
+  [[ -f $d/cudnn.h ]] && { cudnn="system $d/cudnn.h"; break; }
+done
+if [[ -z $cudnn ]]; then
+  for sp in $(timeout 30 python3 -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null); do
+    h=$(find "$sp/nvidia" -maxdepth 4 -name cudnn.h -path '*/include/*' -print -quit 2>/dev/null)
+    [[ -n $h ]] || continue
+    src=$(dirname "$(dirname "$h")")
+    rm -rf /tmp/ember-cudnn && mkdir -p /tmp/ember-cudnn/lib && ln -sfn "$src/include" /tmp/ember-cudnn/include
+    for f in "$src"/lib/*.so*; do ln -sf "$f" /tmp/ember-cudnn/lib/; done
+    so=$(find "$src/lib" -maxdepth 1 -name 'libcudnn.so.*' | sort | head -n 1)
+    [[ -e /tmp/ember-cudnn/lib/libcudnn.so || -z $so ]] || ln -sf "$so" /tmp/ember-cudnn/lib/libcudnn.so
+    export LD_LIBRARY_PATH=$src/lib:$LD_LIBRARY_PATH
+    PREFIXES+=(/tmp/ember-cudnn)
+    cudnn="PyTorch's wheel $src (linked in /tmp/ember-cudnn)"
+    break
   done
-  if [[ -z $found ]]; then
-    for sp in $SITE_DIRS; do
-      h=$(find "$sp/nvidia" -maxdepth 4 -name "$lib.h" -path "*/include/*" -print -quit 2>/dev/null)
-      if [[ -n $h ]]; then
-        prefix=$(dirname "$(dirname "$h")")
-        libs=("$prefix"/lib/lib"$lib"*)
-        found="python wheel $prefix (lib: $([[ -e ${libs[0]} ]] && basename "${libs[0]}" || echo none))"
-        PREFIXES+=("$prefix")
-        break
-      fi
-    done
-  fi
-  echo "$lib: ${found:-not found}"
-done
-PREFIX_PATH=$(IFS=';'; echo "${PREFIXES[*]:-}")
+fi
+echo "cudnn: ${cudnn:-not found: the cuDNN comparison benches will not be built}"
+PREFIX_PATH=$(IFS=';'; echo "${PREFIXES[*]}")
 
+# --- build -------------------------------------------------------------------------------------
+TARGETS=(ember_tests fashion_mnist char_lm ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench
+         ember-attention_gpu_bench ember-softmax_gpu_bench)
+[[ $QUICK == 0 ]] && TARGETS+=(ember-bench)
+binary() {  # target -> its executable in the build dir
+  case $1 in
+    ember_tests) echo "$BUILD_DIR/tests/ember_tests" ;;
+    fashion_mnist|char_lm) echo "$BUILD_DIR/examples/$1/$1" ;;
+    *) echo "$BUILD_DIR/bench/$1" ;;
+  esac
+}
 BUILD_OK=1
-echo "steps:   ${STEPS:1:${#STEPS}-2}"
+declare -A BUILT=()
 if has build; then
-  step "configure ($BUILD_DIR, EMBER_CUDA=ON, EMBER_CUDA_ARCHS=$ARCHS)"
-  GEN=()
-  command -v ninja >/dev/null && GEN=(-G Ninja)
-  [[ -f $BUILD_DIR/CMakeCache.txt ]] && GEN=()  # keep the generator of an existing build dir
-  if cmake -S . -B "$BUILD_DIR" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release -DEMBER_CUDA=ON \
-      -DEMBER_CUDA_ARCHS="$ARCHS" -DEMBER_BENCH_TORCH=OFF ${PREFIX_PATH:+-DCMAKE_PREFIX_PATH="$PREFIX_PATH"} \
-      "${EXTRA_CMAKE[@]}"; then
-    record configure ok
+  banner "configure ($BUILD_DIR, EMBER_CUDA=$CUDA_MODE, archs $ARCHS)"
+  gen=()
+  command -v ninja >/dev/null && [[ ! -f $BUILD_DIR/CMakeCache.txt ]] && gen=(-G Ninja)
+  if ! run_cmd configure 20 120 "$LOGS/build.log" cmake -S . -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
+      -DEMBER_CUDA="$CUDA_MODE" -DEMBER_CUDA_ARCHS="$ARCHS" -DEMBER_BENCH_TORCH=OFF "-DCMAKE_PREFIX_PATH=$PREFIX_PATH"; then
+    BUILD_OK=0
+  elif [[ $RC != 0 ]]; then
+    tail -n 20 "$LOGS/build.log"
+    record configure FAIL "exit $RC, see build.log"; BUILD_OK=0
   else
-    record configure FAIL; BUILD_OK=0
-  fi
-  if [[ $BUILD_OK == 1 ]]; then
-    step "build (-j$JOBS)"
-    t0=$SECONDS
-    if cmake --build "$BUILD_DIR" -j"$JOBS"; then
-      record build ok "$((SECONDS - t0))s"
+    grep -a -- '^-- ember' "$LOGS/build.log"
+    if [[ -f $BUILD_DIR/build.ninja ]]; then
+      known=$(ninja -C "$BUILD_DIR" -t targets all 2>/dev/null | sed 's/:.*//')
+      keep=(-k 0)
     else
-      record build FAIL "$((SECONDS - t0))s"; BUILD_OK=0
+      known=$(cmake --build "$BUILD_DIR" --target help 2>/dev/null | sed -n 's/^\.\.\. \([^ ]*\).*/\1/p')
+      keep=(-k)
+    fi
+    want=() absent=()
+    for t in "${TARGETS[@]}"; do
+      if grep -qxF "$t" <<<"$known"; then want+=("$t"); else absent+=("$t"); fi
+    done
+    [[ ${#absent[@]} -gt 0 ]] && record "targets" absent "not in this configuration: ${absent[*]} (see the configure lines above)"
+    what=(--target "${want[@]}")
+    [[ $QUICK == 0 ]] && what=()  # everything
+    banner "build (-j$JOBS, keep going): ${what[*]:-all}"
+    if ! run_cmd build 30 300 "$LOGS/build.log" cmake --build "$BUILD_DIR" -j "$JOBS" "${what[@]}" -- "${keep[@]}"; then
+      BUILD_OK=0
+    elif timed_out; then record build FAIL "timeout after ${DUR}s"; BUILD_OK=0
+    elif [[ $RC != 0 ]]; then
+      grep -a -E 'error|FAILED' "$LOGS/build.log" | head -n 20
+      record build FAIL "exit $RC in ${DUR}s (first errors above, all in build.log); built targets still run"; BUILD_OK=0
+    else record build ok "${DUR}s"
     fi
   fi
-else
-  [[ -x $BUILD_DIR/tests/ember_tests ]] || { record build FAIL "--skip-build but no $BUILD_DIR/tests/ember_tests"; BUILD_OK=0; }
+fi
+for t in "${TARGETS[@]}"; do
+  # After a failed build an old binary may be left over: only one ninja says is up to date runs.
+  if [[ -x $(binary "$t") ]] && { [[ $BUILD_OK == 1 ]] || ninja -C "$BUILD_DIR" -n "$t" 2>/dev/null | grep -q 'no work to do'; }; then
+    BUILT[$t]=1
+  fi
+done
+TESTS_BIN=$(binary ember_tests)
+gpu_env=()
+[[ $HAVE_GPU == 1 ]] && gpu_env=(EMBER_TEST_DEVICE=cuda)
+
+# --- tests -------------------------------------------------------------------------------------
+if has ctest && [[ -n ${BUILT[ember_tests]:-} ]]; then
+  banner "ctest (all entries)"
+  if run_cmd ctest 30 900 "$LOGS/ctest.txt" env "${gpu_env[@]}" ctest --test-dir "$BUILD_DIR" --output-on-failure -j4 --timeout 600; then
+    tail -n 15 "$LOGS/ctest.txt"
+    if timed_out; then record ctest FAIL "timeout after ${DUR}s"
+    else record ctest "$([[ $RC == 0 ]] && echo ok || echo FAIL)" "${DUR}s"; fi
+  fi
+fi
+if has tests; then
+  banner "tests: $TESTS_BIN, every suite${gpu_env[*]:+, ${gpu_env[*]}}"
+  if [[ -z ${BUILT[ember_tests]:-} ]]; then
+    record tests FAIL "ember_tests was not built"
+  elif run_cmd tests 20 180 "$LOGS/tests.txt" env "${gpu_env[@]}" "$TESTS_BIN" --duration=false; then
+    echo "cases with output (failures, messages):"
+    awk '/^TEST SUITE:/{s=$3} /^TEST CASE:/{sub(/^TEST CASE: */, ""); print "  " (s ? s ": " : "") $0; s=""}' \
+      "$LOGS/tests.txt" | sort -u
+    counts=$(doctest_counts "$LOGS/tests.txt")
+    if timed_out; then record tests FAIL "timeout after ${DUR}s"
+    elif grep -aq 'no CUDA GPU available' "$LOGS/tests.txt" && [[ $HAVE_GPU == 1 ]]; then
+      record tests FAIL "ember saw no GPU, the GPU cases were skipped: $counts"
+    elif [[ $RC == 0 && -n $counts ]]; then record tests ok "$counts (${DUR}s)"
+    else record tests FAIL "exit $RC: ${counts:-no doctest summary} (${DUR}s)"
+    fi
+  fi
 fi
 
-TESTS=$BUILD_DIR/tests/ember_tests
-if [[ $BUILD_OK == 1 ]]; then
-  if has ctest; then
-    step "ctest (all suites)"
-    t0=$SECONDS
-    if ctest --test-dir "$BUILD_DIR" --output-on-failure -j4 --timeout 600; then
-      record ctest ok "$((SECONDS - t0))s"
-    else
-      record ctest FAIL "$((SECONDS - t0))s"
-    fi
+# --- examples ----------------------------------------------------------------------------------
+first_dir() { for d in "$@"; do [[ -d $d ]] && { echo "$d"; return; }; done; }
+example() {  # name need timeout cmd...
+  local name=$1 need=$2 to=$3
+  shift 3
+  run_cmd "$name" "$need" "$to" "$LOGS/examples.txt" "$@" || return 0
+  local last
+  last=$(last_block "$LOGS/examples.txt" | grep -a -E '^(final |error:|no CUDA|stopped )' | tail -n 1)
+  if timed_out; then record "$name" timeout "after ${DUR}s"
+  elif [[ $RC == 0 ]]; then record "$name" ok "${DUR}s, $(last_block "$LOGS/examples.txt" | grep -a -E '^final ' | tail -n 1)"
+  else record "$name" FAIL "exit $RC: $last"
   fi
-
-  if has cuda; then
-  step "cuda suite, verbose (doctest summary)"
-  cuda_log=$(mktemp)
-  "$TESTS" --test-suite=cuda --duration=true >"$cuda_log" 2>&1
-  rc=$?
-  tail -n 60 "$cuda_log"
-  counts=$(grep -m1 'test cases:' "$cuda_log" | sed 's/.*test cases: *//')
-  if grep -q "no CUDA GPU available" "$cuda_log"; then
-    record "cuda suite" FAIL "ember saw no GPU: the GPU cases were skipped ($counts)"
-  elif [[ $rc == 0 ]]; then
-    record "cuda suite" ok "$counts"
+}
+if has example; then
+  banner "examples on cuda"
+  fm=$(first_dir .deps/fashion-mnist /usr/share/datasets/fashion-mnist)
+  kjv=$(first_dir .deps/kjv /usr/share/sword/modules/texts/ztext/engKJV2006eb)
+  if [[ $HAVE_GPU == 0 ]]; then record examples skipped "no GPU visible"
   else
-    record "cuda suite" FAIL "exit $rc: $counts"
-  fi
-  rm -f "$cuda_log"
-  fi
-
-  if has memcheck; then
-    step "cuda suite under compute-sanitizer memcheck (timeout ${SAN_TIMEOUT}s)"
-    if command -v compute-sanitizer >/dev/null; then
-      t0=$SECONDS
-      san_log=$(mktemp)
-      # leak checking is off: the caching allocator keeps its blocks until the process ends.
-      timeout "$SAN_TIMEOUT" compute-sanitizer --tool memcheck --error-exitcode 86 \
-        "$TESTS" --test-suite=cuda ${DOCTEST_FILTER:-} >"$san_log" 2>&1
-      rc=$?
-      tail -n 60 "$san_log"
-      if grep -q "Device not supported" "$san_log"; then
-        record memcheck skipped "compute-sanitizer does not support this device"
-      elif [[ $rc == 124 ]]; then
-        record memcheck timeout "after ${SAN_TIMEOUT}s (narrow it with DOCTEST_FILTER)"
-      elif [[ $rc == 0 ]]; then
-        record memcheck ok "$((SECONDS - t0))s, $(grep -m1 'ERROR SUMMARY' "$san_log" || echo 'no summary line')"
-      else
-        record memcheck FAIL "exit $rc, $(grep -m1 'ERROR SUMMARY' "$san_log" || echo 'see the log above')"
+    if [[ -z ${BUILT[fashion_mnist]:-} ]]; then record fashion_mnist FAIL "not built"
+    elif [[ -z $fm ]]; then record fashion_mnist skipped "no data (device-check.sh --prepare --with-data)"
+    else example fashion_mnist 15 60 "$(binary fashion_mnist)" --device cuda --epochs 2 --batch 256 --data "$fm" --checkpoint ""
+    fi
+    for m in lstm transformer; do
+      if [[ -z ${BUILT[char_lm]:-} ]]; then record "char_lm $m" FAIL "not built"
+      elif [[ -z $kjv ]]; then record "char_lm $m" skipped "no data (device-check.sh --prepare --with-data)"
+      else example "char_lm $m" 30 150 "$(binary char_lm)" --model "$m" --device cuda --steps 250 --minutes 1 \
+             --log-every 50 --eval-every 250 --sample 120 --data "$kjv" --checkpoint ""
       fi
-      rm -f "$san_log"
-    else
-      record memcheck skipped "compute-sanitizer not on PATH"
-    fi
+    done
   fi
+  tail -n 25 "$LOGS/examples.txt" 2>/dev/null
+fi
 
-  if has example && [[ -x $BUILD_DIR/examples/fashion_mnist/fashion_mnist ]]; then
-    data=""
-    for d in .deps/fashion-mnist /usr/share/datasets/fashion-mnist; do [[ -d $d ]] && { data=$d; break; }; done
-    if [[ -n $data ]]; then
-      step "example: fashion_mnist --device cuda (1 epoch)"
-      if timeout 300 "$BUILD_DIR/examples/fashion_mnist/fashion_mnist" --device cuda --epochs 1 --data "$data"; then
-        record "fashion_mnist cuda" ok
-      else
-        record "fashion_mnist cuda" FAIL
+# --- benches -----------------------------------------------------------------------------------
+if has bench; then
+  benches=(ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench ember-attention_gpu_bench ember-softmax_gpu_bench)
+  [[ $QUICK == 0 ]] && benches+=(ember-bench)
+  if [[ $HAVE_GPU == 0 ]]; then record benches skipped "no GPU visible"; benches=(); fi
+  for b in "${benches[@]}"; do
+    banner "bench: $b"
+    if [[ -z ${BUILT[$b]:-} ]]; then record "$b" absent "not built (see the build and targets lines)"; continue; fi
+    args=()
+    if [[ $b != ember-bench ]]; then
+      args=("--benchmark_out=$LOGS/bench-$b.json" --benchmark_out_format=json)
+      [[ -n $MIN_TIME ]] && args+=("--benchmark_min_time=$MIN_TIME")
+      [[ $b == ember-gpu-bench && -n ${BENCH_ARGS:-} ]] && { read -r -a extra <<<"$BENCH_ARGS"; args+=("${extra[@]}"); }
+    fi
+    run_cmd "$b" 15 "$BENCH_TIMEOUT" "$LOGS/bench-$b.txt" "$(binary "$b")" "${args[@]}" || continue
+    grep -a -E '^(G[0-9]|mem/|W[0-9])' "$LOGS/bench-$b.txt" | grep -v '^G4 ' | cut -c1-150
+    errors=$(grep -ac 'ERROR OCCURRED' "$LOGS/bench-$b.txt")
+    if timed_out; then record "$b" timeout "after ${DUR}s (--bench-timeout, --min-time)"
+    elif [[ $RC != 0 ]]; then record "$b" FAIL "exit $RC after ${DUR}s"
+    elif [[ $errors != 0 ]]; then record "$b" FAIL "${DUR}s, $errors cases ended with an error (grep 'ERROR OCCURRED')"
+    else record "$b" ok "${DUR}s"
+    fi
+  done
+  if [[ $HAVE_GPU == 1 ]]; then
+    banner "bench: PyTorch SDPA peer (python3 bench/g4_sdpa_torch.py)"
+    if run_cmd "sdpa peer (PyTorch)" 20 90 "$LOGS/sdpa.txt" env PYTHONUNBUFFERED=1 python3 bench/g4_sdpa_torch.py; then
+      cat "$LOGS/sdpa.txt"
+      n=$(grep -ac '^G4 ' "$LOGS/sdpa.txt")
+      if timed_out; then record "sdpa peer (PyTorch)" timeout "after ${DUR}s"
+      elif [[ $n -gt 0 ]]; then record "sdpa peer (PyTorch)" ok "${DUR}s, $n cases, $(grep -a '^# ' "$LOGS/sdpa.txt" | head -n 1 | cut -c3-)"
+      else record "sdpa peer (PyTorch)" error "no figures, exit $RC: $(grep -av -e '^###' -e '^-->' "$LOGS/sdpa.txt" | tail -n 1)"
       fi
-    else
-      record "fashion_mnist cuda" skipped "no data (device-check.sh --prepare --with-data)"
     fi
   fi
-  if has example && [[ -x $BUILD_DIR/examples/char_lm/char_lm ]]; then
-    data=""
-    for d in .deps/kjv /usr/share/sword/modules/texts/ztext/engKJV2006eb; do [[ -d $d ]] && { data=$d; break; }; done
-    if [[ -n $data ]]; then
-      for m in transformer lstm; do
-        step "example: char_lm --model $m --device cuda (300 steps)"
-        if timeout 300 "$BUILD_DIR/examples/char_lm/char_lm" --model $m --device cuda --steps 300 --data "$data" \
-             --checkpoint "" --sample 200; then
-          record "char_lm $m cuda" ok
-        else
-          record "char_lm $m cuda" FAIL
-        fi
-      done
-    else
-      record "char_lm cuda" skipped "no data (device-check.sh --prepare --with-data)"
-    fi
-  fi
+fi
 
-  if has bench; then
-    for b in ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench ember-attention_gpu_bench \
-             ember-softmax_gpu_bench ember-bench; do
-      exe=$BUILD_DIR/bench/$b
-      if [[ -x $exe ]]; then
-        step "bench: $b"
-        args=()
-        [[ $b == ember-gpu-bench && -n ${BENCH_ARGS:-} ]] && read -r -a args <<<"$BENCH_ARGS"
-        t0=$SECONDS
-        timeout "$BENCH_TIMEOUT" "$exe" "${args[@]}"
-        rc=$?
-        if [[ $rc == 0 ]]; then
-          record "$b" ok "$((SECONDS - t0))s"
-        elif [[ $rc == 124 ]]; then
-          record "$b" timeout "after ${BENCH_TIMEOUT}s (--bench-timeout, BENCH_ARGS)"
-        else
-          record "$b" FAIL "exit $rc"
-        fi
-      else
-        record "$b" absent
+# --- memcheck ----------------------------------------------------------------------------------
+if has memcheck; then
+  banner "compute-sanitizer memcheck"
+  if [[ $HAVE_GPU == 0 ]]; then record memcheck skipped "no GPU visible"
+  elif [[ -z ${BUILT[ember_tests]:-} ]]; then record memcheck FAIL "ember_tests was not built"
+  elif ! command -v compute-sanitizer >/dev/null; then record memcheck skipped "compute-sanitizer not on PATH"
+  else
+    echo "The case 'an absurd allocation ...' is excluded (-tce): its deliberate cudaMalloc failures"
+    echo "would count as memcheck errors. It runs in the tests step. Leak checking is off."
+    read -r -a narrow <<<"${DOCTEST_FILTER:-}"
+    for part in "cuda suites:--test-suite=cuda*" "other suites:--test-suite-exclude=cuda*"; do
+      name="memcheck ${part%%:*}"
+      run_cmd "$name" 40 "$SAN_TIMEOUT" "$LOGS/memcheck.txt" env "${gpu_env[@]}" compute-sanitizer --tool memcheck \
+        --error-exitcode 86 --print-limit 50 "$TESTS_BIN" "${part#*:}" "--test-case-exclude=*absurd allocation*" \
+        "${narrow[@]}" || continue
+      summary=$(last_block "$LOGS/memcheck.txt" | grep -a 'ERROR SUMMARY' | tail -n 1 | sed 's/=* *//')
+      tests=$(doctest_counts "$LOGS/memcheck.txt")
+      if last_block "$LOGS/memcheck.txt" | grep -aq 'Device not supported'; then record "$name" skipped "compute-sanitizer does not support this device"
+      elif timed_out; then record "$name" timeout "after ${DUR}s: only part of the cases ran (--sanitizer-timeout)"
+      elif [[ $RC == 86 ]] || [[ -n $summary && $summary != "ERROR SUMMARY: 0 errors" ]]; then
+        last_block "$LOGS/memcheck.txt" | grep -a -m 10 -E '^=+ +(Invalid|Program hit|Uninitialized|Out-of-range|Misaligned)'
+        record "$name" FAIL "${summary:-exit $RC}, see memcheck.txt (${DUR}s)"
+      elif [[ -z $summary ]]; then record "$name" FAIL "no ERROR SUMMARY line, exit $RC (${DUR}s)"
+      else record "$name" ok "$summary; tests under it: $tests (${DUR}s)"
       fi
     done
   fi
 fi
 
-step "summary"
-printf '%s\n' "${SUMMARY[@]}"
-echo "results: $RESULT"
-if [[ $FAILED == 1 || $BUILD_OK == 0 ]]; then
-  echo "device-check: FAILED ($((SECONDS - start))s)"
-  exit 1
+# --- report ------------------------------------------------------------------------------------
+banner "report"
+slug=$(python3 scripts/gpu_report.py --slug --device "${GPU_NAME:-unknown}" 2>/dev/null || echo unknown)
+report_dir=docs/perf
+[[ $HAVE_GPU == 0 ]] && report_dir=$LOGS  # no GPU: leave docs/perf alone
+inputs=()
+for b in "$LOGS"/bench-*.txt; do
+  [[ -f $b ]] || continue
+  inputs+=(--bench "$b")  # the console first; the JSON of the same binary, where valid, wins
+  [[ -s ${b%.txt}.json ]] && inputs+=(--bench "${b%.txt}.json")
+done
+[[ -f $LOGS/sdpa.txt ]] && inputs+=(--sdpa "$LOGS/sdpa.txt")
+[[ -f $LOGS/tests.txt ]] && inputs+=(--tests "$LOGS/tests.txt")
+[[ -f $LOGS/examples.txt ]] && inputs+=(--examples "$LOGS/examples.txt")
+[[ -f $LOGS/memcheck.txt ]] && inputs+=(--memcheck "$LOGS/memcheck.txt")
+origin="Written by \`scripts/device-check.sh $([[ $QUICK == 1 ]] && echo --quick)\` (through \`scripts/gpu_report.py\`); commit $COMMIT_NOTE."
+if timeout 60 python3 scripts/gpu_report.py "${inputs[@]}" --steps "$LOGS/steps.tsv" \
+     --device "${GPU_NAME:-unknown}" --driver "${DRIVER:-unknown}" --cuda "${CUDA_VERSION:-unknown}" \
+     --commit "$COMMIT" --date "$START_DATE" --origin "$origin" \
+     --md "$report_dir/gpu-$slug.md" --json "$report_dir/gpu-$slug.json"; then
+  record report ok "$report_dir/gpu-$slug.md and .json"
+  head -c 1500 "$report_dir/gpu-$slug.json"; echo
+  [[ -n ${OUT:-} ]] && cp "$report_dir/gpu-$slug.md" "$report_dir/gpu-$slug.json" "$OUT/"
+else
+  record report FAIL "scripts/gpu_report.py failed (the raw logs are in the archive)"
 fi
-echo "device-check: all passed ($((SECONDS - start))s)"
+if [[ -n ${OUT:-} ]]; then
+  timeout 60 tar -czf "$OUT/device-check-logs.tar.gz" -C "$(dirname "$LOGS")" "$(basename "$LOGS")" &&
+    echo "logs: \$OUT/device-check-logs.tar.gz ($(du -h "$OUT/device-check-logs.tar.gz" | cut -f1))"
+fi
+
+banner "summary"
+printf '%s\n' "${SUMMARY[@]}"
+not_done=$(awk -F'\t' '$2 == "skipped" || $2 == "timeout" || $2 == "absent" || $3 ~ /^timeout/ {
+  printf "  %s: %s (%s)\n", $1, $2, $3}' "$LOGS/steps.tsv")
+if [[ -n $not_done ]]; then echo "skipped, timed out or absent:"; echo "$not_done"; else echo "nothing was skipped or timed out"; fi
+echo "console log: $RESULT; raw logs: $LOGS"
+if [[ $FAILED == 1 || $BUILD_OK == 0 ]]; then
+  echo "device-check: FAILED ($((SECONDS - T0))s)"
+  return 1
+fi
+echo "device-check: all passed ($((SECONDS - T0))s)"
 }
 
 check_main 2>&1 | tee "$RESULT"
