@@ -1,25 +1,23 @@
-// The CUDA suite: every op of ember/ops/ops.h on CUDA against the CPU backend on the same
-// random inputs (drawn on the CPU, copied with .to(Device::cuda())), plus gradients, random
-// streams, both GEMM backends, the caching allocator, pinned memory, streams and events.
+// The device suite: every op of ember/ops/ops.h on the device under test against the CPU
+// backend on the same random inputs (drawn on the CPU, copied with .to(device)), plus
+// cross-device copies, gradients, Module::to and a training step, random streams, mixed-device
+// errors and out-of-memory errors. The device under test is cuda:0 on a GPU machine and the
+// stand-in device fake:0 everywhere else (ember_test::test_device(), tests/device_util.h), so
+// this suite runs whole in CI: no case skips. The CUDA runtime API itself (streams, events,
+// pinned memory, the caching allocator, the two GEMM backends) is in tests/test_cuda_runtime.cpp.
 //
 // How a parity check works: inputs are drawn in f64 on the CPU and rounded to the dtype under
 // test there, so both devices see identical values. The CPU reference runs on contiguous
-// inputs; the CUDA op runs on the same values laid out as contiguous, transposed (a transposed
-// view of a transposed buffer) and strided-slice (step 2, offset 1) views built on the device,
-// so kernels meet real strides. Every test case switches allocation poisoning on: a fresh
-// device allocation is filled with 0xFF bytes (NaN), so an output element a kernel forgot to
-// write shows up as NaN and fails the comparison.
+// inputs; the device op runs on the same values laid out as contiguous, transposed (a
+// transposed view of a transposed buffer) and strided-slice (step 2, offset 1) views built on
+// the device, so kernels meet real strides. Fresh device allocations are poisoned (0xFF bytes,
+// NaN): on CUDA through set_poison_allocations, on the stand-in always, so an output element a
+// kernel forgot to write fails the comparison.
 //
 // Tolerances by result dtype (f32 ~1e-5 relative, f16 ~1e-2, bf16 ~3e-2, integers and bool
 // exact); sums over K terms (GEMM, reductions, scatter) also get an absolute slack that grows
 // with sqrt(K), the typical size of such a sum of N(0, 1) terms.
-//
-// Every case that needs a GPU is decorated with doctest::skip(...) on cuda::is_available(), so
-// on a machine without one (CI) it reports itself skipped; the case "without a GPU ..." always
-// runs and checks that CUDA requests fail with a clear ember::Error instead of crashing.
 // EMBER_TEST_OP=name[,name*] runs only the named parity entries (as in the op harness).
-// EMBER_TEST_CUDA_DRY_RUN=1 (no GPU) runs the device-generic cases with the CPU as the device
-// under test: it checks the suite itself, not CUDA.
 #include <doctest/doctest.h>
 
 #include <algorithm>
@@ -623,7 +621,7 @@ TEST_SUITE("cuda") {
 
   TEST_CASE("matmul and bmm match the CPU with both GEMM backends") {
     PoisonGuard poison;
-    if (!ecuda::is_available()) {  // dry run: no backend switch on the CPU
+    if (!kCuda.is_cuda()) {  // the stand-in runs the CPU's GEMM: no backend switch
       run_parity(gemm_cases());
       return;
     }

@@ -1,7 +1,6 @@
 // Hierarchical softmax: the tree builders, the fused ops against the composed reference,
 // gradcheck in f64, the full distribution, beam-search top-k, bad input, the module, and CUDA
-// against the CPU (skipped without a GPU; EMBER_TEST_CUDA_DRY_RUN=1 runs those cases with
-// the CPU standing in, a check of the test itself).
+// against the CPU (on cuda:0, or on the stand-in device fake:0 without a GPU).
 #include <doctest/doctest.h>
 
 #include <algorithm>

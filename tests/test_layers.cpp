@@ -1,7 +1,7 @@
 // Layers (Embedding, Dropout, activations, Flatten), 1-D pooling and the initialisers of
 // nn/init.h: values against hand-computed results, gradcheck in f64 at odd sizes, init
 // statistics, Embedding's padding row through an SGD step, bad input, and a CUDA-vs-CPU case
-// (skipped without a GPU; EMBER_TEST_CUDA_DRY_RUN=1 runs it with the CPU standing in).
+// (on cuda:0, or the stand-in device fake:0 without a GPU).
 #include <doctest/doctest.h>
 
 #include <cmath>

@@ -2,8 +2,8 @@
 // class weights, ignore_index and label smoothing; nll_loss; binary_cross_entropy_with_logits;
 // mse_loss. Each against values computed by hand in double, against its composed reference,
 // by gradcheck in f64, and for bad input; cross_entropy and its backward primitive also in
-// f16/bf16 against f32 and on CUDA against the CPU (skipped without a GPU;
-// EMBER_TEST_CUDA_DRY_RUN=1 runs those cases with the CPU standing in).
+// f16/bf16 against f32 and on the device under test against the CPU (cuda:0, or the stand-in
+// device fake:0 without a GPU).
 #include <doctest/doctest.h>
 
 #include <cmath>

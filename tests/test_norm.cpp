@@ -2,8 +2,8 @@
 // and against layer_norm_reference (composed from mean, var, rsqrt, ...); its gradients by
 // gradcheck in f64 (through the op harness: contiguous, transposed and sliced inputs) and the
 // layer_norm_backward primitive against the reference's autograd gradients; f16/bf16 against
-// f32; bad input; nn::LayerNorm; and CUDA against the CPU (skipped without a GPU;
-// EMBER_TEST_CUDA_DRY_RUN=1 runs those cases with the CPU standing in, a check of the test).
+// f32; bad input; nn::LayerNorm; and the device under test against the CPU (cuda:0, or the
+// stand-in device fake:0 without a GPU: ember_test::test_device()).
 #include <doctest/doctest.h>
 
 #include <cmath>

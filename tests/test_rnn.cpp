@@ -11,9 +11,8 @@
 //   its strict errors; outputs equal to libtorch 1.13's for the same weights (golden values).
 // - Dropout between layers only in training; inference without autograd; f16/bf16 on the CPU.
 // - Bad input raises ember::Error naming the op and shapes.
-// - CUDA vs CPU (skipped without a GPU), with allocation poisoning. EMBER_TEST_CUDA_DRY_RUN=1
-//   runs those cases with the CPU standing in for the device: a check of the tests, not of the
-//   kernels.
+// - CUDA vs CPU, with allocation poisoning, on cuda:0 or, without a GPU, the stand-in device
+//   fake:0 (device placement and the tests, not the kernels).
 #include <doctest/doctest.h>
 
 #include <cmath>
