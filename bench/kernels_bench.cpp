@@ -84,6 +84,30 @@ void BM_sum_rows(benchmark::State& state) {
 }
 BENCHMARK(BM_sum_rows)->Name("sum/1024x4096/dim1")->UseRealTime();
 
+// Sums over (4096, 4096): dim 1 reduces rows, dim 0 reduces columns (the bias-gradient
+// path); and a full sum of 10^7 elements (one long row). All read the input once.
+void BM_sum_4096(benchmark::State& state) {
+  const int64_t dim = state.range(0);
+  Tensor x = random_f32({4096, 4096}, 8);  // (rows, cols)
+  for (auto _ : state) {
+    Tensor s = ember::sum(x, {dim});  // (4096)
+    benchmark::DoNotOptimize(s.data_ptr());
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * (4096 * 4096 + 4096) * 4);
+}
+BENCHMARK(BM_sum_4096)->Name("sum/4096x4096/dim")->Arg(0)->Arg(1)->UseRealTime();
+
+void BM_sum_all(benchmark::State& state) {
+  const int64_t n = state.range(0);
+  Tensor x = random_f32({n}, 9);
+  for (auto _ : state) {
+    Tensor s = ember::sum(x, {0});  // ()
+    benchmark::DoNotOptimize(s.data_ptr());
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * n * 4);
+}
+BENCHMARK(BM_sum_all)->Name("sum/all")->Arg(10000000)->UseRealTime();
+
 void BM_softmax_rows(benchmark::State& state) {
   Tensor x = random_f32({1024, 4096}, 7);  // (rows, cols)
   for (auto _ : state) {

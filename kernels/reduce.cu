@@ -12,9 +12,16 @@
 // warp reads 32 neighbouring elements of one row), the 8 lanes meet in shared memory. Few
 // columns and many rows: the rows are split into chunks over blockIdx.y and combined by a
 // second pass, as for rows.
-// Accumulators: float for f16/bf16/f32 rows, double for f64, int64 for integers. Column sums
-// add f32 in double (each thread adds up to thousands of values in sequence; the CPU backend
-// does the same with its double block sums).
+// Accumulators: double for every floating input (f16, bf16, f32, f64), int64 for integers, in
+// rows and columns alike. A thread adds its elements one after another: R / 256 of them in an
+// unsplit long row (thousands when many long rows fill the GPU without a split), R / 8 in an
+// unsplit column sum, 32 chunk partials per lane in a split row's second pass. In float such a
+// chain drifts with its length (a constant input repeats the same rounding error in every
+// thread, so nothing cancels in the tree); in double it stays below 1e-12 relative for any
+// length ember can hold, and the one rounding to the output type dominates, as on the CPU
+// (src/cpu/reduce.cpp). The cost is small where it matters: the loops are bound by memory
+// bandwidth, and sm_90 adds doubles at half the float rate. max/min/prod use the same
+// accumulator (max/min are exact either way; a float prod gains range and digits).
 #include <algorithm>
 
 #include "common.cuh"
@@ -35,13 +42,13 @@ constexpr int64_t kMinColChunk = 32 * kColRows;   // >= 32 rows per thread in a 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // --- accumulators -------------------------------------------------------------------------------
-template <class T> struct RowAccOf { using type = acc_t<T>; };
-template <> struct RowAccOf<int32_t> { using type = int64_t; };
-template <class T> using row_acc_t = typename RowAccOf<T>::type;
-
-template <class T> struct ColAccOf { using type = row_acc_t<T>; };
-template <> struct ColAccOf<float> { using type = double; };
-template <class T> using col_acc_t = typename ColAccOf<T>::type;
+// The type reduce_rows and sum_cols accumulate in (see the file comment).
+template <class T> struct ReduceAccOf { using type = T; };
+template <> struct ReduceAccOf<float> { using type = double; };
+template <> struct ReduceAccOf<__half> { using type = double; };
+template <> struct ReduceAccOf<__nv_bfloat16> { using type = double; };
+template <> struct ReduceAccOf<int32_t> { using type = int64_t; };
+template <class T> using reduce_acc_t = typename ReduceAccOf<T>::type;
 
 template <class A>
 EMBER_HD bool is_nan_value(A v) {
@@ -149,7 +156,7 @@ unsigned row_grid(int64_t rows, bool block_per_row) { return grid_for(rows, bloc
 template <class In, class Out, bool kBlockPerRow>
 __global__ void reduce_rows_kernel(const In* x, Out* out, int64_t segments, int64_t R, int64_t chunks,
                                    int64_t len, ReduceOp op) {
-  using A = row_acc_t<In>;
+  using A = reduce_acc_t<In>;
   using G = RowGroup<kBlockPerRow>;
   __shared__ A scratch[kWarp];
   const ReduceFn combine{op};
@@ -232,7 +239,7 @@ __global__ void softmax_rows_kernel(const T* x, T* out, int64_t M, int64_t R, bo
 
 template <class T>
 void reduce_rows_typed(cudaStream_t stream, ReduceOp op, const Tensor& x, const Tensor& out, int64_t M, int64_t R) {
-  using A = row_acc_t<T>;
+  using A = reduce_acc_t<T>;
   const T* px = static_cast<const T*>(x.data_ptr());
   T* po = static_cast<T*>(out.data_ptr());
   if (R <= kWarpRowMax) {
@@ -260,7 +267,7 @@ void reduce_rows_typed(cudaStream_t stream, ReduceOp op, const Tensor& x, const 
 
 template <class T>
 void sum_cols_typed(cudaStream_t stream, const Tensor& x, const Tensor& out, int64_t R, int64_t M) {
-  using A = col_acc_t<T>;
+  using A = reduce_acc_t<T>;
   const T* px = static_cast<const T*>(x.data_ptr());
   T* po = static_cast<T*>(out.data_ptr());
   const dim3 block(kWarp, kColRows);
