@@ -222,8 +222,9 @@ def display(path: Path, root: Path) -> str:
 
 
 class Checker:
-    def __init__(self, include_dir: Path):
+    def __init__(self, include_dir: Path, root: Path):
         self.include_dir = include_dir.resolve()
+        self.root = root
         self._parsed: dict[Path, tuple[set[str], list[Path]]] = {}
         self._closure: dict[Path, frozenset[str]] = {}
         self.errors: list[str] = []
@@ -242,9 +243,12 @@ class Checker:
                 found = next((c.resolve() for c in candidates if c.is_file()), None)
                 if found is not None and (found.is_relative_to(self.include_dir) or kind == '"'):
                     project.append(found)
-                elif kind == '"':
+                elif kind == '"' or (self.include_dir / name.split("/")[0]).is_dir():
+                    # A quoted include, or <ember/...>, names a project header that is missing.
                     line = code.count("\n", 0, m.start()) + 1
-                    self.errors.append(f"{path}:{line}: cannot resolve #include \"{name}\"")
+                    close = ">" if kind == "<" else '"'
+                    self.errors.append(f"{display(path, self.root)}:{line}: cannot resolve "
+                                       f"#include {kind}{name}{close}")
                 else:
                     std.add(name)
             self._parsed[path] = (std, project)
@@ -297,7 +301,7 @@ def run(include_dir: Path, paths: list[Path], root: Path, known: list[str]) -> i
     if not headers:
         print(f"check_header_includes: no headers under {', '.join(map(str, paths))}")
         return 2
-    checker = Checker(include_dir)
+    checker = Checker(include_dir, root)
     known_left = {k: False for k in known}
     bad = 0
     for h in headers:
@@ -336,7 +340,7 @@ def self_test(fixtures: Path, root: Path) -> int:
     if not expected:
         print(f"self-test: no expect-violation markers under {fixtures}")
         return 1
-    checker = Checker(fixtures)
+    checker = Checker(fixtures, root)
     got = {(display(v.path, root), v.line, v.name) for h in headers for v in checker.check(h)}
     missed, extra = sorted(expected - got), sorted(got - expected)
     for p, line, name in missed:
