@@ -331,7 +331,7 @@ void forward_typed(RNNMode mode, bool reverse, const Tensor& gates_x, const Tens
 template <class T>
 void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh,
                     const Tensor& workspace, const Tensor& h_prev, const Tensor& lengths, const Tensor& dh_t,
-                    const Tensor& dc_t, const Tensor& grad_gates_x, const Tensor& grad_gates_h) {
+                    const Tensor& dc_t, const Tensor& grad_gates_x, const Tensor& grad_gates_h, DType storage) {
   const Steps st{grad_out.size(0), grad_out.size(1), ptr_or_null<int64_t>(lengths), reverse};
   const int64_t N = st.N, H = w_hh.size(1), GH = w_hh.size(0), W = workspace_width(mode, H);
   const T* go = ptr_or_null<T>(grad_out);
@@ -344,8 +344,11 @@ void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Te
   CMatMap<T> Whh(ptr_or_null<T>(w_hh), GH, H);
   std::unique_ptr<PackedB> packed;  // f32: W_hh (G*H, H) in panels
   if constexpr (std::is_same_v<T, float>) packed = std::make_unique<PackedB>(ptr_or_null<T>(w_hh), GH, H, H, 1);
+  // 16-bit storage: the step GEMM's result is rounded before it joins the carried f32 dh.
+  const bool round16 = storage == DType::f16 || storage == DType::bf16;
   parallel_for(N, st.T * GH * H, [&](int64_t n0, int64_t n1) {  // batch slices, as in forward
     MatMap<T> DH(dh + n0 * H, n1 - n0, H);
+    std::vector<T> dmm(round16 ? static_cast<size_t>((n1 - n0) * H) : 0);
     for (int64_t s = st.T - 1; s >= 0; --s) {
       for (int64_t n = n0; n < n1; ++n) {
         T* ghr = gh + (s * N + n) * GH;
@@ -363,8 +366,16 @@ void backward_typed(RNNMode mode, bool reverse, const Tensor& grad_out, const Te
           case RNNMode::gru: gru_cell_backward(wsr, gor, hp + (s * N + n) * H, dh + n * H, gxr, ghr, H); break;
           default: rnn_cell_backward(mode == RNNMode::rnn_relu, wsr, gor, dh + n * H, gxr, ghr, H);
         }
+        round_to_storage(storage, ghr, GH);
+        if (gxr != ghr) round_to_storage(storage, gxr, GH);
       }
-      if constexpr (std::is_same_v<T, float>) {
+      if (round16) {
+        if constexpr (std::is_same_v<T, float>) {
+          packed->multiply(gh + (s * N + n0) * GH, GH, n1 - n0, dmm.data(), H, false);
+          round_to_storage(storage, dmm.data(), (n1 - n0) * H);
+          DH += MatMap<T>(dmm.data(), n1 - n0, H);
+        }
+      } else if constexpr (std::is_same_v<T, float>) {
         packed->multiply(gh + (s * N + n0) * GH, GH, n1 - n0, dh + n0 * H, H, true);
       } else {
         CMatMap<T> G(gh + (s * N + n0) * GH, n1 - n0, GH);
@@ -388,11 +399,11 @@ void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor
 
 void rnn_backward(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh, const Tensor& workspace,
                   const Tensor& h_prev, const Tensor& lengths, const Tensor& dh, const Tensor& dc,
-                  const Tensor& grad_gates_x, const Tensor& grad_gates_h) {
+                  const Tensor& grad_gates_x, const Tensor& grad_gates_h, DType storage) {
   if (grad_gates_x.numel() == 0) return;
   EMBER_DISPATCH_FLOAT(grad_out.dtype(), "rnn_recurrence_backward", [&] {
     backward_typed<scalar_t>(mode, reverse, grad_out, w_hh, workspace, h_prev, lengths, dh, dc, grad_gates_x,
-                             grad_gates_h);
+                             grad_gates_h, storage);
   });
 }
 

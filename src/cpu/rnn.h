@@ -13,9 +13,10 @@
 namespace ember::cpu {
 
 // storage: the dtype of the caller's tensors. For f16/bf16 (computed here in f32) every value
-// the CUDA kernels keep in that dtype is rounded to it as it is made: the per-step GEMM result
-// hh, the state h (and so the output and h_prev) and the workspace; the LSTM cell state stays
-// in f32. One semantics on both backends (docs/rnn.md, "Reduced precision").
+// the CUDA kernels keep in that dtype is rounded to it as it is made: forward, the per-step
+// GEMM result hh, the state h (and so the output and h_prev) and the workspace; backward, the
+// gate gradients and the per-step GEMM result dgates W_hh. The LSTM cell state and the carried
+// dh, dc stay in f32. One semantics on both backends (docs/rnn.md, "Reduced precision").
 // h_n and c_n (LSTM; else undefined) hold h0 and c0 on entry and are updated in place step by
 // step, so they end as the final states. workspace and h_prev are written when defined
 // (training), skipped when undefined (inference). out is fully written (zeros past lengths).
@@ -29,6 +30,6 @@ void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor
 // the same tensor (forward direction, non-GRU modes: the two are equal).
 void rnn_backward(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh, const Tensor& workspace,
                   const Tensor& h_prev, const Tensor& lengths, const Tensor& dh, const Tensor& dc,
-                  const Tensor& grad_gates_x, const Tensor& grad_gates_h);
+                  const Tensor& grad_gates_x, const Tensor& grad_gates_h, DType storage);
 
 }  // namespace ember::cpu

@@ -18,6 +18,6 @@ void rnn_forward(RNNMode mode, bool reverse, const Tensor& gates_x, const Tensor
 
 void rnn_backward(RNNMode mode, bool reverse, const Tensor& grad_out, const Tensor& w_hh, const Tensor& workspace,
                   const Tensor& h_prev, const Tensor& lengths, const Tensor& dh, const Tensor& dc,
-                  const Tensor& grad_gates_x, const Tensor& grad_gates_h);
+                  const Tensor& grad_gates_x, const Tensor& grad_gates_h, DType storage);
 
 }  // namespace ember::cuda

@@ -198,7 +198,7 @@ RNNRecurrenceGrads rnn_recurrence_backward(const Tensor& grad_output, const Tens
   // gradient is the gates' gradient, so one buffer serves both.
   Tensor dgh = (opts.mode != RNNMode::gru && !opts.reverse) ? dgx : make_tensor({T, N, G * H}, cd, dev);
   const Tensor len = lengths_on(lengths, dev);
-  EMBER_BACKEND_CALL(go, rnn_backward(opts.mode, opts.reverse, go, w, ws, hp, len, dh, dc, dgx, dgh));
+  EMBER_BACKEND_CALL(go, rnn_backward(opts.mode, opts.reverse, go, w, ws, hp, len, dh, dc, dgx, dgh, dt));
   if (needs[1]) r.grad_w_hh = back_to(matmul(dgh.view({T * N, G * H}).t(), hp.view({T * N, H})), dt);
   if (needs[2]) r.grad_b_hh = back_to(sum(dgh, {0, 1}), dt);
   if (needs[0]) r.grad_gates_x = back_to(dgx, dt);
