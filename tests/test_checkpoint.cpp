@@ -88,10 +88,14 @@ struct Run {
   io::TrainingState state;  // epoch, step, data_position; rng = data_gen at the epoch's start
   std::vector<int64_t> order;
 
-  explicit Run(bool adam) {
+  Device dev;
+
+  // On `device`: the model and the data are moved there before the optimizer is made.
+  explicit Run(bool adam, Device device = Device::cpu()) : dev(device) {
     Generator data(5);
-    x = randn({kN, 5}, {}, &data);
-    y = randint(0, 3, {kN}, DType::i64, &data);
+    x = randn({kN, 5}, {}, &data).to(dev);
+    y = randint(0, 3, {kN}, DType::i64, &data).to(dev);
+    model.to(dev);
     if (adam) {
       opt = std::make_unique<optim::Adam>(model.parameters(), optim::AdamOptions{.lr = 0.01, .weight_decay = 0.01});
       sched = std::make_unique<optim::WarmupCosineLR>(
@@ -113,7 +117,7 @@ struct Run {
         order = permutation(kN, data_gen);
       }
       std::vector<int64_t> idx(order.begin() + state.data_position, order.begin() + state.data_position + kBatch);
-      const Tensor sel = from_vector(idx, {kBatch});
+      const Tensor sel = from_vector(idx, {kBatch}).to(dev);
       const Tensor logits = model.forward(index_select(x, 0, sel));
       const Tensor loss = nn::cross_entropy(logits, index_select(y, 0, sel));
       opt->zero_grad();
@@ -122,7 +126,7 @@ struct Run {
       sched->step();
       {
         NoGradGuard no_grad;
-        model.steps.add_(ones({1}, DType::i64));
+        model.steps.add_(ones({1}, TensorOptions(DType::i64).with_device(dev)));
         model.running.mul_(0.9);
         model.running.add_(mean(logits.detach(), {0}), 0.1);
       }
@@ -340,6 +344,53 @@ TEST_SUITE("checkpoint") {
         CHECK(resumed.state.rng_offset == full.state.rng_offset);
         CHECK(resumed.model.steps.to_vector<int64_t>()[0] == kSteps);
       }
+    }
+  }
+
+  // The same on the device under test (cuda:0, or the stand-in fake:0 without a GPU): the
+  // checkpoint is written from device tensors and loaded into a model and optimizer that live
+  // on the device, and into ones on the CPU (the values agree bit for bit on the stand-in,
+  // whose kernels are the CPU's; on a GPU the CPU continuation is only compared for closeness).
+  TEST_CASE("resume on the test device: model, optimizer state and schedule come back on the device") {
+    const Device dev = ember_test::test_device();
+    for (bool adam : {false, true}) {
+      CAPTURE(adam);
+      constexpr int64_t kSteps = 12, k = 7;
+      Run full(adam, dev);
+      full.train_until(kSteps);
+      Run first(adam, dev);
+      first.train_until(k);
+      const std::string path = temp_path("resume_device");
+      io::save_checkpoint(path, first.model, *first.opt, first.sched.get(), first.state);
+      Run resumed(adam, dev);
+      resumed.train_until(1);
+      io::load_checkpoint(path, resumed.model, *resumed.opt, resumed.sched.get(), resumed.state);
+      for (const Tensor& p : resumed.model.parameters()) CHECK(p.device() == dev);
+      resumed.order.clear();
+      resumed.train_until(kSteps);
+      const auto pf = full.model.state_dict(), pr = resumed.model.state_dict();
+      REQUIRE(pf.tensors.size() == pr.tensors.size());
+      for (size_t i = 0; i < pf.tensors.size(); ++i) {
+        CHECK(pr.tensors[i].second.device() == dev);
+        // bit for bit on the stand-in; a GPU may sum in another order between two runs
+        const Tensor& a = pf.tensors[i].second;
+        const Tensor& b = pr.tensors[i].second;
+        CHECK_MESSAGE((dev.is_cuda() && is_floating(a.dtype()) ? allclose(a, b, 1e-6, 1e-7) : equal(a, b)),
+                      pf.tensors[i].first);
+      }
+      // A device checkpoint continues on the CPU.
+      Run on_cpu(adam);
+      io::load_checkpoint(path, on_cpu.model, *on_cpu.opt, on_cpu.sched.get(), on_cpu.state);
+      on_cpu.order.clear();
+      on_cpu.train_until(kSteps);
+      const auto pc = on_cpu.model.state_dict();
+      for (size_t i = 0; i < pf.tensors.size(); ++i) {
+        CHECK(pc.tensors[i].second.device().is_cpu());
+        if (is_floating(pc.tensors[i].second.dtype()))
+          CHECK_MESSAGE(allclose(pc.tensors[i].second, pf.tensors[i].second.to(Device::cpu()), 1e-4, 1e-5),
+                        pf.tensors[i].first);
+      }
+      std::remove(path.c_str());
     }
   }
 
