@@ -9,18 +9,22 @@
 #include "ember/core/error.h"
 #include "ember/io/safetensors.h"
 #include "ember/ops/ops.h"
+#include "io/untrusted_text.h"
 
 namespace ember::io {
 namespace {
 
 constexpr const char* kOp = "checkpoint";
-constexpr const char* kVersion = "1";
+constexpr const char* kVersion = "2";     // written; "1" still reads (docs/checkpoints.md)
+constexpr size_t kMaxProblemsShown = 20;  // a hostile file can list a million bad keys
 
 bool starts_with(const std::string& s, const std::string& prefix) { return s.compare(0, prefix.size(), prefix) == 0; }
 
+// The problems of a load, each cut to a readable length, at most kMaxProblemsShown of them.
 std::string join(const std::vector<std::string>& v, const char* sep) {
   std::string s;
-  for (size_t i = 0; i < v.size(); ++i) s += (i ? sep : "") + v[i];
+  for (size_t i = 0; i < v.size() && i < kMaxProblemsShown; ++i) s += (i ? sep : "") + detail::printable(v[i], 600);
+  if (v.size() > kMaxProblemsShown) s += std::string(sep) + "... and " + std::to_string(v.size() - kMaxProblemsShown) + " more";
   return s;
 }
 
@@ -61,6 +65,9 @@ StateDict checkpoint_state_dict(const nn::Module& model, const optim::Optimizer&
   // emplace, not operator= with a const char*: GCC 12 raises a false -Wrestrict on the latter.
   ck.meta.emplace("ember.checkpoint", std::string(kVersion));
   ck.meta.emplace("ember.sections", std::string(sched ? "model,optim,sched,train" : "model,optim,train"));
+  EMBER_CHECK(state.epoch >= 0 && state.step >= 0 && state.data_position >= 0, kOp,
+              "TrainingState counts must be >= 0, got epoch ", state.epoch, ", step ", state.step, ", data_position ",
+              state.data_position);
   ck.meta["train.epoch"] = std::to_string(state.epoch);
   ck.meta["train.step"] = std::to_string(state.step);
   ck.meta["train.data_position"] = std::to_string(state.data_position);
@@ -78,14 +85,21 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
   save_safetensors(path, checkpoint_state_dict(model, opt, sched, state));
 }
 
-void load_checkpoint_state_dict(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
-                                optim::LRScheduler* sched, TrainingState& state, const std::string& where) {
+namespace {
+
+// The load behind every entry point. `checks` is null for an in-memory StateDict (no bytes to
+// checksum), else what the safetensors reader verified: a version 2 file must have carried
+// ember.checksum.
+void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt, optim::LRScheduler* sched,
+                  TrainingState& state, const std::string& where, const SafetensorsChecks* checks) {
   auto version = ck.meta.find("ember.checkpoint");
   EMBER_CHECK(version != ck.meta.end(), kOp, where,
               " is not an ember training checkpoint (no \"ember.checkpoint\" metadata); a plain weights file "
               "loads with io::load_safetensors + Module::load_state_dict");
-  EMBER_CHECK(version->second == kVersion, kOp, where, " has checkpoint format version ", version->second,
-              "; this ember reads version ", kVersion);
+  EMBER_CHECK(version->second == "1" || version->second == kVersion, kOp, where, " has checkpoint format version \"",
+              detail::printable(version->second, 16), "\"; this ember reads versions 1 and ", kVersion);
+  EMBER_CHECK(!checks || version->second == "1" || checks->checksum, kOp, where,
+              " is corrupted: a version ", kVersion, " checkpoint must carry \"ember.checksum\" and this one does not");
 
   // Split into sections; anything outside them is a problem (a file from elsewhere).
   StateDict model_sd, optim_sd, sched_sd;
@@ -115,13 +129,16 @@ void load_checkpoint_state_dict(const StateDict& ck, nn::Module& model, optim::O
     auto it = ck.meta.find(std::string("train.") + key);
     if (it == ck.meta.end()) problems.push_back(std::string("missing meta \"train.") + key + "\"");
     else if (!parse_i64(it->second, out))
-      problems.push_back(std::string("meta \"train.") + key + "\" is not an integer: \"" + it->second + "\"");
+      problems.push_back(std::string("meta \"train.") + key + "\" is not an integer: \"" + detail::printable(it->second) + "\"");
+    else if (out < 0)
+      problems.push_back(std::string("meta \"train.") + key + "\" is negative: " + it->second);
   };
   auto read_u64 = [&](const char* key, uint64_t& out) {
     auto it = ck.meta.find(std::string("train.") + key);
     if (it == ck.meta.end()) problems.push_back(std::string("missing meta \"train.") + key + "\"");
     else if (!parse_u64(it->second, out))
-      problems.push_back(std::string("meta \"train.") + key + "\" is not an unsigned integer: \"" + it->second + "\"");
+      problems.push_back(std::string("meta \"train.") + key + "\" is not an unsigned integer: \"" +
+                         detail::printable(it->second) + "\"");
   };
   if (has("train")) {
     read_i64("epoch", parsed.epoch);
@@ -134,34 +151,67 @@ void load_checkpoint_state_dict(const StateDict& ck, nn::Module& model, optim::O
   }
   if (has("model")) {
     for (const std::string& p : model.check_state_dict(model_sd, /*strict=*/true)) problems.push_back("model: " + p);
+    // Module::load_state_dict converts dtypes (weights files may be f16), but a checkpoint
+    // holds the model's own tensors: an integer tensor for a float one (or back) is damage.
+    StateDict mine = model.state_dict();
+    for (const auto& [name, t] : model_sd.tensors) {
+      const Tensor own = mine.find(name);
+      if (own.defined() && t.defined() && is_floating(own.dtype()) != is_floating(t.dtype()))
+        problems.push_back("model: tensor \"" + name + "\" is " + dtype_name(t.dtype()) + " in the file but " +
+                           dtype_name(own.dtype()) + " in the module");
+    }
   }
   EMBER_CHECK(problems.empty(), kOp, "cannot load ", where, ": ", join(problems, "; "));
 
-  // The optimizer and the schedule check their own state before changing anything. The
-  // schedule is loaded after the optimizer; should it fail, the optimizer goes back to a
-  // snapshot, so a failed load leaves everything as it was.
-  StateDict snapshot = opt.state_dict();
-  for (auto& [name, t] : snapshot.tensors) t = clone(t);
+  // The optimizer and the schedule check their own state (kinds, shapes, hyper-parameters in
+  // range) and change nothing when they refuse. The schedule loads after the optimizer and
+  // the model last; should a later one fail, the earlier ones go back to snapshots, so a
+  // failed load leaves everything as it was.
+  StateDict opt_snapshot = opt.state_dict();
+  for (auto& [name, t] : opt_snapshot.tensors) t = clone(t);
+  const StateDict sched_snapshot = sched ? sched->state_dict() : StateDict{};
+  const char* stage = "optimizer";
   try {
     opt.load_state_dict(optim_sd);
-  } catch (const Error& e) {
-    EMBER_FAIL(kOp, "cannot load ", where, ": optimizer: ", e.what());
-  }
-  if (sched) {
-    try {
+    if (sched) {
+      stage = "schedule";
       sched->load_state_dict(sched_sd);
-    } catch (const Error& e) {
-      opt.load_state_dict(snapshot);
-      EMBER_FAIL(kOp, "cannot load ", where, ": schedule: ", e.what());
     }
+    stage = "model";
+    model.load_state_dict(model_sd, /*strict=*/true);  // checked above
+  } catch (const std::exception& e) {
+    // Put back what changed. These states were valid a moment ago, so they load; the
+    // schedule first, since loading it sets the optimizer's learning rates.
+    const std::string failed = stage;
+    try {
+      if (sched && failed == "model") sched->load_state_dict(sched_snapshot);
+      if (failed != "optimizer") opt.load_state_dict(opt_snapshot);
+    } catch (...) {
+    }
+    EMBER_FAIL(kOp, "cannot load ", where, ": ", stage, ": ", detail::printable(e.what(), 2000));
   }
-  model.load_state_dict(model_sd, /*strict=*/true);  // checked above
   state = std::move(parsed);
+}
+
+}  // namespace
+
+void load_checkpoint_state_dict(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
+                                optim::LRScheduler* sched, TrainingState& state, const std::string& where) {
+  load_checked(ck, model, opt, sched, state, where, nullptr);
 }
 
 void load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer& opt, optim::LRScheduler* sched,
                      TrainingState& state) {
-  load_checkpoint_state_dict(load_safetensors(path), model, opt, sched, state, path);
+  SafetensorsChecks checks;
+  const StateDict ck = load_safetensors(path, &checks);
+  load_checked(ck, model, opt, sched, state, path, &checks);
+}
+
+void load_checkpoint_from_memory(const void* data, size_t size, const std::string& name, nn::Module& model,
+                                 optim::Optimizer& opt, optim::LRScheduler* sched, TrainingState& state) {
+  SafetensorsChecks checks;
+  const StateDict ck = parse_safetensors(data, size, name, &checks);
+  load_checked(ck, model, opt, sched, state, name, &checks);
 }
 
 }  // namespace ember::io

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "ember/io/state_dict.h"
+#include "io/untrusted_text.h"
 
 namespace ember::optim::meta {
 
@@ -50,7 +51,8 @@ inline bool parse(const std::string& s, bool& out) {
   return true;
 }
 
-// Reads meta[key] into out; on failure appends to problems and leaves out alone.
+// Reads meta[key] into out; on failure appends to problems and leaves out alone. The value may
+// come from a hostile file: the complaint quotes at most a printable prefix of it.
 template <class T>
 bool read(const StateDict& sd, const std::string& key, T& out, std::vector<std::string>& problems) {
   const std::string* s = find(sd, key);
@@ -60,7 +62,7 @@ bool read(const StateDict& sd, const std::string& key, T& out, std::vector<std::
   }
   T v{};
   if (!parse(*s, v)) {
-    problems.push_back("meta \"" + key + "\" = \"" + *s + "\" is not a valid value");
+    problems.push_back("meta \"" + key + "\" = \"" + io::detail::printable(*s) + "\" is not a valid value");
     return false;
   }
   out = v;

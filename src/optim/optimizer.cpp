@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <set>
 
 #include "ember/autograd/grad_mode.h"
@@ -210,7 +211,7 @@ void Optimizer::load_state_dict(const StateDict& sd) {
   // Structure first: without matching groups nothing else can be checked.
   const std::string* kind = meta::find(sd, "optimizer");
   EMBER_CHECK(kind, op, name_, ": missing meta \"optimizer\" (not an optimizer state dict?)");
-  EMBER_CHECK(*kind == name_, op, "the state dict is from ", *kind, ", this optimizer is ", name_);
+  EMBER_CHECK(*kind == name_, op, "the state dict is from ", io::detail::printable(*kind), ", this optimizer is ", name_);
   std::vector<std::string> problems;
   int64_t ngroups = -1;
   meta::read(sd, "groups", ngroups, problems);
@@ -258,8 +259,10 @@ void Optimizer::load_state_dict(const StateDict& sd) {
       const Tensor& p = groups_[g].params[i];
       ParamState& s = new_state[g][i];
       s.buffers.resize(buffer_names_.size());
-      if (meta::read(sd, state_key(g, i, "step"), s.step, problems) && s.step < 0)
-        problems.push_back("meta \"" + state_key(g, i, "step") + "\" is negative");
+      if (meta::read(sd, state_key(g, i, "step"), s.step, problems) &&
+          (s.step < 0 || s.step == std::numeric_limits<int64_t>::max()))
+        problems.push_back("meta \"" + state_key(g, i, "step") + "\" = " + std::to_string(s.step) +
+                           " is out of range [0, 2^63 - 1)");
       const std::string* listed = meta::find(sd, state_key(g, i, "buffers"));
       if (!listed) {
         problems.push_back("missing meta \"" + state_key(g, i, "buffers") + "\"");

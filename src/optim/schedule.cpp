@@ -49,21 +49,43 @@ void LRScheduler::load_state_dict(const StateDict& sd) {
   const char* op = "load_state_dict";
   const std::string* kind = meta::find(sd, "scheduler");
   EMBER_CHECK(kind, op, name_, ": missing meta \"scheduler\" (not a schedule's state dict?)");
-  EMBER_CHECK(*kind == name_, op, "the state dict is from ", *kind, ", this schedule is ", name_);
+  EMBER_CHECK(*kind == name_, op, "the state dict is from ", io::detail::printable(*kind), ", this schedule is ", name_);
   std::vector<std::string> problems;
   int64_t epoch = 0, groups = 0;
-  meta::read(sd, "last_epoch", epoch, problems);
+  // step() adds one: the largest int64 would overflow on the next.
+  if (meta::read(sd, "last_epoch", epoch, problems) && (epoch < 0 || epoch == std::numeric_limits<int64_t>::max()))
+    problems.push_back("last_epoch = " + std::to_string(epoch) + " is out of range [0, 2^63 - 1)");
   if (meta::read(sd, "groups", groups, problems) && groups != static_cast<int64_t>(opt_.num_groups()))
     problems.push_back("the state dict has " + std::to_string(groups) + " groups, the optimizer " +
                        std::to_string(opt_.num_groups()));
   std::vector<double> base(opt_.num_groups(), 0.0);
-  for (size_t g = 0; g < base.size(); ++g) meta::read(sd, "base_lr." + std::to_string(g), base[g], problems);
+  for (size_t g = 0; g < base.size(); ++g) {
+    const std::string key = "base_lr." + std::to_string(g);
+    if (meta::read(sd, key, base[g], problems) && !(std::isfinite(base[g]) && base[g] >= 0.0))
+      problems.push_back(key + " must be finite and >= 0, got " + meta::fmt(base[g]));
+  }
   EMBER_CHECK(problems.empty(), op, name_, ": ", meta::join(problems, "; "));
-  load_options(sd, problems);  // sets the options only when they all read and check
+  // Options next (load_options sets them only when they all read and check), then the learning
+  // rates they give: all of them valid, or the old options come back and nothing changed.
+  StateDict old_options;
+  save_options(old_options);
+  load_options(sd, problems);
   EMBER_CHECK(problems.empty(), op, name_, ": ", meta::join(problems, "; "));
+  std::vector<double> lrs(base.size());
+  for (size_t g = 0; g < base.size(); ++g) {
+    lrs[g] = lr_at(base[g], epoch);
+    if (!(std::isfinite(lrs[g]) && lrs[g] >= 0.0))
+      problems.push_back("group " + std::to_string(g) + " would get lr " + meta::fmt(lrs[g]) + " at epoch " +
+                         std::to_string(epoch));
+  }
+  if (!problems.empty()) {
+    std::vector<std::string> ignored;
+    load_options(old_options, ignored);
+    EMBER_FAIL(op, name_, ": ", meta::join(problems, "; "));
+  }
   epoch_ = epoch;
   base_lrs_ = base;
-  apply();
+  for (size_t g = 0; g < lrs.size(); ++g) opt_.set_lr(g, lrs[g]);  // checked above: cannot throw
 }
 
 // --- StepLR ------------------------------------------------------------------------------------
@@ -89,7 +111,9 @@ void StepLR::load_options(const StateDict& sd, std::vector<std::string>& problem
   double gamma = gamma_;
   meta::read(sd, "step_size", step_size, problems);
   meta::read(sd, "gamma", gamma, problems);
-  if (problems.empty() && step_size <= 0) problems.push_back("step_size must be > 0");
+  if (problems.empty() && step_size <= 0) problems.push_back("step_size must be > 0, got " + std::to_string(step_size));
+  if (problems.empty() && !(std::isfinite(gamma) && gamma >= 0.0))
+    problems.push_back("gamma must be finite and >= 0, got " + meta::fmt(gamma));
   if (!problems.empty()) return;
   step_size_ = step_size;
   gamma_ = gamma;
@@ -136,6 +160,9 @@ void WarmupCosineLR::load_options(const StateDict& sd, std::vector<std::string>&
   meta::read(sd, "total_steps", o.total_steps, problems);
   meta::read(sd, "min_lr", o.min_lr, problems);
   meta::read(sd, "start_factor", o.start_factor, problems);
+  if (problems.empty() && !(std::isfinite(o.min_lr) && std::isfinite(o.start_factor)))
+    problems.push_back("min_lr and start_factor must be finite, got " + meta::fmt(o.min_lr) + " and " +
+                       meta::fmt(o.start_factor));
   if (problems.empty()) check_cosine(o, problems);
   if (problems.empty()) o_ = o;
 }
@@ -174,6 +201,9 @@ void LinearLR::load_options(const StateDict& sd, std::vector<std::string>& probl
   meta::read(sd, "start_factor", o.start_factor, problems);
   meta::read(sd, "end_factor", o.end_factor, problems);
   meta::read(sd, "total_steps", o.total_steps, problems);
+  if (problems.empty() && !(std::isfinite(o.start_factor) && std::isfinite(o.end_factor)))
+    problems.push_back("start_factor and end_factor must be finite, got " + meta::fmt(o.start_factor) + " and " +
+                       meta::fmt(o.end_factor));
   if (problems.empty()) check_linear(o, problems);
   if (problems.empty()) o_ = o;
 }
@@ -254,7 +284,7 @@ void ReduceLROnPlateau::load_state_dict(const StateDict& sd) {
   const char* op = "load_state_dict";
   const std::string* kind = meta::find(sd, "scheduler");
   EMBER_CHECK(kind, op, "ReduceLROnPlateau: missing meta \"scheduler\" (not a schedule's state dict?)");
-  EMBER_CHECK(*kind == "ReduceLROnPlateau", op, "the state dict is from ", *kind, ", this schedule is ReduceLROnPlateau");
+  EMBER_CHECK(*kind == "ReduceLROnPlateau", op, "the state dict is from ", io::detail::printable(*kind), ", this schedule is ReduceLROnPlateau");
   std::vector<std::string> problems;
   PlateauOptions o = o_;
   int64_t epoch = 0, bad = 0, cooldown_counter = 0;
@@ -272,6 +302,16 @@ void ReduceLROnPlateau::load_state_dict(const StateDict& sd) {
   meta::read(sd, "min_lr", o.min_lr, problems);
   meta::read(sd, "eps", o.eps, problems);
   if (problems.empty()) check_plateau(o, problems);
+  if (problems.empty()) {
+    if (epoch < 0 || epoch == std::numeric_limits<int64_t>::max())
+      problems.push_back("last_epoch = " + std::to_string(epoch) + " is out of range [0, 2^63 - 1)");
+    if (bad < 0 || bad == std::numeric_limits<int64_t>::max())
+      problems.push_back("num_bad_epochs = " + std::to_string(bad) + " is out of range [0, 2^63 - 1)");
+    if (cooldown_counter < 0) problems.push_back("cooldown_counter must be >= 0, got " + std::to_string(cooldown_counter));
+    if (std::isnan(best)) problems.push_back("best must not be NaN");
+    if (!std::isfinite(o.threshold) || !std::isfinite(o.min_lr) || !std::isfinite(o.eps))
+      problems.push_back("threshold, min_lr and eps must be finite");
+  }
   EMBER_CHECK(problems.empty(), op, "ReduceLROnPlateau: ", meta::join(problems, "; "));
   o_ = o;
   epoch_ = epoch;

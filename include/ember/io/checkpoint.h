@@ -4,14 +4,18 @@
 // File layout (docs/checkpoints.md):
 //   tensors  "model.<name>"   Module::state_dict() (parameters, then buffers)
 //            "optim.<name>"   Optimizer::state_dict() tensors (momentum buffers, Adam moments)
-//   meta     "ember.checkpoint" = "1" (format version), "ember.sections" = "model,optim[,sched],train"
+//   meta     "ember.checkpoint" = "2" (format version), "ember.sections" = "model,optim[,sched],train"
 //            "optim.<key>"    Optimizer::state_dict() meta
 //            "sched.<key>"    LRScheduler::state_dict() meta (only when a schedule was saved)
 //            "train.epoch", "train.step", "train.data_position", "train.rng_seed",
 //            "train.rng_offset", "train.extra.<key>"
+// Version 2 files carry "ember.checksum" (io/safetensors.h: a CRC-32 of the whole header and
+// the data), and the loader refuses one without it; version 1 files (ember.crc32 over the data
+// only) still load, with the weaker check.
 // The "model." tensors are exactly the model's state_dict under a prefix, so PyTorch reads the
 // weights with safetensors.torch.load_file and a dict comprehension that strips "model.".
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -26,7 +30,8 @@ namespace ember::io {
 
 // Where the training loop is. The library stores these; what they mean is the loop's choice
 // (the Fashion-MNIST example: epoch = epochs finished, step = optimizer steps so far,
-// data_position = samples consumed in the current epoch).
+// data_position = samples consumed in the current epoch). epoch, step and data_position are
+// counts: save and load refuse negative ones.
 struct TrainingState {
   int64_t epoch = 0;
   int64_t step = 0;
@@ -54,23 +59,30 @@ struct TrainingState {
 };
 
 // Writes model, optimizer, schedule (nullable) and training state to `path` as one
-// .safetensors file, atomically (io::save_safetensors: a temporary file renamed over path), so
+// .safetensors file (format version 2), atomically (io::save_safetensors: a temporary file renamed over path), so
 // a crash while saving leaves the previous checkpoint intact.
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& opt,
                      const optim::LRScheduler* sched, const TrainingState& state);
 
 // Restores what save_checkpoint wrote into a model, optimizer and schedule built the same way
-// (same layers, same parameter groups, same schedule class), and fills `state`. Everything is
-// checked before anything changes; on any problem it throws one ember::Error naming the file
-// and the problem: not a checkpoint, a missing section (e.g. `sched` given but the file has no
-// schedule), a model that does not match (every missing, unexpected and mis-shaped key), an
-// optimizer or schedule of another kind or shape, a damaged file (truncation, flipped bits:
-// the CRC-32 of io::save_safetensors). A schedule in the file is ignored when sched is null.
+// (same layers, same parameter groups, same schedule class), and fills `state`. The load is
+// all or nothing: on any problem it throws one ember::Error naming the file and the problem,
+// and model, optimizer, schedule and state are as they were. Problems: not a checkpoint, a
+// missing section (e.g. `sched` given but the file has no schedule), a model that does not
+// match (every missing, unexpected and mis-shaped key, an integer tensor for a float
+// parameter), an optimizer or schedule of another kind or shape, hyper-parameters or counters
+// out of range (a negative or NaN lr, a negative epoch), a damaged file (truncation, any
+// flipped bit in a version 2 file). A schedule in the file is ignored when sched is null.
 void load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer& opt, optim::LRScheduler* sched,
                      TrainingState& state);
 
+// load_checkpoint on a file's bytes held in memory; `name` names them in error messages.
+void load_checkpoint_from_memory(const void* data, size_t size, const std::string& name, nn::Module& model,
+                                 optim::Optimizer& opt, optim::LRScheduler* sched, TrainingState& state);
+
 // The StateDict save_checkpoint writes and load_checkpoint reads (for keeping checkpoints in
-// memory or another container). `where` names the source in error messages.
+// memory or another container). `where` names the source in error messages. A StateDict has
+// no bytes to checksum: load_checkpoint_state_dict checks everything else, all or nothing.
 StateDict checkpoint_state_dict(const nn::Module& model, const optim::Optimizer& opt, const optim::LRScheduler* sched,
                                 const TrainingState& state);
 void load_checkpoint_state_dict(const StateDict& ckpt, nn::Module& model, optim::Optimizer& opt,
