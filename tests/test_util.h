@@ -1,12 +1,18 @@
 // Small helpers shared by the test files: reading values out of tensors, comparing them with
-// expectations, and checking that an ember::Error is raised with the right words in it.
+// expectations, checking that an ember::Error is raised with the right words in it, temporary
+// files, and byte surgery on .safetensors files for the damaged- and hostile-file tests.
 #pragma once
 #include <doctest/doctest.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <initializer_list>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -128,6 +134,80 @@ inline std::string check_error(const std::function<void()>& f, const char* what,
   for (const std::string& n : needles)
     CHECK_MESSAGE(contains(msg, n), std::string(what) << ": message \"" << msg << "\" does not contain \"" << n << "\"");
   return msg;
+}
+
+// --- files ------------------------------------------------------------------------------------
+
+// `name` in this process's own temporary directory (created on first use).
+inline std::string temp_path(const std::string& name) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("ember_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+
+inline std::string read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+inline void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// --- .safetensors surgery ----------------------------------------------------------------------
+// A file is an 8-byte little-endian header length, the header's JSON text (space padded), and
+// the data section.
+
+struct SafetensorsParts {
+  std::string header;  // the JSON text, padding included
+  std::string data;
+};
+
+inline SafetensorsParts split_safetensors(const std::string& file) {
+  REQUIRE(file.size() >= 8);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(static_cast<unsigned char>(file[i])) << (8 * i);
+  REQUIRE(n <= file.size() - 8);
+  return {file.substr(8, n), file.substr(8 + n)};
+}
+
+// A file from a header's JSON text (padded with spaces to a multiple of 8) and a data section.
+inline std::string join_safetensors(std::string header, const std::string& data) {
+  header.append((8 - header.size() % 8) % 8, ' ');
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((static_cast<uint64_t>(header.size()) >> (8 * i)) & 0xff);
+  return out + header + data;
+}
+
+// The file with metadata `key` set to `value` (the entry must exist; the header is re-padded).
+inline std::string with_meta(const std::string& file, const std::string& key, const std::string& value) {
+  SafetensorsParts p = split_safetensors(file);
+  const std::string needle = "\"" + key + "\":\"";
+  const size_t at = p.header.find(needle);
+  REQUIRE_MESSAGE(at != std::string::npos, "no metadata " << key);
+  const size_t begin = at + needle.size(), end = p.header.find('"', begin);
+  p.header.replace(begin, end - begin, value);
+  return join_safetensors(p.header.substr(0, p.header.find_last_not_of(' ') + 1), p.data);
+}
+
+// The file without metadata `key` (the entry must exist and not be the last one).
+inline std::string without_meta(const std::string& file, const std::string& key) {
+  SafetensorsParts p = split_safetensors(file);
+  const std::string needle = "\"" + key + "\":\"";
+  const size_t at = p.header.find(needle);
+  REQUIRE_MESSAGE(at != std::string::npos, "no metadata " << key);
+  const size_t end = p.header.find('"', at + needle.size());
+  REQUIRE(p.header[end + 1] == ',');
+  p.header.erase(at, end + 2 - at);
+  return join_safetensors(p.header.substr(0, p.header.find_last_not_of(' ') + 1), p.data);
+}
+
+// A checkpoint as format version 1 wrote it: "ember.checkpoint" = "1", no "ember.checksum" (the
+// data's "ember.crc32" stays valid).
+inline std::string as_v1_checkpoint(const std::string& file) {
+  return with_meta(without_meta(file, "ember.checksum"), "ember.checkpoint", "1");
 }
 
 }  // namespace ember_test
