@@ -514,6 +514,13 @@ TEST_CASE("schedules and optimizers refuse out-of-range state in load_state_dict
   CHECK(s.opt->state_dict().meta == ogood.meta);
 }
 
+TEST_CASE("saving text that is not UTF-8 raises ember::Error") {
+  StateDict s;
+  s.tensors.emplace_back("w", ones({1}));
+  s.meta["bad"] = std::string("\xff\xfe", 2);
+  check_error([&] { io::serialize_safetensors(s, "x.safetensors"); }, "bad meta", {"[safetensors]", "UTF-8"});
+}
+
 TEST_CASE("save_checkpoint refuses negative training counts") {
   ember_fuzz::Setup s(ember_fuzz::kCheckpointSgd);
   s.state.epoch = -1;

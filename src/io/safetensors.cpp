@@ -209,9 +209,15 @@ Encoded encode(const StateDict& state, const std::string& where) {
   const uint32_t data_crc = crc32_of(out.data.data(), out.data.size());
   meta[kCrcKey] = hex32(data_crc);
   header["__metadata__"] = meta;
-  const uint32_t whole = whole_checksum(header.dump(), data_crc, out.data.size());  // without the entry itself
-  header["__metadata__"][kChecksumKey] = hex32(whole);
-  std::string h = header.dump();
+  std::string h;
+  try {
+    const uint32_t whole = whole_checksum(header.dump(), data_crc, out.data.size());  // without the entry itself
+    header["__metadata__"][kChecksumKey] = hex32(whole);
+    h = header.dump();
+  } catch (const json::exception& e) {  // JSON text must be UTF-8
+    EMBER_FAIL(kOp, "cannot write ", where, ": a tensor name or metadata text is not valid UTF-8 (",
+               printable(e.what(), 160), ")");
+  }
   h.append((8 - h.size() % 8) % 8, ' ');  // pad so the data starts 8-byte aligned
   const uint64_t hlen = h.size();
   out.head.resize(8);
