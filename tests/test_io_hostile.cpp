@@ -469,6 +469,18 @@ TEST_CASE("a failed load changes nothing: bad hyper-parameters and counters in t
   }
 }
 
+TEST_CASE("an empty TrainingState::extra key in a file is refused (it could not be saved again)") {
+  ember_test::SafetensorsParts p = split_safetensors(as_v1_checkpoint(small_checkpoint(ember_fuzz::kCheckpointSgd)));
+  const size_t at = p.header.find("\"train.extra.note\"");
+  REQUIRE(at != std::string::npos);
+  p.header.replace(at, 18, "\"train.extra.\"");
+  ember_fuzz::Setup s(ember_fuzz::kCheckpointSgd);
+  const Snapshot before = take(s);
+  check_error([&] { load_into(join_safetensors(p.header.substr(0, p.header.find_last_not_of(' ') + 1), p.data), s); },
+              "empty extra key", {"[checkpoint]", "empty key"});
+  check_same(before, take(s));
+}
+
 TEST_CASE("schedules and optimizers refuse out-of-range state in load_state_dict and keep theirs") {
   ember_fuzz::Setup s(ember_fuzz::kCheckpointSgd);
   s.train_step();

@@ -146,8 +146,11 @@ void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
     read_i64("data_position", parsed.data_position);
     read_u64("rng_seed", parsed.rng_seed);
     read_u64("rng_offset", parsed.rng_offset);
-    for (const auto& [k, v] : ck.meta)
-      if (starts_with(k, "train.extra.")) parsed.extra[k.substr(12)] = v;
+    for (const auto& [k, v] : ck.meta) {
+      if (!starts_with(k, "train.extra.")) continue;
+      if (k.size() == 12) problems.push_back("meta \"train.extra.\" has an empty key (save_checkpoint refuses those)");
+      else parsed.extra[k.substr(12)] = v;
+    }
   }
   if (has("model")) {
     for (const std::string& p : model.check_state_dict(model_sd, /*strict=*/true)) problems.push_back("model: " + p);
