@@ -129,17 +129,22 @@ Entry read_entry(const std::string& key, const json& e, const std::string& name)
   tname.insert(tname.begin(), '\'');
   tname += '\'';
   EMBER_CHECK(e.is_object(), kOp, name, ": entry ", tname, " is a JSON ", type_of(e), ", not an object");
-  for (const char* field : {"dtype", "shape", "data_offsets"})
-    EMBER_CHECK(e.contains(field), kOp, name, ": entry ", tname, " needs dtype, shape and data_offsets (no ", field,
-                ")");
+  // Fields through find(), not operator[] with a literal: a reference bound to operator[]'s
+  // result trips GCC 13's -Wdangling-reference.
+  auto field = [&](const char* f) -> const json& {
+    const auto it = e.find(f);
+    EMBER_CHECK(it != e.end(), kOp, name, ": entry ", tname, " needs dtype, shape and data_offsets (no ", f, ")");
+    return *it;
+  };
+  const json& dt = field("dtype");
+  const json& sh = field("shape");
+  const json& off = field("data_offsets");
   Entry out{key, DType::f32, {}, 0, 0};
-  const json& dt = e["dtype"];
   EMBER_CHECK(dt.is_string(), kOp, name, ": tensor ", tname, " has a dtype that is a JSON ", type_of(dt),
               ", not a string");
   EMBER_CHECK(parse_dtype(dt.get_ref<const std::string&>(), out.dtype), kOp, name, ": tensor ", tname,
               " has unsupported dtype \"", printable(dt.get_ref<const std::string&>(), 32),
               "\" (ember reads F32, F64, F16, BF16, I32, I64, BOOL)");
-  const json& sh = e["shape"];
   EMBER_CHECK(sh.is_array(), kOp, name, ": tensor ", tname, " has a malformed shape (a JSON ", type_of(sh),
               ", not an array)");
   EMBER_CHECK(sh.size() <= kMaxDims, kOp, name, ": tensor ", tname, " has ", sh.size(),
@@ -163,7 +168,6 @@ Entry read_entry(const std::string& key, const json& e, const std::string& name)
               ": tensor ", tname, " of shape ", shape_str(out.shape), " ", dtype_name(out.dtype),
               " has a byte count that overflows int64");
   if (empty_tensor) bytes = 0;
-  const json& off = e["data_offsets"];
   EMBER_CHECK(off.is_array() && off.size() == 2 && off[0].is_number_unsigned() && off[1].is_number_unsigned(), kOp,
               name, ": tensor ", tname, " has malformed data_offsets (want [begin, end], unsigned integers)");
   out.begin = off[0].get<uint64_t>();
@@ -295,8 +299,8 @@ StateDict parse_safetensors(const void* bytes, size_t size, const std::string& n
   const uint64_t data_size = size - 8 - hlen;
 
   StateDict out;
-  if (header.contains("__metadata__")) {
-    const json& meta = header["__metadata__"];
+  if (const auto found_meta = header.find("__metadata__"); found_meta != header.end()) {
+    const json& meta = *found_meta;
     EMBER_CHECK(meta.is_object(), kOp, name, ": __metadata__ is a JSON ", type_of(meta), ", not an object");
     for (auto it = meta.begin(); it != meta.end(); ++it) {
       EMBER_CHECK(it.value().is_string(), kOp, name, ": metadata '", printable(it.key()), "' is a JSON ",
