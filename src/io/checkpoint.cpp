@@ -174,6 +174,16 @@ void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
   for (auto& [name, t] : opt_snapshot.tensors) t = clone(t);
   const StateDict sched_snapshot = sched ? sched->state_dict() : StateDict{};
   const char* stage = "optimizer";
+  // Puts back what changed before `stage` failed. These states were valid a moment ago, so
+  // they load; the schedule first, since loading it sets the optimizer's learning rates.
+  auto restore = [&] {
+    const std::string failed = stage;
+    try {
+      if (sched && failed == "model") sched->load_state_dict(sched_snapshot);
+      if (failed != "optimizer") opt.load_state_dict(opt_snapshot);
+    } catch (...) {
+    }
+  };
   try {
     opt.load_state_dict(optim_sd);
     if (sched) {
@@ -182,16 +192,12 @@ void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
     }
     stage = "model";
     model.load_state_dict(model_sd, /*strict=*/true);  // checked above
-  } catch (const std::exception& e) {
-    // Put back what changed. These states were valid a moment ago, so they load; the
-    // schedule first, since loading it sets the optimizer's learning rates.
-    const std::string failed = stage;
-    try {
-      if (sched && failed == "model") sched->load_state_dict(sched_snapshot);
-      if (failed != "optimizer") opt.load_state_dict(opt_snapshot);
-    } catch (...) {
-    }
+  } catch (const Error& e) {
+    restore();
     EMBER_FAIL(kOp, "cannot load ", where, ": ", stage, ": ", detail::printable(e.what(), 2000));
+  } catch (...) {  // out of memory, say: the same rollback, the exception as it is
+    restore();
+    throw;
   }
   state = std::move(parsed);
 }
