@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -45,18 +44,9 @@ struct Bare : nn::Module {
   Tensor param(const std::string& name, Tensor t) { return register_parameter(name, std::move(t)); }
 };
 
-std::string temp_path(const std::string& stem) {
-  return (std::filesystem::temp_directory_path() / ("ember_ckpt_" + stem + ".safetensors")).string();
-}
-
-std::vector<char> read_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<char>(std::istreambuf_iterator<char>(in), {});
-}
-void write_bytes(const std::string& path, const std::vector<char>& b) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(b.data(), static_cast<std::streamsize>(b.size()));
-}
+std::string temp_path(const std::string& stem) { return ember_test::temp_path("ckpt_" + stem + ".safetensors"); }
+using ember_test::read_bytes;
+using ember_test::write_bytes;
 
 bool all_equal(const nn::Module& a, const nn::Module& b) {
   auto sa = a.state_dict(), sb = b.state_dict();
@@ -451,18 +441,18 @@ TEST_SUITE("checkpoint") {
     a.train_until(2);
     const std::string path = temp_path("damaged");
     io::save_checkpoint(path, a.model, *a.opt, a.sched.get(), a.state);
-    const std::vector<char> good = read_bytes(path);
+    const std::string good = read_bytes(path);
     REQUIRE(good.size() > 100);
     const std::string bad = temp_path("damaged_copy");
     for (size_t cut : {size_t{4}, size_t{20}, good.size() / 2, good.size() - 1}) {
       CAPTURE(cut);
-      write_bytes(bad, std::vector<char>(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(cut)));
+      write_bytes(bad, good.substr(0, cut));
       Run b(true);
       CHECK_THROWS_AS(io::load_checkpoint(bad, b.model, *b.opt, b.sched.get(), b.state), ember::Error);
     }
     for (size_t from_end : {size_t{1}, size_t{13}, size_t{200}}) {  // inside the tensor data
       CAPTURE(from_end);
-      std::vector<char> flipped = good;
+      std::string flipped = good;
       flipped[flipped.size() - from_end] ^= 0x10;
       write_bytes(bad, flipped);
       Run b(true);
