@@ -278,6 +278,7 @@ HierarchicalSoftmax::HierarchicalSoftmax(int64_t in_features, const ClassTree& t
   EMBER_CHECK(in_features > 0, "HierarchicalSoftmax", "in_features must be positive, got ", in_features);
   dims_ = tree_in.tables();
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  checked_numel({dims_.num_rows, in_features}, "HierarchicalSoftmax");
   weight = register_parameter("weight", uniform({dims_.num_rows, in_features}, -bound, bound, {}, gen));
   if (with_bias) bias = register_parameter("bias", uniform({dims_.num_rows}, -bound, bound, {}, gen));
   tree = register_buffer("tree", dims_.table);
