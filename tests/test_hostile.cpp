@@ -83,6 +83,7 @@ TEST_SUITE("hostile") {
     CHECK_REFUSED(nn::LSTM(nn::RNNOptions{.input_size = 4, .hidden_size = int64_t(1) << 62}), "[LSTM]", "overflows");
     CHECK_REFUSED(nn::GRU(nn::RNNOptions{.input_size = int64_t(1) << 40, .hidden_size = int64_t(1) << 30}), "[GRU]");
     CHECK_REFUSED(nn::LayerNorm(Shape{int64_t(1) << 40, int64_t(1) << 40}), "[LayerNorm]");
+    CHECK_REFUSED(nn::ClassTree::balanced(int64_t(1) << 62, 2), "[ClassTree::balanced]", "32-bit");
   }
 
   TEST_CASE("pad refuses paddings whose sum overflows") {
