@@ -1,5 +1,6 @@
 // Shapes and strides are plain vectors of int64 (elements, not bytes).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <ostream>
 #include <string>
