@@ -262,7 +262,7 @@ void adam_step(int device, DType dtype, bool decoupled, const std::vector<AdamAr
 }
 
 void clip_grad_norm(int device, const std::vector<GradBucket>& buckets, double p, double max_norm,
-                    const Tensor& total_norm) {
+                    const Tensor& total_norm, bool scale) {
   DeviceGuard guard(device);
   cudaStream_t stream = current_stream(device);
   const int kind = norm_kind(p);
@@ -293,6 +293,7 @@ void clip_grad_norm(int device, const std::vector<GradBucket>& buckets, double p
                                                       static_cast<float*>(total_norm.data_ptr()), factor);
   }
   EMBER_CUDA_LAUNCH_CHECK();
+  if (!scale) return;
   for (const GradBucket& b : buckets) {
     EMBER_CUDA_DISPATCH_FLOAT(b.dtype, "clip_grad_norm_", T, [&] {
       launch_tables(b.grads, [&](const Table<GradArgs>& tab, int64_t chunks) {

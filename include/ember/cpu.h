@@ -5,6 +5,15 @@
 namespace ember::cpu {
 
 // OpenMP threads ember's CPU kernels (and Eigen's GEMM) use; set_num_threads(n) with n >= 1.
+//
+// Per calling thread: set_num_threads is omp_set_num_threads, which sets the OpenMP
+// nthreads-var of the calling thread only. Ops run on the thread that calls them and their
+// parallel regions use that thread's setting; another std::thread keeps its own, which starts
+// at the process default (OMP_NUM_THREADS, else the number of cores), not at what this thread
+// set. So a program that runs ember ops on several threads calls set_num_threads in each of
+// them (or sets OMP_NUM_THREADS before start). num_threads() is the calling thread's value.
+// Results at a fixed thread count are bit-identical run to run; see docs/reliability.md for
+// what changes with the count.
 int num_threads();
 void set_num_threads(int n);
 

@@ -1,5 +1,6 @@
 // Umbrella header: everything a training program needs.
 #pragma once
+#include "ember/autograd/anomaly.h"
 #include "ember/autograd/grad_mode.h"
 #include "ember/autograd/gradcheck.h"
 #include "ember/autograd/node.h"

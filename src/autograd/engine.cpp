@@ -1,17 +1,39 @@
 // The backward engine: counts dependencies over the reachable graph, then runs each node once
 // all gradients flowing into it have been summed (so a leaf's AccumulateGrad sees its final
 // gradient, and grad-ready hooks fire once per leaf per pass).
+#include <cmath>
+#include <limits>
 #include <queue>
 #include <unordered_map>
 
+#include "ember/autograd/anomaly.h"
 #include "ember/autograd/grad_mode.h"
 #include "ember/autograd/node.h"
 #include "ember/ops/ops.h"
 
 namespace ember {
+namespace {
+
+// Anomaly mode: throws, naming the node, when the gradient it made for input i holds a NaN or
+// an infinity. x * 0 is 0 for finite x and NaN otherwise, so one sum answers; .item() is the
+// host synchronisation the header documents. The counts are only computed for the message.
+void check_finite(const Node& n, size_t input, const Tensor& g) {
+  if (!is_floating(g.dtype()) || g.numel() == 0) return;
+  const TensorOptions o = TensorOptions(g.dtype()).with_device(g.device());
+  if (!std::isnan(sum(mul(g, scalar_tensor(0.0, o))).item<double>())) return;
+  const int64_t nans = sum(to_dtype(ne(g, g), DType::i64)).item<int64_t>();
+  const int64_t infs =
+      sum(to_dtype(eq(abs(g), scalar_tensor(std::numeric_limits<double>::infinity(), o)), DType::i64)).item<int64_t>();
+  EMBER_FAIL(n.name(), "backward produced a non-finite gradient for input ", input, ": ", nans, " NaN and ", infs,
+             " infinite values in a ", shape_str(g.shape()), " ", dtype_name(g.dtype()), " tensor on ", g.device(),
+             " (anomaly detection)");
+}
+
+}  // namespace
 
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
   NoGradGuard no_grad;
+  const bool detect_anomaly = autograd::anomaly_detection_enabled();
   std::unordered_map<Node*, int> deps;
   std::unordered_map<Node*, std::vector<Tensor>> buffers;
   std::vector<Node*> stack;
@@ -83,6 +105,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
       Node* m = e.fn.get();
       keep[m] = e.fn;
       if (i < out.size() && out[i].defined()) {
+        if (detect_anomaly) check_finite(*n, i, out[i]);
         // A backward formula that allocates on the wrong device is caught here, naming it,
         // not later as a mixed-device error in an unrelated op (the stand-in device shows it
         // in CI).

@@ -90,7 +90,14 @@ void* cpu_allocate(size_t nbytes) {
     c.stats.in_use_bytes += cls;
   }
   void* p = std::aligned_alloc(64, cls);
-  EMBER_CHECK(p != nullptr, "storage", "out of memory allocating ", nbytes, " bytes on cpu");
+  if (p == nullptr) {
+    if (cls >= kMinCached) {  // undo the count taken above
+      Cache& c = cache();
+      std::lock_guard<std::mutex> lock(c.mu);
+      c.stats.in_use_bytes -= cls;
+    }
+    EMBER_FAIL("storage", "out of memory allocating ", nbytes, " bytes on cpu");
+  }
   return p;
 }
 

@@ -21,7 +21,15 @@ DeviceAllocator* device_allocator(DeviceType type) {
   return a;
 }
 
+namespace {
+void check_size(size_t nbytes, Device device) {
+  EMBER_CHECK(nbytes <= kMaxStorageBytes, "storage", "refusing to allocate ", nbytes, " bytes on ", device.str(),
+              ": more than the ", kMaxStorageBytes, "-byte (64 TiB) limit on one allocation");
+}
+}  // namespace
+
 Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device) {
+  check_size(nbytes, device);
   if (device.is_cpu()) {
     data_ = cpu_allocate(nbytes);
     return;
@@ -35,6 +43,7 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
 Storage::Storage(size_t nbytes, Device device, DeviceAllocator* alloc)
     : nbytes_(nbytes), device_(device), alloc_(alloc) {
   EMBER_CHECK(alloc != nullptr, "storage", "null allocator");
+  check_size(nbytes, device);
   data_ = alloc->allocate(nbytes, device);
 }
 

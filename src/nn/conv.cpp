@@ -21,10 +21,12 @@ Conv1d::Conv1d(int64_t in_channels, int64_t out_channels, int64_t kernel_size, C
   EMBER_CHECK(options.stride > 0 && options.dilation > 0 && options.padding >= 0, "Conv1d",
               "needs stride >= 1, dilation >= 1, padding >= 0, got stride=", options.stride,
               ", dilation=", options.dilation, ", padding=", options.padding);
+  const Shape shape{out_channels, in_channels / options.groups, kernel_size};
+  checked_numel(shape, "Conv1d");  // also bounds fan_in below
   const int64_t fan_in = in_channels / options.groups * kernel_size;
   const double bound = 1.0 / std::sqrt(static_cast<double>(fan_in));
   weight = register_parameter(
-      "weight", uniform({out_channels, in_channels / options.groups, kernel_size}, -bound, bound, {}, gen));
+      "weight", uniform(shape, -bound, bound, {}, gen));
   if (options.bias) bias = register_parameter("bias", uniform({out_channels}, -bound, bound, {}, gen));
 }
 

@@ -191,6 +191,11 @@ ClassTree ClassTree::balanced(int64_t num_classes, int64_t arity) {
   const char* op = "ClassTree::balanced";
   EMBER_CHECK(num_classes >= 2, op, "needs at least 2 classes, got ", num_classes);
   EMBER_CHECK(arity >= 2, op, "arity must be >= 2, got ", arity);
+  // The 32-bit tables hold at least 3 entries per class (tables()); refuse a larger tree before
+  // building it (2^62 classes overflowed split()'s n * (g + 1), and would not fit memory).
+  constexpr int64_t kMaxClasses = std::numeric_limits<int32_t>::max() / 3;
+  EMBER_CHECK(num_classes <= kMaxClasses, op, num_classes, " classes do not fit the 32-bit tree tables (at most ",
+              kMaxClasses, ")");
   Proto proto;
   const int64_t root = split(0, num_classes, arity, proto);
   ClassTree t;
@@ -278,6 +283,7 @@ HierarchicalSoftmax::HierarchicalSoftmax(int64_t in_features, const ClassTree& t
   EMBER_CHECK(in_features > 0, "HierarchicalSoftmax", "in_features must be positive, got ", in_features);
   dims_ = tree_in.tables();
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
+  checked_numel({dims_.num_rows, in_features}, "HierarchicalSoftmax");
   weight = register_parameter("weight", uniform({dims_.num_rows, in_features}, -bound, bound, {}, gen));
   if (with_bias) bias = register_parameter("bias", uniform({dims_.num_rows}, -bound, bound, {}, gen));
   tree = register_buffer("tree", dims_.table);

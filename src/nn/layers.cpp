@@ -17,6 +17,7 @@ Linear::Linear(int64_t in_features, int64_t out_features, bool with_bias, Genera
               out_features, ")");
   // PyTorch's default: kaiming_uniform(a=sqrt(5)) on W and U(-1/sqrt(in), 1/sqrt(in)) on b
   // both come down to the bound 1/sqrt(in).
+  checked_numel({out_features, in_features}, "Linear");
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
   weight = register_parameter("weight", uniform({out_features, in_features}, -bound, bound, {}, gen));
   if (with_bias) bias = register_parameter("bias", uniform({out_features}, -bound, bound, {}, gen));
@@ -58,6 +59,7 @@ Embedding::Embedding(int64_t num_embeddings, int64_t embedding_dim, std::optiona
                 ") for a table of shape (", num_embeddings, ", ", embedding_dim, ")");
     padding_idx_ = *padding_idx < 0 ? *padding_idx + num_embeddings : *padding_idx;
   }
+  checked_numel({num_embeddings, embedding_dim}, "Embedding");
   Tensor w = randn({num_embeddings, embedding_dim}, {}, gen);
   if (padding_idx_) w.narrow(0, *padding_idx_, 1).zero_();
   weight = register_parameter("weight", w);

@@ -14,7 +14,9 @@ LayerNorm::LayerNorm(Shape normalized_shape, double eps, bool elementwise_affine
   for (int64_t d : normalized_shape_) positive = positive && d > 0;
   EMBER_CHECK(positive, "LayerNorm", "normalized_shape must be non-empty with positive dims, got ",
               shape_str(normalized_shape_));
-  EMBER_CHECK(std::isfinite(eps) && eps >= 0, "LayerNorm", "eps must be finite and >= 0, got ", eps);
+  checked_numel(normalized_shape_, "LayerNorm");
+  EMBER_CHECK(std::isfinite(eps) && eps > 0, "LayerNorm", "eps must be finite and > 0, got ", eps, " (normalized_shape ",
+              shape_str(normalized_shape_), ")");
   if (elementwise_affine) {
     weight = register_parameter("weight", ones(normalized_shape_));
     if (with_bias) bias = register_parameter("bias", zeros(normalized_shape_));

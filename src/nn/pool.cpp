@@ -25,7 +25,8 @@ int64_t check_pool(const char* op, const Tensor& x, int64_t kernel, std::optiona
               kernel / 2, "], got padding ", padding, " with kernel ", kernel, " for input ",
               shape_str(x.shape()));
   const int64_t len = x.size(-1);
-  EMBER_CHECK(len + 2 * padding >= kernel, op, "input ", shape_str(x.shape()), " of length ", len,
+  // padding <= kernel / 2, so 2 * padding fits; len + it may not.
+  EMBER_CHECK(checked_add(len, 2 * padding, op) >= kernel, op, "input ", shape_str(x.shape()), " of length ", len,
               " padded by ", padding, " on each side is shorter than the kernel ", kernel);
   return s;
 }

@@ -23,12 +23,15 @@ RNNBase::RNNBase(const char* name, RNNMode mode, const RNNOptions& opts, Generat
   EMBER_CHECK(opts.num_layers >= 1, name, "num_layers must be >= 1, got ", opts.num_layers);
   EMBER_CHECK(opts.dropout >= 0.0 && opts.dropout <= 1.0, name, "dropout probability ", opts.dropout,
               " outside [0, 1]");
-  const int64_t H = opts.hidden_size, GH = rnn_gate_count(mode) * H, D = num_directions();
+  const int64_t H = opts.hidden_size, GH = checked_mul(rnn_gate_count(mode), H, name), D = num_directions();
   // PyTorch's init: every weight and bias from U(-1/sqrt(H), 1/sqrt(H)).
   const double bound = 1.0 / std::sqrt(static_cast<double>(H));
-  auto draw = [&](const Shape& s) { return uniform(s, -bound, bound, {}, gen); };
+  auto draw = [&](const Shape& s) {
+    checked_numel(s, name);  // the error names the layer, not uniform
+    return uniform(s, -bound, bound, {}, gen);
+  };
   for (int64_t k = 0; k < opts.num_layers; ++k) {
-    const int64_t in = k == 0 ? opts.input_size : D * H;
+    const int64_t in = k == 0 ? opts.input_size : checked_mul(D, H, name);
     for (int64_t d = 0; d < D; ++d) {
       const std::string sfx = "_l" + std::to_string(k) + (d == 1 ? "_reverse" : "");
       Weights w;

@@ -57,10 +57,12 @@ MultiheadAttention::MultiheadAttention(int64_t embed_dim, int64_t num_heads, dou
   EMBER_CHECK(embed_dim % num_heads == 0, "MultiheadAttention", "embed_dim ", embed_dim,
               " is not divisible by num_heads ", num_heads);
   EMBER_CHECK(dropout >= 0 && dropout <= 1, "MultiheadAttention", "dropout ", dropout, " outside [0, 1]");
-  Tensor w = empty({3 * embed_dim, embed_dim});
+  const Shape in_proj{checked_mul(3, embed_dim, "MultiheadAttention"), embed_dim};
+  checked_numel(in_proj, "MultiheadAttention");
+  Tensor w = empty(in_proj);
   init::xavier_uniform_(w, 1.0, gen);
   in_proj_weight = register_parameter("in_proj_weight", w);
-  if (bias) in_proj_bias = register_parameter("in_proj_bias", zeros({3 * embed_dim}));
+  if (bias) in_proj_bias = register_parameter("in_proj_bias", zeros({in_proj[0]}));
   out_proj = register_module("out_proj", std::make_shared<Linear>(embed_dim, embed_dim, bias, gen));
   if (bias) init::zeros_(out_proj->bias);
 }

@@ -25,6 +25,7 @@ using detail::make_tensor;
 struct Dims {
   int64_t B, H, Tq, Tk, D, Dv;
   double scale;
+  int64_t scores;  // B * H * Tq * Tk, checked
 };
 
 std::string qkv_str(const Tensor& q, const Tensor& k, const Tensor& v) {
@@ -48,6 +49,8 @@ Dims check_attention(const char* op, const Tensor& q, const Tensor& k, const Ten
   EMBER_CHECK(v.size(2) == Tk, op, "k and v must have the same number of keys (dim 2): ", qkv_str(q, k, v));
   EMBER_CHECK(D > 0 && Tk > 0, op, "head dim and key count must be positive: ", qkv_str(q, k, v));
   const Shape full{B, H, Tq, Tk};
+  // The score matrix: materialised by the reference, counted by dropout's random draw.
+  const int64_t scores = checked_numel(full, op);
   if (o.attn_mask.defined()) {
     const Tensor& m = o.attn_mask;
     EMBER_CHECK(m.dtype() == DType::boolean || is_floating(m.dtype()), op,
@@ -71,7 +74,7 @@ Dims check_attention(const char* op, const Tensor& q, const Tensor& k, const Ten
   EMBER_CHECK(o.dropout >= 0 && o.dropout <= 1, op, "dropout probability ", o.dropout, " outside [0, 1]");
   const double scale = o.scale ? *o.scale : 1.0 / std::sqrt(static_cast<double>(D));
   EMBER_CHECK(std::isfinite(scale), op, "scale must be finite, got ", scale);
-  return {B, H, Tq, Tk, D, Dv, scale};
+  return {B, H, Tq, Tk, D, Dv, scale, scores};
 }
 
 // t detached, converted to dtype dt, contiguous and 16-byte aligned (the CUDA kernels load
@@ -126,12 +129,12 @@ AttentionForward sdpa_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   if (opts.dropout > 0) {
     Generator& g = opts.generator ? *opts.generator : default_generator();
     f.dropout_seed = p.seed = g.seed();
-    f.dropout_offset = p.offset = g.reserve(static_cast<uint64_t>(d.B * d.H * d.Tq * d.Tk));
+    f.dropout_offset = p.offset = g.reserve(static_cast<uint64_t>(d.scores));
   }
   const Tensor qc = prepared(q, cd), kc = prepared(k, cd), vc = prepared(v, cd);
   f.output = make_tensor({d.B, d.H, d.Tq, d.Dv}, cd, dev);
   f.logsumexp = make_tensor({d.B, d.H, d.Tq}, sd, dev);
-  if (d.B * d.H * d.Tq > 0) EMBER_BACKEND_CALL(qc, attention_forward(qc, kc, vc, p, f.output, f.logsumexp));
+  if (d.scores > 0) EMBER_BACKEND_CALL(qc, attention_forward(qc, kc, vc, p, f.output, f.logsumexp));
   if (cd != q.dtype()) f.output = to_dtype(f.output, q.dtype());
   return f;
 }
@@ -165,7 +168,7 @@ AttentionGrads sdpa_backward(const Tensor& grad_output, const Tensor& q, const T
   if (needs[0]) g.grad_q = make_tensor(q.shape(), cd, dev);
   if (needs[1]) g.grad_k = make_tensor(k.shape(), cd, dev);
   if (needs[2]) g.grad_v = make_tensor(v.shape(), cd, dev);
-  if (d.B * d.H > 0)
+  if (d.B > 0 && d.H > 0)
     EMBER_BACKEND_CALL(qc, attention_backward(gc, qc, kc, vc, oc, lc, p, g.grad_q, g.grad_k, g.grad_v));
   if (cd != q.dtype())
     for (Tensor* t : {&g.grad_q, &g.grad_k, &g.grad_v})

@@ -4,13 +4,21 @@
 
 namespace ember::detail {
 
-Tensor make_tensor(const Shape& shape, DType dtype, Device device) {
-  for (auto d : shape)
-    EMBER_CHECK(d >= 0, "empty", "negative dimension in shape ", shape_str(shape));
+size_t check_allocatable(const Shape& shape, DType dtype, Device device, const char* op) {
+  const size_t nbytes = checked_nbytes(shape, dtype_size(dtype), op);
+  EMBER_CHECK(nbytes <= kMaxStorageBytes, op, "a ", dtype_name(dtype), " tensor of shape ", shape_str(shape), " on ",
+              device.str(), " needs ", nbytes, " bytes, more than the ", kMaxStorageBytes,
+              "-byte (64 TiB) limit on one allocation");
+  return nbytes;
+}
+
+Tensor make_tensor(const Shape& shape, DType dtype, Device device, const char* op) {
+  const size_t nbytes = check_allocatable(shape, dtype, device, op);
+  Shape strides = contiguous_strides(shape, op);  // before allocating: it may throw
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(numel_of(shape) * dtype_size(dtype), device);
+  impl->storage = std::make_shared<Storage>(nbytes, device);
   impl->shape = shape;
-  impl->strides = contiguous_strides(shape);
+  impl->strides = std::move(strides);
   impl->dtype = dtype;
   return Tensor(impl);
 }

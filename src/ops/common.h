@@ -12,8 +12,12 @@ namespace ember::detail {
 // Options for a tensor of dtype dt on t's device. Backward formulas make every tensor they
 // need with it (or *_like): a gradient lives on its input's device, and the engine checks.
 inline TensorOptions on_device_of(const Tensor& t, DType dt) { return TensorOptions(dt).with_device(t.device()); }
-// A fresh contiguous tensor (no autograd).
-Tensor make_tensor(const Shape& shape, DType dtype, Device device);
+// A fresh contiguous tensor (no autograd). The shape is checked first (negative dims, element
+// and byte counts that overflow, more than kMaxStorageBytes): the error names op and shape.
+Tensor make_tensor(const Shape& shape, DType dtype, Device device, const char* op = "empty");
+// make_tensor's checks alone, for an op that allocates through another op (pad through full):
+// returns the byte count.
+size_t check_allocatable(const Shape& shape, DType dtype, Device device, const char* op);
 // A view of x's storage with new geometry (no autograd recorded here).
 Tensor make_view(const Tensor& x, Shape shape, Shape strides, int64_t offset);
 // Throws unless every defined tensor is on the same device, naming them all.

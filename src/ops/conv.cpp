@@ -65,8 +65,12 @@ int64_t output_length(const char* op, int64_t length, int64_t kernel_size, const
   check_args(op, a);
   EMBER_CHECK(kernel_size >= 1, op, "kernel size must be >= 1, got ", kernel_size);
   EMBER_CHECK(length >= 0, op, "input length must be >= 0, got ", length);
-  const int64_t span = a.dilation * (kernel_size - 1) + 1;
-  const int64_t padded = length + 2 * a.padding;
+  // Overflow here once gave a length-10 output from a length-8 input (dilation INT64_MAX).
+  int64_t span = 0, padded = 0;
+  EMBER_CHECK(!__builtin_mul_overflow(a.dilation, kernel_size - 1, &span) && !__builtin_add_overflow(span, 1, &span),
+              op, "kernel of size ", kernel_size, " with dilation ", a.dilation, " spans more positions than int64 holds");
+  EMBER_CHECK(!__builtin_mul_overflow(a.padding, 2, &padded) && !__builtin_add_overflow(length, padded, &padded), op,
+              "input length ", length, " + 2 * padding ", a.padding, " overflows int64");
   EMBER_CHECK(span <= padded, op, "kernel of size ", kernel_size, " with dilation ", a.dilation, " spans ", span,
               " positions, longer than the padded input: length ", length, " + 2 * padding ", a.padding, " = ",
               padded);
@@ -82,9 +86,9 @@ void check_channels(const char* op, int64_t C_in, const Tensor& w, const ConvArg
               whose);
   EMBER_CHECK(C_out % a.groups == 0, op, "groups=", a.groups, " does not divide the ", C_out,
               " output channels of weight ", shape_str(w.shape()));
-  EMBER_CHECK(w.size(1) * a.groups == C_in, op, "channel mismatch: ", whose, " has ", C_in,
-              " channels but weight ", shape_str(w.shape()), " with groups=", a.groups, " expects ",
-              w.size(1) * a.groups);
+  const int64_t expects = checked_mul(w.size(1), a.groups, op);
+  EMBER_CHECK(expects == C_in, op, "channel mismatch: ", whose, " has ", C_in, " channels but weight ",
+              shape_str(w.shape()), " with groups=", a.groups, " expects ", expects);
 }
 
 // Checks conv1d's arguments; returns L_out.
@@ -122,7 +126,7 @@ Tensor backward_weight_primitive(const Tensor& gy, const Tensor& x, int64_t K, c
 
 Tensor forward_primitive(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t L_out, const ConvArgs& a) {
   const DType rd = x.dtype(), cd = backend::compute_dtype_on(rd, x.device());
-  Tensor out = detail::make_tensor({x.size(0), w.size(0), L_out}, cd, x.device());  // (N, C_out, L_out)
+  Tensor out = detail::make_tensor({x.size(0), w.size(0), L_out}, cd, x.device(), "conv1d");  // (N, C_out, L_out)
   run_forward(prepared(x, cd), prepared(w, cd), prepared(bias, cd), out, a);
   if (cd != rd) out = to_dtype(out, rd);
   record(
@@ -148,7 +152,8 @@ Tensor forward_primitive(const Tensor& x, const Tensor& w, const Tensor& bias, i
 
 Tensor backward_input_primitive(const Tensor& gy, const Tensor& w, int64_t L, const ConvArgs& a) {
   const DType rd = gy.dtype(), cd = backend::compute_dtype_on(rd, gy.device());
-  Tensor dx = detail::make_tensor({gy.size(0), w.size(1) * a.groups, L}, cd, gy.device());  // (N, C_in, L)
+  Tensor dx = detail::make_tensor({gy.size(0), checked_mul(w.size(1), a.groups, "conv1d_backward_input"), L}, cd,
+                                  gy.device(), "conv1d_backward_input");  // (N, C_in, L)
   run_backward_input(prepared(gy, cd), prepared(w, cd), dx, a);
   if (cd != rd) dx = to_dtype(dx, rd);
   record(
@@ -165,7 +170,8 @@ Tensor backward_input_primitive(const Tensor& gy, const Tensor& w, int64_t L, co
 
 Tensor backward_weight_primitive(const Tensor& gy, const Tensor& x, int64_t K, const ConvArgs& a) {
   const DType rd = gy.dtype(), cd = backend::compute_dtype_on(rd, gy.device());
-  Tensor dw = detail::make_tensor({gy.size(1), x.size(1) / a.groups, K}, cd, gy.device());  // (C_out, cg, K)
+  Tensor dw = detail::make_tensor({gy.size(1), x.size(1) / a.groups, K}, cd, gy.device(),
+                                  "conv1d_backward_weight");  // (C_out, cg, K)
   run_backward_weight(prepared(gy, cd), prepared(x, cd), dw, a);
   if (cd != rd) dw = to_dtype(dw, rd);
   record(
@@ -205,7 +211,7 @@ Tensor conv1d_backward_input(const Tensor& grad_out, const Tensor& w, int64_t in
   check_args(op, a);
   EMBER_CHECK(grad_out.size(1) == w.size(0), op, "grad_out ", shape_str(grad_out.shape()), " has ",
               grad_out.size(1), " channels but weight ", shape_str(w.shape()), " has C_out = ", w.size(0));
-  check_channels(op, w.size(1) * a.groups, w, a, "the input");
+  check_channels(op, checked_mul(w.size(1), a.groups, op), w, a, "the input");
   const int64_t L_out = output_length(op, input_length, w.size(2), a);
   EMBER_CHECK(L_out == grad_out.size(2), op, "input length ", input_length, " gives L_out = ", L_out, " (",
               args_str(a), ", kernel size ", w.size(2), ") but grad_out is ", shape_str(grad_out.shape()));

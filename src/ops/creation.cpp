@@ -15,15 +15,18 @@ Tensor finish(Tensor t, const TensorOptions& o) {
 }  // namespace
 
 Tensor empty(const Shape& shape, TensorOptions o) {
-  return finish(make_tensor(shape, o.dtype, o.device), o);
+  return finish(make_tensor(shape, o.dtype, o.device, "empty"), o);
 }
-Tensor full(const Shape& shape, double value, TensorOptions o) {
-  Tensor t = make_tensor(shape, o.dtype, o.device);
+namespace {
+Tensor filled(const char* op, const Shape& shape, double value, TensorOptions o) {
+  Tensor t = make_tensor(shape, o.dtype, o.device, op);
   backend::fill(t, value);
   return finish(t, o);
 }
-Tensor zeros(const Shape& shape, TensorOptions o) { return full(shape, 0.0, o); }
-Tensor ones(const Shape& shape, TensorOptions o) { return full(shape, 1.0, o); }
+}  // namespace
+Tensor full(const Shape& shape, double value, TensorOptions o) { return filled("full", shape, value, o); }
+Tensor zeros(const Shape& shape, TensorOptions o) { return filled("zeros", shape, 0.0, o); }
+Tensor ones(const Shape& shape, TensorOptions o) { return filled("ones", shape, 1.0, o); }
 Tensor scalar_tensor(double value, TensorOptions o) { return full({}, value, o); }
 Tensor zeros_like(const Tensor& t) { return zeros(t.shape(), TensorOptions(t.dtype()).with_device(t.device())); }
 Tensor ones_like(const Tensor& t) { return ones(t.shape(), TensorOptions(t.dtype()).with_device(t.device())); }
@@ -33,8 +36,11 @@ Tensor arange(double start, double end, double step, TensorOptions o) {
   EMBER_CHECK(step != 0, "arange", "step must be non-zero");
   EMBER_CHECK(std::isfinite(start) && std::isfinite(end), "arange", "bounds must be finite");
   const double span = (end - start) / step;
+  // 2^63 is exact in double; a longer range would not even convert to int64 (undefined).
+  EMBER_CHECK(std::isfinite(span) && std::ceil(span) < 9223372036854775808.0, "arange", "range [", start, ", ", end,
+              ") in steps of ", step, " has ", span, " elements, more than int64 holds");
   const int64_t n = span > 0 ? static_cast<int64_t>(std::ceil(span)) : 0;
-  Tensor t = make_tensor({n}, DType::f64, Device::cpu());
+  Tensor t = make_tensor({n}, DType::f64, Device::cpu(), "arange");
   double* p = t.data<double>();
   for (int64_t i = 0; i < n; ++i) p[i] = start + static_cast<double>(i) * step;
   return finish(to_device(to_dtype(t, o.dtype), o.device), o);
@@ -42,7 +48,7 @@ Tensor arange(double start, double end, double step, TensorOptions o) {
 
 Tensor linspace(double start, double end, int64_t steps, TensorOptions o) {
   EMBER_CHECK(steps >= 0, "linspace", "steps must be >= 0, got ", steps);
-  Tensor t = make_tensor({steps}, DType::f64, Device::cpu());
+  Tensor t = make_tensor({steps}, DType::f64, Device::cpu(), "linspace");
   double* p = t.data<double>();
   for (int64_t i = 0; i < steps; ++i)
     p[i] = steps == 1 ? start : start + (end - start) * static_cast<double>(i) / static_cast<double>(steps - 1);
@@ -51,7 +57,7 @@ Tensor linspace(double start, double end, int64_t steps, TensorOptions o) {
 
 template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions o) {
-  EMBER_CHECK(static_cast<int64_t>(values.size()) == numel_of(shape), "from_vector", values.size(),
+  EMBER_CHECK(static_cast<int64_t>(values.size()) == checked_numel(shape, "from_vector"), "from_vector", values.size(),
               " values do not fill shape ", shape_str(shape));
   Tensor t = make_tensor(shape, dtype_of<T>::value, Device::cpu());
   T* p = t.data<T>();
@@ -88,11 +94,11 @@ Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, TensorO
 }
 
 namespace {
-Tensor random_tensor(RandomKind kind, const Shape& shape, TensorOptions o, Generator* gen,
+Tensor random_tensor(const char* op, RandomKind kind, const Shape& shape, TensorOptions o, Generator* gen,
                      double a, double b) {
   Generator& g = gen ? *gen : default_generator();
   const DType compute = o.dtype == DType::boolean ? DType::i64 : backend::compute_dtype_on(o.dtype, o.device);
-  Tensor t = make_tensor(shape, compute, o.device);
+  Tensor t = make_tensor(shape, compute, o.device, op);
   backend::random_fill(kind, t, g.seed(), g.reserve(t.numel()), a, b);
   if (compute != o.dtype) t = to_dtype(t, o.dtype);
   return finish(t, o);
@@ -103,20 +109,20 @@ Tensor rand(const Shape& shape, TensorOptions o, Generator* gen) { return unifor
 Tensor uniform(const Shape& shape, double lo, double hi, TensorOptions o, Generator* gen) {
   EMBER_CHECK(is_floating(o.dtype), "uniform", "needs a float dtype, got ", o.dtype);
   EMBER_CHECK(lo <= hi, "uniform", "low ", lo, " > high ", hi);
-  return random_tensor(RandomKind::uniform, shape, o, gen, lo, hi);
+  return random_tensor("uniform", RandomKind::uniform, shape, o, gen, lo, hi);
 }
 Tensor randn(const Shape& shape, TensorOptions o, Generator* gen) {
   EMBER_CHECK(is_floating(o.dtype), "randn", "needs a float dtype, got ", o.dtype);
-  return random_tensor(RandomKind::normal, shape, o, gen, 0.0, 1.0);
+  return random_tensor("randn", RandomKind::normal, shape, o, gen, 0.0, 1.0);
 }
 Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions o, Generator* gen) {
   EMBER_CHECK(low < high, "randint", "empty range [", low, ", ", high, ")");
-  return random_tensor(RandomKind::randint, shape, o, gen, static_cast<double>(low),
+  return random_tensor("randint", RandomKind::randint, shape, o, gen, static_cast<double>(low),
                        static_cast<double>(high));
 }
 Tensor bernoulli(const Shape& shape, double p, TensorOptions o, Generator* gen) {
   EMBER_CHECK(p >= 0 && p <= 1, "bernoulli", "probability ", p, " outside [0, 1]");
-  return random_tensor(RandomKind::bernoulli, shape, o, gen, p, 0.0);
+  return random_tensor("bernoulli", RandomKind::bernoulli, shape, o, gen, p, 0.0);
 }
 
 // --- copies ----------------------------------------------------------------------------------

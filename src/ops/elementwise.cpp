@@ -127,7 +127,26 @@ Tensor div(const Tensor& a, const Tensor& b) {
   return out;
 }
 
+namespace {
+// Integer 0 to a negative power has no integer value: refused like an integer division by
+// zero, before the kernel runs (a device-to-host copy of one count for a device tensor).
+// Returns how many elements raise integer 0 to a negative power.
+int64_t zero_to_negative_count(const Tensor& base, const Tensor& exponent) {
+  NoGradGuard no_grad;
+  const Tensor a = detail::scalar_to_device(base, exponent), b = detail::scalar_to_device(exponent, base);
+  detail::check_same_device("pow", {a, b});
+  const Tensor zero = scalar_tensor(0.0, TensorOptions(DType::i64).with_device(a.device()));
+  return sum(to_dtype(logical_and(eq(a, zero), lt(b, zero)), DType::i64)).item<int64_t>();
+}
+}  // namespace
+
 Tensor pow(const Tensor& a, const Tensor& b) {
+  detail::check_defined("pow", {a, b});
+  if (!is_floating(binary_result(BinaryOp::pow, a.dtype(), b.dtype()))) {
+    const int64_t bad = zero_to_negative_count(a, b);
+    EMBER_CHECK(bad == 0, "pow", "integer 0 raised to a negative power in ", bad, " elements: base ",
+                detail::describe(a), ", exponent ", detail::describe(b), " (use a float dtype)");
+  }
   Tensor out = run_binary("pow", BinaryOp::pow, a, b);
   record(
       "pow", {a, b}, {out},
@@ -143,8 +162,13 @@ Tensor pow(const Tensor& a, const Tensor& b) {
 
 Tensor pow(const Tensor& a, double exponent) {
   detail::check_defined("pow", {a});
-  Tensor out = run_unary(UnaryOp::pow_scalar, a, unary_result(a, std::floor(exponent) != exponent),
-                         UnaryArgs{exponent, 0});
+  const DType rd = unary_result(a, std::floor(exponent) != exponent);
+  if (!is_floating(rd) && exponent < 0) {
+    const int64_t bad = zero_to_negative_count(a, scalar_tensor(-1.0, TensorOptions(DType::i64).with_device(a.device())));
+    EMBER_CHECK(bad == 0, "pow", "integer 0 raised to the negative power ", exponent, " in ", bad, " elements of ",
+                detail::describe(a), " (use a float dtype)");
+  }
+  Tensor out = run_unary(UnaryOp::pow_scalar, a, rd, UnaryArgs{exponent, 0});
   record(
       "pow", {a}, {out},
       [exponent](const Grads& g, const Grads& s, const Needs&) {

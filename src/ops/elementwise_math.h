@@ -48,6 +48,26 @@ EMBER_HD T saturate_cast(double v) {
   }
 }
 
+// Integer power, wrapping on overflow like integer multiplication (PyTorch's result), by
+// squaring in unsigned arithmetic: std::pow's double result converted back is undefined once it
+// leaves T's range (10^30, or 0^-1 = inf, came back as INT64_MIN). A negative exponent gives
+// the integer part of 1 / base^-e: 1 for base 1, +-1 for base -1, else 0. The ops refuse
+// 0 to a negative power before a kernel runs.
+template <class T>
+EMBER_HD T int_pow(T base, int64_t e) {
+  if (e < 0) return base == T(1) ? T(1) : base == T(-1) ? ((e & 1) ? T(-1) : T(1)) : T(0);
+  using U = std::make_unsigned_t<T>;
+  U r = 1, b = static_cast<U>(base);
+  for (uint64_t n = static_cast<uint64_t>(e); n != 0; n >>= 1) {
+    if (n & 1) r = static_cast<U>(r * b);
+    b = static_cast<U>(b * b);
+  }
+  return static_cast<T>(r);
+}
+
+template <class T>
+constexpr bool is_int_v = std::is_integral_v<T> && !std::is_same_v<T, bool>;
+
 template <class T>
 EMBER_HD T unary_apply(UnaryOp op, T x, UnaryArgs p) {
   using std::abs;
@@ -68,7 +88,9 @@ EMBER_HD T unary_apply(UnaryOp op, T x, UnaryArgs p) {
       const T lo = saturate_cast<T>(p.a), hi = saturate_cast<T>(p.b);
       return x < lo ? lo : (x > hi ? hi : x);
     }
-    case UnaryOp::pow_scalar: return std::pow(x, static_cast<T>(p.a));
+    case UnaryOp::pow_scalar:
+      if constexpr (is_int_v<T>) return int_pow(x, saturate_cast<int64_t>(p.a));
+      else return std::pow(x, static_cast<T>(p.a));
     case UnaryOp::logical_not: return static_cast<T>(!static_cast<bool>(x));
     case UnaryOp::gelu_grad: {
       T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
@@ -86,7 +108,9 @@ EMBER_HD T binary_apply(BinaryOp op, T a, T b, T alpha) {
     case BinaryOp::sub: return static_cast<T>(a - b);
     case BinaryOp::mul: return static_cast<T>(a * b);
     case BinaryOp::div: return static_cast<T>(a / b);
-    case BinaryOp::pow: return static_cast<T>(std::pow(a, b));
+    case BinaryOp::pow:
+      if constexpr (is_int_v<T>) return int_pow(a, static_cast<int64_t>(b));
+      else return static_cast<T>(std::pow(a, b));
     case BinaryOp::maximum: return a > b ? a : b;
     case BinaryOp::minimum: return a < b ? a : b;
     default: return a;

@@ -101,7 +101,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Tensor xc = contiguous(x.detach());
   Shape s = x.shape();
   s[dim] = idx.numel();
-  Tensor out = make_tensor(s, x.dtype(), x.device());
+  Tensor out = make_tensor(s, x.dtype(), x.device(), "index_select");
   backend::index_select(xc, dim, idx, out);
   record(
       "index_select", {x}, {out},
@@ -163,7 +163,7 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
   Tensor idx = checked_index("one_hot", indices, num_classes, indices, 0);
   Shape s = indices.shape();
   s.push_back(num_classes);
-  Tensor out = make_tensor(s, DType::i64, indices.device());
+  Tensor out = make_tensor(s, DType::i64, indices.device(), "one_hot");
   backend::one_hot(idx, out, num_classes);
   return out;
 }

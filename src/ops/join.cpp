@@ -24,12 +24,12 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
       EMBER_CHECK(d == dim || t.size(d) == first.size(d), "cat", "tensor ", i, " has shape ",
                   shape_str(t.shape()), ", tensor 0 has shape ", shape_str(first.shape()),
                   "; sizes must match except in dim ", dim);
-    total += t.size(dim);
+    total = checked_add(total, t.size(dim), "cat");  // expanded inputs can be huge
     dt = promote_types(dt, t.dtype());
   }
   Shape s = first.shape();
   s[dim] = total;
-  Tensor out = detail::make_tensor(s, dt, first.device());
+  Tensor out = detail::make_tensor(s, dt, first.device(), "cat");
   std::vector<int64_t> sizes;
   int64_t at = 0;
   for (const auto& t : xs) {
@@ -71,7 +71,8 @@ std::vector<Tensor> split_sizes(const Tensor& x, const std::vector<int64_t>& siz
   int64_t total = 0;
   for (auto s : sizes) {
     EMBER_CHECK(s >= 0, "split_sizes", "negative split size ", s);
-    total += s;
+    EMBER_CHECK(!__builtin_add_overflow(total, s, &total), "split_sizes", "split sizes ", shape_str(sizes),
+                " sum to more than int64 holds (dim ", dim, " of shape ", shape_str(x.shape()), ")");
   }
   EMBER_CHECK(total == x.size(dim), "split_sizes", "sizes sum to ", total, " but dim ", dim, " of shape ",
               shape_str(x.shape()), " has ", x.size(dim));
@@ -98,7 +99,8 @@ std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
   EMBER_CHECK(split_size > 0, "split", "split_size must be positive, got ", split_size);
   dim = wrap_dim(dim, x.dim(), "split");
   std::vector<int64_t> sizes;
-  for (int64_t at = 0; at < x.size(dim); at += split_size) sizes.push_back(std::min(split_size, x.size(dim) - at));
+  const int64_t n = x.size(dim);
+  for (int64_t at = 0; at < n; at += sizes.back()) sizes.push_back(std::min(split_size, n - at));  // no at + split_size
   return split_sizes(x, sizes, dim);
 }
 
@@ -107,7 +109,7 @@ std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
   EMBER_CHECK(chunks > 0, "chunk", "chunks must be positive, got ", chunks);
   dim = wrap_dim(dim, x.dim(), "chunk");
   const int64_t n = x.size(dim);
-  return split(x, std::max<int64_t>((n + chunks - 1) / chunks, 1), dim);
+  return split(x, std::max<int64_t>(n / chunks + (n % chunks != 0 ? 1 : 0), 1), dim);  // ceil, no n + chunks
 }
 
 Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
@@ -118,8 +120,11 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
   Shape s = x.shape();
   for (size_t i = 0; i < pads.size(); ++i) {
     EMBER_CHECK(pads[i] >= 0, "pad", "negative padding ", pads[i], " is not supported");
-    s[x.dim() - 1 - static_cast<int64_t>(i / 2)] += pads[i];
+    int64_t& d = s[x.dim() - 1 - static_cast<int64_t>(i / 2)];
+    EMBER_CHECK(!__builtin_add_overflow(d, pads[i], &d), "pad", "pads ", shape_str(pads), " on shape ",
+                shape_str(x.shape()), " give a dim longer than int64 holds");
   }
+  detail::check_allocatable(s, x.dtype(), x.device(), "pad");
   Tensor out = full(s, value, TensorOptions(x.dtype()).with_device(x.device()));
   Tensor inner = out;
   for (size_t p = 0; p < pads.size() / 2; ++p) {

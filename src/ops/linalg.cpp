@@ -23,7 +23,7 @@ Tensor bmm_primitive(const Tensor& a, const Tensor& b) {
   const DType rd = a.dtype();
   const DType cd = backend::compute_dtype_on(rd, a.device());
   Tensor ai = gemm_ready(to_dtype(a.detach(), cd)), bi = gemm_ready(to_dtype(b.detach(), cd));
-  Tensor out = detail::make_tensor({a.size(0), a.size(1), b.size(2)}, cd, a.device());
+  Tensor out = detail::make_tensor({a.size(0), a.size(1), b.size(2)}, cd, a.device(), "bmm");
   backend::bmm(ai, bi, out);
   if (cd != rd) out = to_dtype(out, rd);
   record(
@@ -80,7 +80,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   Tensor out;
   if (b.dim() == 2) {
     // (..., n, k) @ (k, m): fold the batch into rows, one GEMM.
-    Tensor a2 = reshape(a, {numel_of(batch_a) * n, k}).unsqueeze(0);
+    Tensor a2 = reshape(a, {checked_mul(checked_numel(batch_a, "matmul"), n, "matmul"), k}).unsqueeze(0);
     Tensor r = bmm_primitive(a2, b.unsqueeze(0));
     Shape s = batch_a;
     s.push_back(n);
@@ -97,7 +97,7 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
     Shape sa = batch, sb = batch;
     sa.insert(sa.end(), {n, k});
     sb.insert(sb.end(), {k, m});
-    const int64_t B = numel_of(batch);
+    const int64_t B = checked_numel(batch, "matmul");
     Tensor a3 = reshape(expand(a, sa), {B, n, k});
     Tensor b3 = reshape(expand(b, sb), {B, k, m});
     Shape s = batch;
@@ -135,7 +135,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor x3 = gemm_ready(to_dtype(reshape(x.detach(), {-1, in}), cd).unsqueeze(0));
   Tensor wt = gemm_ready(to_dtype(weight.detach(), cd).t().unsqueeze(0));
   Tensor b = bias.defined() ? contiguous(to_dtype(bias.detach(), cd)) : Tensor();
-  Tensor out = detail::make_tensor({1, x3.size(1), outf}, cd, x.device());
+  Tensor out = detail::make_tensor({1, x3.size(1), outf}, cd, x.device(), "linear");
   backend::bmm(x3, wt, out, b);
   out = reshape(out, out_shape);
   if (cd != rd) out = to_dtype(out, rd);

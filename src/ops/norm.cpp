@@ -4,6 +4,7 @@
 #include "ember/ops/norm.h"
 
 #include <cmath>
+#include <optional>
 
 #include "cpu/norm.h"
 #include "ops/common.h"
@@ -35,7 +36,7 @@ void check_param(const char* op, const char* what, const Tensor& p, const Tensor
 }
 
 Rows check_layer_norm(const char* op, const Tensor& x, const Shape& ns, const Tensor& weight, const Tensor& bias,
-                      double eps) {
+                      std::optional<double> eps) {  // nullopt: the backward's (rstd holds eps)
   EMBER_CHECK(x.defined(), op, "input is an undefined tensor");
   EMBER_CHECK(is_floating(x.dtype()), op, "input must be a float tensor, got ", x.dtype(), " of shape ",
               shape_str(x.shape()));
@@ -50,7 +51,9 @@ Rows check_layer_norm(const char* op, const Tensor& x, const Shape& ns, const Te
               shape_str(x.shape()), ")");
   check_param(op, "weight", weight, x, ns);
   check_param(op, "bias", bias, x, ns);
-  EMBER_CHECK(std::isfinite(eps) && eps >= 0, op, "eps must be finite and >= 0, got ", eps);
+  // eps = 0 divides by sqrt(0) for a constant row: NaN or Inf.
+  EMBER_CHECK(!eps || (std::isfinite(*eps) && *eps > 0), op, "eps must be finite and > 0, got ", *eps, " (input ",
+              shape_str(x.shape()), ")");
   Shape lead(x.shape().begin(), x.shape().end() - k);
   return {numel_of(lead), numel_of(ns), lead};
 }
@@ -76,7 +79,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad_output, const Tensor& x, c
                                    const Tensor& rstd, const Tensor& weight, const Shape& normalized_shape,
                                    std::array<bool, 3> needs) {
   const char* op = "layer_norm_backward";
-  const Rows r = check_layer_norm(op, x, normalized_shape, weight, Tensor(), 0.0);
+  const Rows r = check_layer_norm(op, x, normalized_shape, weight, Tensor(), std::nullopt);
   const DType sd = compute_dtype(x.dtype());
   EMBER_CHECK(grad_output.defined() && mean.defined() && rstd.defined(), op,
               "grad_output, mean and rstd must be defined tensors");

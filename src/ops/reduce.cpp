@@ -28,7 +28,7 @@ Rows to_rows(const Tensor& x, const std::vector<int64_t>& dims) {
     }
   for (auto d : dims) {
     perm.push_back(d);
-    R *= x.size(d);
+    R = checked_mul(R, x.size(d), "reduce");  // a subset of dims of an empty tensor can overflow
   }
   Tensor p = contiguous(permute(x, perm));
   return {p, numel_of(kept), R, kept};
@@ -86,7 +86,7 @@ Tensor mean(const Tensor& x, const Shape& dims_in, bool keepdim) {
   detail::check_defined("mean", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "mean");
   int64_t count = 1;
-  for (auto d : dims) count *= x.size(d);
+  for (auto d : dims) count = checked_mul(count, x.size(d), "mean");
   Tensor xf = is_floating(x.dtype()) ? x : to_dtype(x, DType::f32);
   Tensor s = sum(xf, dims_in, keepdim);
   return div(s, scalar_tensor(static_cast<double>(count), TensorOptions(s.dtype()).with_device(s.device())));
@@ -96,7 +96,7 @@ Tensor var(const Tensor& x, const Shape& dims_in, int64_t correction, bool keepd
   detail::check_defined("var", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "var");
   int64_t count = 1;
-  for (auto d : dims) count *= x.size(d);
+  for (auto d : dims) count = checked_mul(count, x.size(d), "var");
   Tensor xf = is_floating(x.dtype()) ? x : to_dtype(x, DType::f32);
   Tensor d = sub(xf, mean(xf, dims_in, true));
   Tensor ss = sum(mul(d, d), dims_in, keepdim);

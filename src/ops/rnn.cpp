@@ -28,8 +28,8 @@ struct Dims {
 
 int64_t workspace_width(RNNMode mode, int64_t H) {
   switch (mode) {
-    case RNNMode::lstm: return 6 * H;
-    case RNNMode::gru: return 4 * H;
+    case RNNMode::lstm: return checked_mul(6, H, "rnn");
+    case RNNMode::gru: return checked_mul(4, H, "rnn");
     default: return H;
   }
 }
@@ -69,6 +69,7 @@ Dims check_rest(const char* op, const Ref& ref, const Tensor& w_hh, const Tensor
   EMBER_CHECK(w_hh.dim() == 2 && w_hh.size(1) > 0, op, "w_hh must be (G*H, H) with H > 0, got ",
               shape_str(w_hh.shape()));
   const int64_t G = rnn_gate_count(mode), H = w_hh.size(1), T = ref.shape[0], N = ref.shape[1];
+  checked_mul(checked_mul(G, H, op), 6, op);  // every G * H and workspace width below fits
   EMBER_CHECK(w_hh.size(0) == G * H, op, rnn_mode_name(mode), " has ", G, " gates: w_hh must be (", G, "*H, H) = (",
               G * H, ", ", H, "), got ", shape_str(w_hh.shape()));
   EMBER_CHECK(ref.shape[2] == G * H, op, ref.name, " ", shape_str(ref.shape), " must end in G*H = ", G * H,

@@ -28,7 +28,8 @@ Shape infer_shape(const Shape& shape, int64_t numel, const char* op, const Shape
       neg = static_cast<int64_t>(i);
     } else {
       EMBER_CHECK(s[i] >= 0, op, "invalid dimension ", s[i], " in ", shape_str(shape));
-      known *= s[i];
+      EMBER_CHECK(!__builtin_mul_overflow(known, s[i], &known), op, "shape ", shape_str(shape),
+                  " has more elements than int64 holds (tensor of shape ", shape_str(from), ")");
     }
   }
   if (neg >= 0) {
@@ -99,7 +100,7 @@ Tensor flatten(const Tensor& x, int64_t start, int64_t end) {
   EMBER_CHECK(start <= end, "flatten", "start dim ", start, " after end dim ", end);
   Shape s(x.shape().begin(), x.shape().begin() + start);
   int64_t m = 1;
-  for (int64_t i = start; i <= end; ++i) m *= x.size(i);
+  for (int64_t i = start; i <= end; ++i) m = checked_mul(m, x.size(i), "flatten");  // (0, 2^40, 2^40) overflows
   s.push_back(m);
   s.insert(s.end(), x.shape().begin() + end + 1, x.shape().end());
   return reshape(x, s);
@@ -145,8 +146,10 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
   start = std::clamp<int64_t>(start, 0, n);
   end = std::clamp<int64_t>(end, start, n);
   Shape s = x.shape(), st = x.strides();
-  s[dim] = (end - start + step - 1) / step;
-  st[dim] *= step;
+  // ceil((end - start) / step) without forming end - start + step - 1 (step may be INT64_MAX).
+  s[dim] = end > start ? (end - start - 1) / step + 1 : 0;
+  // With one element or none the stride is never used; keep it rather than overflow.
+  if (s[dim] > 1) st[dim] = checked_mul(st[dim], step, "slice");
   Shape orig = x.shape();
   DType dt = x.dtype();
   return finish_view("slice", x, make_view(x, s, st, x.offset() + start * x.stride(dim)),
@@ -163,8 +166,8 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   dim = wrap_dim(dim, x.dim(), "narrow");
   const int64_t n = x.size(dim);
   if (start < 0 && start >= -n) start += n;
-  EMBER_CHECK(start >= 0 && length >= 0 && start + length <= n, "narrow", "range [", start, ", ",
-              start + length, ") out of bounds for dim ", dim, " of size ", n, " (shape ",
+  EMBER_CHECK(start >= 0 && start <= n && length >= 0 && length <= n - start, "narrow", "range of ", length,
+              " elements from ", start, " out of bounds for dim ", dim, " of size ", n, " (shape ",
               shape_str(x.shape()), ")");
   return slice(x, dim, start, start + length, 1);
 }
@@ -213,6 +216,7 @@ Tensor expand_impl(const char* op, const Tensor& x, const Shape& shape) {
     st[i] = have == want ? x.stride(i - lead) : 0;
   }
   if (s == x.shape()) return x;
+  checked_numel(s, op);  // a view, but numel() and every kernel over it must not overflow
   Shape orig = x.shape();
   return finish_view("expand", x, make_view(x, s, st, x.offset()),
                      [orig](const Grads& g, const Grads&, const Needs&) { return Grads{detail::sum_to(g[0], orig)}; });
@@ -232,7 +236,7 @@ Tensor unfold(const Tensor& x, int64_t dim, int64_t size, int64_t step) {
   const int64_t windows = (x.size(dim) - size) / step + 1;
   Shape s = x.shape(), st = x.strides();
   s[dim] = windows;
-  st[dim] = x.stride(dim) * step;
+  if (windows > 1) st[dim] = checked_mul(x.stride(dim), step, "unfold");
   s.push_back(size);
   st.push_back(x.stride(dim));
   return finish_view("unfold", x, make_view(x, s, st, x.offset()),

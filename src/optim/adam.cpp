@@ -17,7 +17,8 @@ void check_adam_options(const std::string& name, const AdamOptions& o, const std
   EMBER_CHECK(std::isfinite(o.lr) && o.lr >= 0.0, name, where, "lr must be >= 0, got ", o.lr);
   EMBER_CHECK(o.beta1 >= 0.0 && o.beta1 < 1.0, name, where, "beta1 must be in [0, 1), got ", o.beta1);
   EMBER_CHECK(o.beta2 >= 0.0 && o.beta2 < 1.0, name, where, "beta2 must be in [0, 1), got ", o.beta2);
-  EMBER_CHECK(std::isfinite(o.eps) && o.eps >= 0.0, name, where, "eps must be >= 0, got ", o.eps);
+  // eps = 0 divides by sqrt(v) = 0 for a parameter whose gradients have all been 0: NaN.
+  EMBER_CHECK(std::isfinite(o.eps) && o.eps > 0.0, name, where, "eps must be finite and > 0, got ", o.eps);
   EMBER_CHECK(std::isfinite(o.weight_decay) && o.weight_decay >= 0.0, name, where, "weight_decay must be >= 0, got ",
               o.weight_decay);
 }

@@ -51,7 +51,7 @@ void write_back(const Grads& grads) {
 
 }  // namespace
 
-Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type) {
+Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
   const char* op = "clip_grad_norm_";
   EMBER_CHECK(norm_type > 0.0, op, "norm_type must be > 0 (or kInfNorm), got ", norm_type);
   EMBER_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, op, "max_norm must be >= 0, got ", max_norm);
@@ -61,7 +61,14 @@ Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, doubl
   for (const Tensor& g : grads.work) any_f64 = any_f64 || g.dtype() == DType::f64;
   const DType out_dtype = any_f64 ? DType::f64 : DType::f32;
   if (grads.work.empty()) return scalar_tensor(0.0, out_dtype);
-  Tensor norm = fused::clip_grad_norm(grads.work.front().device(), grads.work, norm_type, max_norm, out_dtype);
+  const Device device = grads.work.front().device();
+  if (error_if_nonfinite) {
+    const double total = fused::clip_grad_norm(device, grads.work, norm_type, max_norm, out_dtype, false).item<double>();
+    EMBER_CHECK(std::isfinite(total), op, "the total norm of order ", norm_type, " of the gradients of ",
+                grads.work.size(), " parameters on ", device, " is ", total,
+                ", so clipping would make every gradient non-finite (error_if_nonfinite=true; gradients unchanged)");
+  }
+  Tensor norm = fused::clip_grad_norm(device, grads.work, norm_type, max_norm, out_dtype);
   write_back(grads);
   return norm;
 }

@@ -93,12 +93,12 @@ std::vector<GradBucket> bucket_grads(const std::vector<Tensor>& grads) {
 }  // namespace
 
 Tensor clip_grad_norm(Device device, const std::vector<Tensor>& grads, double norm_type, double max_norm,
-                      DType out_dtype) {
+                      DType out_dtype, bool scale) {
   const std::vector<GradBucket> buckets = bucket_grads(grads);
   if (device.is_cuda()) {
 #ifdef EMBER_WITH_CUDA
     Tensor norm = empty({}, TensorOptions(out_dtype).with_device(device));
-    cuda::clip_grad_norm(device.index, buckets, norm_type, max_norm, norm);
+    cuda::clip_grad_norm(device.index, buckets, norm_type, max_norm, norm, scale);
     return norm;
 #else
     no_cuda("clip_grad_norm_", device);
@@ -115,7 +115,7 @@ Tensor clip_grad_norm(Device device, const std::vector<Tensor>& grads, double no
   else if (!is_inf && norm_type != 1.0) norm = std::pow(total, 1.0 / norm_type);
   double factor = max_norm / (norm + 1e-6);
   if (factor > 1.0) factor = 1.0;  // clamp(max=1); NaN stays NaN
-  if (!(factor == 1.0))            // multiplying by exactly 1 changes nothing
+  if (scale && !(factor == 1.0))   // multiplying by exactly 1 changes nothing
     for (const GradBucket& b : buckets) cpu::scale_grads(b.dtype, b.grads, factor);
   return scalar_tensor(norm, TensorOptions(out_dtype).with_device(device));
 }

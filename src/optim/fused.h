@@ -62,10 +62,10 @@ void adam_step(const std::vector<AdamItem>& items, bool decoupled);
 
 // Gradients for clipping: contiguous, all on `device`, any float dtypes (checked by callers).
 // Returns the total p-norm (norm_type may be +inf) as a 0-d tensor of `out_dtype` on the
-// device, after multiplying every gradient by min(1, max_norm / (norm + 1e-6)). No host
-// synchronisation on CUDA.
+// device, after multiplying every gradient by min(1, max_norm / (norm + 1e-6)) (only the norm
+// when `scale` is false). No host synchronisation on CUDA.
 Tensor clip_grad_norm(Device device, const std::vector<Tensor>& grads, double norm_type, double max_norm,
-                      DType out_dtype);
+                      DType out_dtype, bool scale = true);
 // Clamps every element into [-clip_value, clip_value] (NaN stays NaN).
 void clamp_grads(const std::vector<Tensor>& grads, double clip_value);
 

@@ -13,9 +13,16 @@ namespace ember {
 
 class DeviceAllocator;
 
+// The largest allocation Storage attempts: 64 TiB, half the 128 TiB of address space x86-64
+// gives a process and far beyond any machine's memory. A larger request (an absurd shape that
+// does not overflow) is refused with an ember::Error before any allocator sees it, instead of
+// a bad_alloc, an overcommitted mapping that faults on first touch, or a device error.
+inline constexpr size_t kMaxStorageBytes = size_t(1) << 46;
+
 class Storage {
  public:
   // Allocates nbytes on device (64-byte aligned on the CPU). Contents are uninitialised.
+  // nbytes > kMaxStorageBytes throws ember::Error("storage", ...).
   Storage(size_t nbytes, Device device);
   // Memory from a specific allocator (e.g. page-locked host memory for a CPU tensor).
   Storage(size_t nbytes, Device device, DeviceAllocator* alloc);

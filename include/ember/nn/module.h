@@ -71,6 +71,11 @@ class Module {
   // Converts every floating-point parameter and buffer to `dtype` (a floating dtype), in place
   // the same way as to(Device): same TensorImpl, new storage and dtype, gradients of converted
   // tensors dropped. Integer and bool buffers keep their dtype. Returns *this.
+  // Views do not follow either move: a view taken before (weight.select(0, 0), a narrow, a
+  // reshape that did not copy, a Tensor from detach()) is a TensorImpl of its own over the old
+  // storage, so after to() it keeps the old device, dtype and values and no longer aliases the
+  // parameter (writes to it do not reach the weight, nor the other way round). Take views
+  // after the last to(); handles to the parameter itself are fine.
   Module& to(DType dtype);
 
   // The name summary() prints for this module. The default is the class name without its

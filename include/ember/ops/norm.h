@@ -21,7 +21,7 @@ namespace ember {
 
 // x: any float dtype, any strides, x.shape() ending in normalized_shape (non-empty, every
 // dim > 0). weight, bias: shape normalized_shape, x's dtype and device, or undefined.
-// eps >= 0. Returns a fresh tensor of x's shape and dtype. f16/bf16 compute in f32.
+// eps finite and > 0. Returns a fresh tensor of x's shape and dtype. f16/bf16 compute in f32.
 Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight = Tensor(),
                   const Tensor& bias = Tensor(), double eps = 1e-5);
 

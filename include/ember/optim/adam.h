@@ -4,6 +4,10 @@
 //   v = beta2 * v + (1 - beta2) * g^2
 //   vmax = max(vmax, v)                                      (amsgrad only; v below is vmax)
 //   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+// The optimizer does not look at gradient values: one step on a NaN or Inf gradient makes the
+// parameter NaN. Check first with clip_grad_norm_(..., error_if_nonfinite = true) (clip.h) or
+// skip steps with GradScaler under AMP. eps, lr, betas and weight_decay are checked when the
+// optimizer is built and before every step (eps finite and > 0).
 // m, v (and vmax) start at zero and are kept in f32 (f64 for f64 parameters), also for f16 and
 // bf16 parameters. All parameters update through one fused multi-tensor kernel per
 // (device, dtype).
@@ -19,7 +23,7 @@ struct AdamOptions {
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.999;
-  double eps = 1e-8;
+  double eps = 1e-8;           // finite and > 0: with 0 a parameter whose gradients were all 0 gets 0 / 0
   double weight_decay = 0.0;  // Adam: added to the gradient (L2); AdamW: decoupled
   bool amsgrad = false;
 };
@@ -56,7 +60,7 @@ struct AdamWOptions {
   double lr = 1e-3;
   double beta1 = 0.9;
   double beta2 = 0.999;
-  double eps = 1e-8;
+  double eps = 1e-8;  // finite and > 0
   double weight_decay = 1e-2;
   bool amsgrad = false;
 };
