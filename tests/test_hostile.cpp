@@ -66,6 +66,22 @@ TEST_SUITE("hostile") {
     CHECK(g.offset() == 2);
   }
 
+  TEST_CASE("randint refuses ranges a double cannot hold exactly or the dtype cannot hold") {
+    // The draw is computed in double: [0, INT64_MAX) rounded its top to 2^63, which does not
+    // convert back to int64 (undefined behaviour); an i32 draw over [0, 2^40) did the same.
+    CHECK_REFUSED(randint(0, kMax, {4}), "[randint]", "2^53");
+    CHECK_REFUSED(randint(std::numeric_limits<int64_t>::min(), 0, {4}), "[randint]", "2^53");
+    CHECK_REFUSED(randint(0, int64_t(1) << 40, {4}, DType::i32), "[randint]", "does not fit i32");
+    CHECK_REFUSED(randint(-1, 1, {4}, DType::boolean), "[randint]", "does not fit");
+    // The largest exact range still draws, and every value lies in it.
+    const int64_t big = int64_t(1) << 53;
+    const auto v = randint(-big, big, {64}).to_vector<int64_t>();
+    for (int64_t x : v) CHECK((x >= -big && x < big));
+    const auto w = randint(std::numeric_limits<int32_t>::min(), int64_t(std::numeric_limits<int32_t>::max()) + 1, {64},
+                           DType::i32).to_vector<int32_t>();
+    CHECK(w.size() == 64);
+  }
+
   TEST_CASE("sizes that fit int64 but no machine: refused by the storage limit, not by the allocator") {
     // 2^45 f32 = 128 TiB; 2^44 f64 = 128 TiB on the stand-in device.
     CHECK_REFUSED(empty({int64_t(1) << 45}), "[empty]", "(35184372088832,)", "limit");

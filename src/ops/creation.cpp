@@ -1,5 +1,6 @@
 // Creation (constant, range, random, from host data), copies and dtype conversion.
 #include <cmath>
+#include <cstdint>
 
 #include "ops/dispatch.h"
 #include "ops/common.h"
@@ -117,6 +118,16 @@ Tensor randn(const Shape& shape, TensorOptions o, Generator* gen) {
 }
 Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions o, Generator* gen) {
   EMBER_CHECK(low < high, "randint", "empty range [", low, ", ", high, ")");
+  // The draw is computed in double (one formula for every device): bounds beyond 2^53 would
+  // round, and a value rounded past INT64_MAX cannot be converted back.
+  constexpr int64_t kExact = int64_t{1} << 53;
+  EMBER_CHECK(low >= -kExact && high <= kExact, "randint", "range [", low, ", ", high,
+              ") reaches beyond +-2^53, the integers a double holds exactly");
+  if (o.dtype == DType::i32 || o.dtype == DType::boolean) {
+    const int64_t lo = o.dtype == DType::i32 ? INT32_MIN : 0, hi = o.dtype == DType::i32 ? INT32_MAX : 1;
+    EMBER_CHECK(low >= lo && high - 1 <= hi, "randint", "range [", low, ", ", high, ") does not fit ", o.dtype,
+                " (values ", lo, " to ", hi, ")");
+  }
   return random_tensor("randint", RandomKind::randint, shape, o, gen, static_cast<double>(low),
                        static_cast<double>(high));
 }

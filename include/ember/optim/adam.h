@@ -5,8 +5,7 @@
 //   vmax = max(vmax, v)                                      (amsgrad only; v below is vmax)
 //   p -= lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 // The optimizer does not look at gradient values: one step on a NaN or Inf gradient makes the
-// parameter NaN. Check first with clip_grad_norm_(..., error_if_nonfinite = true) (clip.h) or
-// skip steps with GradScaler under AMP. eps, lr, betas and weight_decay are checked when the
+// parameter NaN. Check first with clip_grad_norm_(..., error_if_nonfinite = true) (clip.h). eps, lr, betas and weight_decay are checked when the
 // optimizer is built and before every step (eps finite and > 0).
 // m, v (and vmax) start at zero and are kept in f32 (f64 for f64 parameters), also for f16 and
 // bf16 parameters. All parameters update through one fused multi-tensor kernel per
