@@ -169,17 +169,22 @@ void gru_cell_backward(const T* ws, const T* go, const T* hp, T* dh, T* gx, T* g
 // C (rows, M) = or += A (rows, K) @ B (K, M) with B = W_hh^T (forward) or W_hh (backward), the same
 // matrix every step. Eigen's GEMM packs both operands on every call, and with 16 to 64 rows per
 // call re-packing the whole of W_hh each step was a sixth of W3_lstm's time. PackedB packs B once
-// per recurrence into 16-column panels (panel p holds B[k, 16p .. 16p+15] for k = 0..K-1,
-// contiguous, zero-padded past M); the micro-kernel keeps an R x 32 tile of C in 2R vector
-// registers and streams two panels, one broadcast of A per row and k. f32 only; f64 (tests)
+// per recurrence into kPanel-column panels (panel p holds B[k, kPanel p .. kPanel p + kPanel - 1] for
+// k = 0..K-1, contiguous, zero-padded past M); the micro-kernel keeps an R x 2 kPanel tile of C in
+// 2R vector registers and streams two panels, one broadcast of A per row and k. f32 only; f64 (tests)
 // stays on Eigen.
-using v16 = float __attribute__((vector_size(64), aligned(4), may_alias));  // 16 floats, unaligned
-constexpr int64_t kPanel = 16;
+// The panel is one native vector wide: GCC lowers a generic vector wider than the target's
+// registers through memory, so a 16-float panel on an AVX2 machine (no AVX-512) kept every
+// accumulator on the stack and ran the step GEMM about 20x slower (AMD EPYC, W3_lstm 923 ms
+// instead of ~45 ms at one thread).
 #ifdef __AVX512F__
+constexpr int64_t kPanel = 16;
 constexpr int kTileRows = 8;  // 16 accumulators of 32 zmm
 #else
-constexpr int kTileRows = 4;  // 8 accumulators (16 ymm halves) of 16 ymm
+constexpr int64_t kPanel = 8;
+constexpr int kTileRows = 4;  // 8 accumulators of 16 ymm (xmm pairs without AVX)
 #endif
+using v16 = float __attribute__((vector_size(kPanel * sizeof(float)), aligned(4), may_alias));  // one panel row, unaligned
 
 class PackedB {
  public:
@@ -216,7 +221,7 @@ class PackedB {
   }
 
  private:
-  // C[0..R, 16p .. 16p + 16 (32 when kTwo)] of the tile.
+  // C[0..R, kPanel p .. kPanel (p + 1) (p + 2 when kTwo)] of the tile.
   template <int R, bool kTwo>
   void tile(const float* a, int64_t lda, int64_t p, float* c, int64_t ldc, bool accumulate) const {
     v16 acc0[R], acc1[R];
