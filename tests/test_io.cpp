@@ -16,25 +16,10 @@ namespace fs = std::filesystem;
 namespace {
 
 using ember_test::read_bytes;
+using ember_test::sample_state;
 using ember_test::temp_path;
 using ember_test::write_bytes;
 
-StateDict sample_state() {
-  Generator g(11);
-  StateDict s;
-  s.tensors.emplace_back("weight", randn({5, 7}, DType::f32, &g));
-  s.tensors.emplace_back("transposed", randn({4, 3}, DType::f64, &g).t());  // non-contiguous
-  s.tensors.emplace_back("half", to_dtype(randn({6}, DType::f32, &g), DType::f16));
-  s.tensors.emplace_back("bhalf", to_dtype(randn({2, 3}, DType::f32, &g), DType::bf16));
-  s.tensors.emplace_back("ids", randint(-50, 50, {9}, DType::i64, &g));
-  s.tensors.emplace_back("small", randint(-50, 50, {3}, DType::i32, &g));
-  s.tensors.emplace_back("mask", gt(randn({4}, DType::f32, &g), scalar_tensor(0.0)));
-  s.tensors.emplace_back("scalar", scalar_tensor(3.25, DType::f32));
-  s.tensors.emplace_back("empty", zeros({0, 3}));
-  s.meta["step"] = "17";
-  s.meta["note"] = "hello \"quoted\" text";
-  return s;
-}
 
 }  // namespace
 

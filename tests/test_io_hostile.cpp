@@ -145,19 +145,7 @@ std::vector<std::pair<std::string, std::string>> fuzz_corpus() {
   auto with = [](Target t, const std::string& file) { return std::string(1, static_cast<char>(t)) + file; };
   std::vector<std::pair<std::string, std::string>> c;
   {
-    Generator g(11);
-    StateDict s;
-    s.tensors.emplace_back("weight", randn({3, 5}, DType::f32, &g));
-    s.tensors.emplace_back("double", randn({2, 2}, DType::f64, &g));
-    s.tensors.emplace_back("half", to_dtype(randn({3}, DType::f32, &g), DType::f16));
-    s.tensors.emplace_back("bhalf", to_dtype(randn({2}, DType::f32, &g), DType::bf16));
-    s.tensors.emplace_back("ids", randint(-50, 50, {3}, DType::i64, &g));
-    s.tensors.emplace_back("small", randint(-50, 50, {2}, DType::i32, &g));
-    s.tensors.emplace_back("mask", gt(randn({4}, DType::f32, &g), scalar_tensor(0.0)));
-    s.tensors.emplace_back("scalar", scalar_tensor(3.25, DType::f32));
-    s.tensors.emplace_back("empty", zeros({0, 3}));
-    s.meta["step"] = "17";
-    c.emplace_back("seed-st-weights", with(Target::kSafetensors, io::serialize_safetensors(s)));
+    c.emplace_back("seed-st-weights", with(Target::kSafetensors, io::serialize_safetensors(ember_test::sample_state())));
     c.emplace_back("seed-st-empty", with(Target::kSafetensors, io::serialize_safetensors(StateDict{})));
     // as other tools write them: no ember metadata, space padding
     c.emplace_back("seed-st-foreign",
