@@ -1,4 +1,4 @@
-// Helpers of the device-parity tests (tests/test_cuda.cpp, tests/test_cuda_runtime.cpp): the
+// Helpers of the device-parity tests (the op harness's devices mode, tests/test_cuda*.cpp): the
 // device under test, tolerances, comparisons against the CPU, leaves with the same values on
 // both devices.
 //
@@ -9,6 +9,7 @@
 #include <doctest/doctest.h>
 
 #include <cctype>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -24,6 +25,11 @@ using V = std::vector<Tensor>;
 // The device under test, and the reference.
 inline const Device kCuda = ember_test::test_device();
 inline const Device kCpu = Device::cpu();
+
+// The dtypes the device tests sweep.
+inline const std::vector<DType> kFloats = {DType::f32, DType::f64, DType::f16, DType::bf16};
+inline const std::vector<DType> kNumeric = {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i32, DType::i64};
+inline const std::vector<DType> kFloatsI64 = {DType::f32, DType::f64, DType::f16, DType::bf16, DType::i64};
 
 inline TensorOptions on(Device d, DType t = DType::f32) { return TensorOptions(t).with_device(d); }
 
@@ -69,22 +75,36 @@ inline std::string first_mismatch(const std::vector<double>& g, const std::vecto
   return "none";
 }
 
-// CHECKs that `got` (on CUDA) matches the CPU reference `want`: device, dtype, shape, values.
-inline void check_matches(const std::string& ctx, const Tensor& got, const Tensor& want, Tol tol,
-                   bool expect_cuda = true) {
+// CHECKs that `got` matches the CPU reference `want`: the device (when `device` is given), dtype,
+// shape, values.
+inline void check_matches_on(const std::optional<Device>& device, const std::string& ctx, const Tensor& got,
+                             const Tensor& want, Tol tol) {
   REQUIRE(got.defined());
   REQUIRE(want.defined());
-  if (expect_cuda) CHECK_MESSAGE(got.device() == kCuda, ctx << ": result lives on " << got.device());
+  if (device) CHECK_MESSAGE(got.device() == *device, ctx << ": result lives on " << got.device() << ", not " << *device);
   CHECK_MESSAGE(got.dtype() == want.dtype(), ctx << ": dtype " << got.dtype() << ", CPU gives " << want.dtype());
   CHECK_MESSAGE(got.shape() == want.shape(), ctx << ": shape " << shape_str(got.shape()) << ", CPU gives "
                                                  << shape_str(want.shape()));
   if (got.shape() != want.shape()) return;
   const std::vector<double> g = host_f64(got), w = host_f64(want);
   const double r = close_ratio(g, w, tol.rtol, tol.atol);
-  CHECK_MESSAGE(r <= 1.0, ctx << ": CUDA differs from CPU (rtol " << tol.rtol << ", atol " << tol.atol
-                              << ", worst ratio " << r << "; first at " << first_mismatch(g, w, tol)
-                              << ")\n  cuda " << ember_test::list_str(g) << "\n  cpu  "
-                              << ember_test::list_str(w));
+  CHECK_MESSAGE(r <= 1.0, ctx << ": " << got.device() << " differs from CPU (rtol " << tol.rtol << ", atol "
+                              << tol.atol << ", worst ratio " << r << "; first at " << first_mismatch(g, w, tol)
+                              << ")\n  got " << ember_test::list_str(g) << "\n  cpu " << ember_test::list_str(w));
+}
+
+// The same on the device under test (kCuda).
+inline void check_matches(const std::string& ctx, const Tensor& got, const Tensor& want, Tol tol,
+                          bool expect_cuda = true) {
+  check_matches_on(expect_cuda ? std::optional<Device>(kCuda) : std::nullopt, ctx, got, want, tol);
+}
+
+// f64 draws as dtype dt, on the CPU: floats rounded, integers the draws times 7 truncated, bool
+// the draws' signs.
+inline Tensor as_dtype(const Tensor& x, DType dt) {
+  if (dt == DType::boolean) return gt(x, scalar_tensor(0.0, DType::f64));
+  if (is_floating(dt)) return to_dtype(x, dt);
+  return to_dtype(x * 7.0, dt);
 }
 
 // Bit-exact comparison (random streams, copies).

@@ -3,15 +3,29 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <sstream>
+#include <utility>
 
+#include "device_util.h"
 #include "test_util.h"
 
 namespace ember_test {
 
+using ember::Device;
 using ember::Generator;
+
+OpCase device_case(std::string name, std::vector<ShapeSet> shape_sets, OpFn fn, std::vector<DType> dtypes,
+                   std::vector<Dist> dists, Sum sum, double terms, unsigned flags) {
+  OpCase c{std::move(name), std::move(shape_sets), std::move(fn), flags, std::move(dists)};
+  c.dtypes = std::move(dtypes);
+  c.sum = sum;
+  c.terms = terms;
+  return c;
+}
 
 std::vector<ShapeSet> unary_shapes() {
   return {{"(3, 4)", {{3, 4}}},          {"prime (7, 13)", {{7, 13}}}, {"size-1 (1, 7)", {{1, 7}}},
@@ -101,38 +115,35 @@ const char* layout_name(Layout l) {
 
 static constexpr double kPoison = 777.25;
 
-static Tensor transposed_layout(const Tensor& v) {
-  if (v.dim() == 0) return v.clone();
+// v (1-D or more) through a transpose on `dev`.
+static Tensor transposed_layout(const Tensor& v, Device dev) {
   if (v.dim() == 1) {  // column 1 of a (n, 3) buffer: stride 3, offset 1
     Tensor buf = ember::full({v.size(0), 3}, kPoison, v.dtype());
-    Tensor col = ember::select(buf, 1, 1);
-    col.copy_(v);
-    return col;
+    ember::select(buf, 1, 1).copy_(v);
+    return ember::select(buf.to(dev), 1, 1);
   }
   // A buffer holding v with its last two dims swapped, viewed back through a transpose.
   Tensor buf = ember::contiguous(ember::transpose(v, -2, -1));
-  return ember::transpose(buf, -2, -1);
+  return ember::transpose(buf.to(dev), -2, -1);
 }
 
-static Tensor sliced_layout(const Tensor& v) {
-  if (v.dim() == 0) return v.clone();
+// v (1-D or more) as a strided slice (step 2, offset 1 in every dim) of a larger buffer on `dev`.
+static Tensor sliced_layout(const Tensor& v, Device dev) {
   Shape big;
   for (int64_t s : v.shape()) big.push_back(2 * s + 1);
   Tensor buf = ember::full(big, kPoison, v.dtype());
-  Tensor s = buf;
-  for (int64_t d = 0; d < v.dim(); ++d) s = ember::slice(s, d, 1, 1 + 2 * v.size(d), 2);
-  s.copy_(v);
-  return s;
+  auto slice_all = [&](Tensor t) {
+    for (int64_t d = 0; d < v.dim(); ++d) t = ember::slice(t, d, 1, 1 + 2 * v.size(d), 2);
+    return t;
+  };
+  slice_all(buf).copy_(v);
+  return slice_all(buf.to(dev));
 }
 
-Tensor with_layout(const Tensor& v, Layout l, size_t input_index) {
-  switch (l) {
-    case Layout::contiguous: return v.clone();
-    case Layout::transposed: return transposed_layout(v);
-    case Layout::sliced: return sliced_layout(v);
-    case Layout::mixed: return input_index % 2 == 0 ? transposed_layout(v) : sliced_layout(v);
-  }
-  return v;
+Tensor with_layout(const Tensor& v, Layout l, size_t input_index, Device dev) {
+  if (l == Layout::mixed) l = input_index % 2 == 0 ? Layout::transposed : Layout::sliced;
+  if (l == Layout::contiguous || v.dim() == 0 || v.numel() == 0) return dev.is_cpu() ? v.clone() : v.to(dev);
+  return l == Layout::transposed ? transposed_layout(v, dev) : sliced_layout(v, dev);
 }
 
 Tensor random_index(int64_t bound, const Shape& shape, uint64_t seed) {
@@ -239,7 +250,80 @@ static void run_low_precision(const OpCase& c, const ShapeSet& s, const std::vec
   }
 }
 
-void run_cases(const std::vector<OpCase>& cases) {
+// --- devices mode ----------------------------------------------------------------------------
+
+std::vector<Device> available_devices() {
+  std::vector<Device> out = {Device::fake(0)};
+  if (ember::cuda::is_available()) out.push_back(Device::cuda(0));
+  const Device chosen = test_device();
+  if (!chosen.is_cpu() && std::find(out.begin(), out.end(), chosen) == out.end()) out.push_back(chosen);
+  return out;
+}
+
+// The tolerance of the result dtype, widened for sums of many terms: the devices add in
+// different orders.
+static device::Tol device_tolerance(const OpCase& c, const std::vector<Tensor>& in, const Tensor& ref) {
+  device::Tol t = device::base_tol(ref.dtype());
+  if (t.rtol == 0) return t;
+  double n = 0;
+  if (c.sum == Sum::gemm && !in.empty()) n = in[0].dim() ? static_cast<double>(in[0].size(-1)) : 1.0;
+  if (c.sum == Sum::reduce && !in.empty())
+    n = static_cast<double>(in[0].numel()) / static_cast<double>(std::max<int64_t>(1, ref.numel()));
+  if (c.sum == Sum::given) n = c.terms;
+  if (n > 1) {
+    t.atol += t.rtol * std::sqrt(n);
+    t.rtol *= 4;  // summation order differs between the devices
+  }
+  return t;
+}
+
+// For each dtype: the CPU reference on contiguous inputs, then the op on each device and layout.
+static void run_devices(const OpCase& c, const ShapeSet& s, const std::vector<Tensor>& base,
+                        const std::vector<Device>& devices, const std::string& tag) {
+  for (DType dt : c.dtypes) {
+    std::ostringstream base_ctx;
+    base_ctx << c.name << tag << " [" << s.label << ", " << ember::dtype_name(dt);
+    std::vector<Tensor> cpu_in;
+    Tensor ref;
+    try {
+      for (const Tensor& x : base) cpu_in.push_back(device::as_dtype(x, dt));
+      ref = c.fn(cpu_in);
+    } catch (const std::exception& e) {
+      FAIL_CHECK(base_ctx.str() << "] the CPU reference threw: " << e.what());
+      continue;
+    }
+    std::vector<Layout> layouts = {Layout::contiguous};
+    if (!(c.flags & kNoLayouts)) {
+      layouts.push_back(Layout::transposed);
+      layouts.push_back(Layout::sliced);
+      if (cpu_in.size() > 1) layouts.push_back(Layout::mixed);
+    }
+    const device::Tol tol = device_tolerance(c, cpu_in, ref);
+    for (const Device& dev : devices) {
+      for (Layout l : layouts) {
+        const std::string ctx = base_ctx.str() + ", " + layout_name(l) + ", on " + dev.str() + "]";
+        try {
+          std::vector<Tensor> dev_in;
+          for (size_t i = 0; i < cpu_in.size(); ++i) dev_in.push_back(with_layout(cpu_in[i], l, i, dev));
+          const Tensor out = c.fn(dev_in);
+          device::check_matches_on(dev, ctx, out, ref, tol);
+          for (size_t i = 0; i < dev_in.size(); ++i)  // ops must not write their inputs
+            CHECK_MESSAGE(close_ratio(device::host_f64(dev_in[i]), device::host_f64(cpu_in[i]), 0, 0) <= 1.0,
+                          ctx << ": input " << i << " was modified on the device");
+        } catch (const std::exception& e) {
+          FAIL_CHECK(ctx << " threw: " << e.what());
+        }
+      }
+    }
+  }
+}
+
+void run_cases(const std::vector<OpCase>& cases, const RunOptions& options) {
+  const bool on_devices = options.mode == Mode::devices;
+  const std::vector<Device> devices =
+      on_devices && options.devices.empty() ? available_devices() : options.devices;
+  std::optional<device::PoisonGuard> poison;  // unwritten output elements read as NaN
+  if (on_devices) poison.emplace();
   int ran = 0;
   for (const OpCase& c : cases) {
     if (!op_selected(c.name)) continue;
@@ -248,9 +332,14 @@ void run_cases(const std::vector<OpCase>& cases) {
       const ShapeSet& s = c.shape_sets[si];
       std::vector<Tensor> base;
       try {
-        base = make_inputs(c, s, name_seed(c.name, si));
+        // the devices mode draws its own inputs (the seeds its table always had)
+        base = make_inputs(c, s, on_devices ? name_seed(c.name, si) ^ 0xc0da : name_seed(c.name, si));
       } catch (const std::exception& e) {
         FAIL_CHECK(c.name << " [" << s.label << "]: making inputs threw: " << e.what());
+        continue;
+      }
+      if (on_devices) {
+        run_devices(c, s, base, devices, options.tag);
         continue;
       }
       run_layouts_and_gradcheck(c, s, base);

@@ -1,4 +1,4 @@
-// Golden values for tests/test_rnn.cpp: the outputs of libtorch 1.13's torch::nn::LSTM, GRU
+// Golden values for tests/test_rnn_modules.cpp: the outputs of libtorch 1.13's torch::nn::LSTM, GRU
 // and RNN (ReLU), each (input 3, hidden 4, 2 layers, bidirectional), in f64, run on a
 // packed batch (pack_padded_sequence with lengths {5, 3}, unpacked with pad_packed_sequence to
 // T = 5) with h0 (and c0) given. Every parameter p (in registration order) held

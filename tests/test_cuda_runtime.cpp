@@ -2,8 +2,8 @@
 // cache, page-locked memory and asynchronous copies, streams, events and device guards. These
 // exercise the CUDA driver itself, so they need a GPU and report themselves skipped without
 // one. Everything that is about placing tensors on a device (parity with the CPU, copies,
-// gradients, modules, optimizers) is in the `cuda` suite (tests/test_cuda.cpp), which runs on
-// the stand-in device when there is no GPU.
+// gradients, modules) is in the `cuda`, `cuda_device` and `cuda_train` suites
+// (tests/test_cuda*.cpp), which run on the stand-in device when there is no GPU.
 #include <doctest/doctest.h>
 
 #include <cmath>
