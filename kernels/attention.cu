@@ -1,4 +1,4 @@
-// Flash-attention-style fused attention on CUDA (contracts of src/cuda/attention.h, mirroring
+// Flash-attention-style fused attention on CUDA (contracts in prim/primitives.h, mirroring
 // src/cpu/attention.cpp). f16/bf16 in and out, f32 arithmetic, head dim D in {64, 128}
 // (template parameter), any sequence lengths, causal, key padding and bool masks.
 //
@@ -28,7 +28,9 @@
 #include <cmath>
 
 #include "common.cuh"
-#include "cuda/attention.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "ember/core/storage.h"
 
 namespace ember::cuda {
@@ -478,6 +480,11 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
   dispatch("sdpa_backward", q.dtype(), p.D, [&]<class T, int D>() {
     backward_typed<T, D>(grad_out, q, k, v, out, lse, p, grad_q, grad_k, grad_v);
   });
+}
+
+void register_attention_kernels() {
+  prim::define<prim::attention_forward>(prim::Backend::cuda, &attention_forward);
+  prim::define<prim::attention_backward>(prim::Backend::cuda, &attention_backward);
 }
 
 }  // namespace ember::cuda

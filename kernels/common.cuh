@@ -23,7 +23,7 @@
 #include "ember/core/error.h"
 #include "ember/core/tensor.h"
 #include "ember/cuda.h"
-#include "ops/elementwise_math.h"  // EMBER_HD and the shared math functors
+#include "prim/elementwise_math.h"  // EMBER_HD and the shared math functors
 
 namespace ember::cuda {
 

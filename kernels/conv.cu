@@ -41,7 +41,9 @@
 #include <cstdint>
 
 #include "common.cuh"
-#include "cuda/conv.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "ember/core/storage.h"
 
 namespace ember::cuda {
@@ -367,6 +369,12 @@ void conv1d_backward_weight(const Tensor& grad_out, const Tensor& x, const Tenso
       EMBER_CUDA_LAUNCH_CHECK();
     }
   });
+}
+
+void register_conv_kernels() {
+  prim::define<prim::conv1d_forward>(prim::Backend::cuda, &conv1d_forward);
+  prim::define<prim::conv1d_backward_input>(prim::Backend::cuda, &conv1d_backward_input);
+  prim::define<prim::conv1d_backward_weight>(prim::Backend::cuda, &conv1d_backward_weight);
 }
 
 }  // namespace ember::cuda

@@ -1,5 +1,5 @@
 // Elementwise CUDA kernels: copy/convert, fill, unary, binary, where (the contracts of
-// src/cuda/cuda_backend.h, mirroring src/cpu/elementwise.cpp).
+// prim/primitives.h, mirroring src/cpu/elementwise.cpp).
 //
 // Every op is a functor mapped over the output's shape by one of two kernels:
 //   map_dense_kernel    all operands dense, same layout and 16-byte aligned: each thread moves
@@ -15,7 +15,9 @@
 #include <utility>
 
 #include "common.cuh"
-#include "cuda/cuda_backend.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 namespace ember::cuda {
 namespace {
@@ -271,6 +273,14 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
     launch_map("where", scope.stream, out.shape(), SelectFn<B>{}, operand<B>(out), operand<const bool>(cond),
                operand<const B>(a), operand<const B>(b));
   });
+}
+
+void register_elementwise_kernels() {
+  prim::define<prim::copy>(prim::Backend::cuda, &copy);
+  prim::define<prim::fill>(prim::Backend::cuda, &fill);
+  prim::define<prim::unary>(prim::Backend::cuda, &unary);
+  prim::define<prim::binary>(prim::Backend::cuda, &binary);
+  prim::define<prim::where>(prim::Backend::cuda, &where);
 }
 
 }  // namespace ember::cuda

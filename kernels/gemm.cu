@@ -27,12 +27,16 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "cuda/cuda_backend.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "cuda/runtime.h"
 #include "ember/cuda.h"
 #include "gemm_mma.cuh"
 
 namespace ember::cuda {
+
+prim::copy::Fn copy;  // kernels/elementwise.cu
 namespace gemm_detail {
 
 template <class T>
@@ -393,6 +397,10 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias
   } else {
     bmm_ember(a, b, out, bias, la, lb, stream);
   }
+}
+
+void register_gemm_kernels() {
+  prim::define<prim::bmm>(prim::Backend::cuda, &bmm);
 }
 
 }  // namespace ember::cuda

@@ -1,4 +1,4 @@
-// Hierarchical softmax on CUDA (contracts of src/cuda/hsoftmax.h, mirroring src/cpu/hsoftmax.cpp).
+// Hierarchical softmax on CUDA (contracts in prim/primitives.h, mirroring src/cpu/hsoftmax.cpp).
 //
 // nll forward/backward: one warp per example (8 per 256-thread block, grid-stride). The warp
 // walks the example's path leaf to root through the packed table (class_slot, parent_slot);
@@ -25,7 +25,9 @@
 #include <cmath>
 
 #include "common.cuh"
-#include "cuda/hsoftmax.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "ember/core/storage.h"
 #include "row_reduce.cuh"
 
@@ -431,6 +433,14 @@ void hsoftmax_topk(const Tensor& h, const Tensor& W, const Tensor& b, const Tens
         N, D);
     EMBER_CUDA_LAUNCH_CHECK();
   });
+}
+
+void register_hsoftmax_kernels() {
+  prim::define<prim::hsoftmax_nll_forward>(prim::Backend::cuda, &hsoftmax_nll_forward);
+  prim::define<prim::hsoftmax_nll_backward>(prim::Backend::cuda, &hsoftmax_nll_backward);
+  prim::define<prim::hsoftmax_tree_forward>(prim::Backend::cuda, &hsoftmax_tree_forward);
+  prim::define<prim::hsoftmax_tree_backward>(prim::Backend::cuda, &hsoftmax_tree_backward);
+  prim::define<prim::hsoftmax_topk>(prim::Backend::cuda, &hsoftmax_topk);
 }
 
 }  // namespace ember::cuda

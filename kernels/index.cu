@@ -1,5 +1,5 @@
 // Index kernels on CUDA: gather/scatter_add, index_select/index_add, one_hot (contracts of
-// src/cuda/cuda_backend.h, mirroring src/cpu/index.cpp). Index tensors arrive contiguous i64
+// prim/primitives.h, mirroring src/cpu/index.cpp). Index tensors arrive contiguous i64
 // and already bounds-checked by the ops layer.
 //
 // gather / scatter_add: one thread per element of the index tensor (shape I, any rank <= 8);
@@ -13,7 +13,9 @@
 // Scatters add with atomicAdd (repeated indices are the normal case): native on sm_90 for
 // f32, f64, f16 and bf16; i64 goes through the unsigned 64-bit overload (two's complement).
 #include "common.cuh"
-#include "cuda/cuda_backend.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 namespace ember::cuda {
 namespace {
@@ -195,6 +197,14 @@ void one_hot(const Tensor& index, const Tensor& out, int64_t classes) {
   one_hot_kernel<<<grid_for(total, kThreads), kThreads, 0, scope.stream>>>(
       static_cast<const int64_t*>(index.data_ptr()), static_cast<int64_t*>(out.data_ptr()), total, classes);
   EMBER_CUDA_LAUNCH_CHECK();
+}
+
+void register_index_kernels() {
+  prim::define<prim::gather>(prim::Backend::cuda, &gather);
+  prim::define<prim::scatter_add>(prim::Backend::cuda, &scatter_add);
+  prim::define<prim::index_select>(prim::Backend::cuda, &index_select);
+  prim::define<prim::index_add>(prim::Backend::cuda, &index_add);
+  prim::define<prim::one_hot>(prim::Backend::cuda, &one_hot);
 }
 
 }  // namespace ember::cuda

@@ -1,4 +1,4 @@
-// Cross-entropy on CUDA (contracts of src/cuda/loss.h, mirroring src/cpu/loss.cpp).
+// Cross-entropy on CUDA (contracts in prim/primitives.h, mirroring src/cpu/loss.cpp).
 //
 // Forward, fused: one read of each row of logits (N, C) computes everything the loss needs:
 // an online softmax state (running max m and sum of exp(z - m), the sum rescaled when the max
@@ -14,7 +14,9 @@
 #include <limits>
 
 #include "common.cuh"
-#include "cuda/loss.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "row_reduce.cuh"
 
 namespace ember::cuda {
@@ -177,6 +179,11 @@ void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const
         static_cast<T*>(grad_logits.data_ptr()), N, C);
     EMBER_CUDA_LAUNCH_CHECK();
   });
+}
+
+void register_loss_kernels() {
+  prim::define<prim::cross_entropy_forward>(prim::Backend::cuda, &cross_entropy_forward);
+  prim::define<prim::cross_entropy_backward>(prim::Backend::cuda, &cross_entropy_backward);
 }
 
 }  // namespace ember::cuda

@@ -1,4 +1,4 @@
-// Layer norm on CUDA (contracts of src/cuda/norm.h, mirroring src/cpu/norm.cpp).
+// Layer norm on CUDA (contracts in prim/primitives.h, mirroring src/cpu/norm.cpp).
 //
 // Shapes: x, y, dy, dx (M, N) contiguous; weight, bias, dw, db (N); mean, rstd (M).
 // Rows: a row of N <= 1024 elements goes to one warp (8 rows per 256-thread block, sums by
@@ -18,7 +18,9 @@
 #include <algorithm>
 
 #include "common.cuh"
-#include "cuda/norm.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "ember/core/storage.h"
 #include "row_reduce.cuh"
 
@@ -253,6 +255,11 @@ void layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Tensor& 
   EMBER_CUDA_DISPATCH_FLOAT(x.dtype(), "layer_norm_backward", T, [&] {
     backward_typed<T>(scope.stream, grad_out, x, mean, rstd, weight, grad_x, grad_weight, grad_bias, M, N);
   });
+}
+
+void register_norm_kernels() {
+  prim::define<prim::layer_norm_forward>(prim::Backend::cuda, &layer_norm_forward);
+  prim::define<prim::layer_norm_backward>(prim::Backend::cuda, &layer_norm_backward);
 }
 
 }  // namespace ember::cuda

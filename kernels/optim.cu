@@ -1,5 +1,5 @@
 // Fused multi-tensor optimizer updates (SGD, Adam/AdamW) and gradient clipping on CUDA
-// (contracts: src/cuda/optim.h and src/optim/fused.h; CPU twin: src/cpu/optim.cpp, whose
+// (contracts: prim/primitives.h and prim/optim_records.h; CPU twin: src/cpu/optim.cpp, whose
 // arithmetic is written the same way line for line).
 //
 // Multi-tensor apply: one launch updates many tensors. The host packs a table of per-tensor
@@ -21,17 +21,19 @@
 #include <cmath>
 
 #include "common.cuh"
-#include "cuda/optim.h"
-#include "optim/update_math.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
+#include "prim/update_math.h"
 #include "ember/core/storage.h"
 
 namespace ember::cuda {
 namespace {
 
-using optim::fused::AdamArgs;
-using optim::fused::GradArgs;
-using optim::fused::GradBucket;
-using optim::fused::SGDArgs;
+using prim::AdamArgs;
+using prim::GradArgs;
+using prim::GradBucket;
+using prim::SGDArgs;
 
 constexpr int kOptThreads = 512;
 constexpr int64_t kChunk = 65536;  // elements per block: 128 per thread
@@ -239,9 +241,9 @@ int norm_kind(double p) {
 
 }  // namespace
 
-void sgd_step(int device, DType dtype, const std::vector<SGDArgs>& tensors) {
-  DeviceGuard guard(device);
-  cudaStream_t stream = current_stream(device);
+void sgd_step(Device device, DType dtype, const std::vector<SGDArgs>& tensors) {
+  DeviceGuard guard(device.index);
+  cudaStream_t stream = current_stream(device.index);
   EMBER_CUDA_DISPATCH_FLOAT(dtype, "SGD", T, [&] {
     launch_tables(tensors, [&](const Table<SGDArgs>& tab, int64_t chunks) {
       sgd_kernel<T><<<static_cast<unsigned>(chunks), kOptThreads, 0, stream>>>(tab);
@@ -250,9 +252,9 @@ void sgd_step(int device, DType dtype, const std::vector<SGDArgs>& tensors) {
   });
 }
 
-void adam_step(int device, DType dtype, bool decoupled, const std::vector<AdamArgs>& tensors) {
-  DeviceGuard guard(device);
-  cudaStream_t stream = current_stream(device);
+void adam_step(Device device, DType dtype, bool decoupled, const std::vector<AdamArgs>& tensors) {
+  DeviceGuard guard(device.index);
+  cudaStream_t stream = current_stream(device.index);
   EMBER_CUDA_DISPATCH_FLOAT(dtype, decoupled ? "AdamW" : "Adam", T, [&] {
     launch_tables(tensors, [&](const Table<AdamArgs>& tab, int64_t chunks) {
       adam_kernel<T><<<static_cast<unsigned>(chunks), kOptThreads, 0, stream>>>(tab, decoupled ? 1 : 0);
@@ -261,17 +263,17 @@ void adam_step(int device, DType dtype, bool decoupled, const std::vector<AdamAr
   });
 }
 
-void clip_grad_norm(int device, const std::vector<GradBucket>& buckets, double p, double max_norm,
+void clip_grad_norm(Device device, const std::vector<GradBucket>& buckets, double p, double max_norm,
                     const Tensor& total_norm, bool scale) {
-  DeviceGuard guard(device);
-  cudaStream_t stream = current_stream(device);
+  DeviceGuard guard(device.index);
+  cudaStream_t stream = current_stream(device.index);
   const int kind = norm_kind(p);
   int64_t total_chunks = 0;
   for (const GradBucket& b : buckets)
     for (const GradArgs& g : b.grads)
       if (g.numel > 0) total_chunks += ceil_div(g.numel, kChunk);
   // (partials, then the clip factor), stream-ordered scratch from the caching allocator.
-  Storage scratch(static_cast<size_t>(total_chunks + 1) * sizeof(double), Device::cuda(device));
+  Storage scratch(static_cast<size_t>(total_chunks + 1) * sizeof(double), device);
   double* partials = static_cast<double*>(scratch.data());
   double* factor = partials + total_chunks;
 
@@ -304,15 +306,22 @@ void clip_grad_norm(int device, const std::vector<GradBucket>& buckets, double p
   }
 }
 
-void clamp_grads(int device, DType dtype, const std::vector<GradArgs>& grads, double clip_value) {
-  DeviceGuard guard(device);
-  cudaStream_t stream = current_stream(device);
+void clamp_grads(Device device, DType dtype, const std::vector<GradArgs>& grads, double clip_value) {
+  DeviceGuard guard(device.index);
+  cudaStream_t stream = current_stream(device.index);
   EMBER_CUDA_DISPATCH_FLOAT(dtype, "clip_grad_value_", T, [&] {
     launch_tables(grads, [&](const Table<GradArgs>& tab, int64_t chunks) {
       clamp_kernel<T><<<static_cast<unsigned>(chunks), kOptThreads, 0, stream>>>(tab, clip_value);
       EMBER_CUDA_LAUNCH_CHECK();
     });
   });
+}
+
+void register_optim_kernels() {
+  prim::define<prim::sgd_step>(prim::Backend::cuda, &sgd_step);
+  prim::define<prim::adam_step>(prim::Backend::cuda, &adam_step);
+  prim::define<prim::clip_grad_norm>(prim::Backend::cuda, &clip_grad_norm);
+  prim::define<prim::clamp_grads>(prim::Backend::cuda, &clamp_grads);
 }
 
 }  // namespace ember::cuda

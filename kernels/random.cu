@@ -1,6 +1,6 @@
-// Random fills on CUDA (random_fill of src/cuda/cuda_backend.h).
+// Random fills on CUDA (random_fill of prim/primitives.h).
 //
-// Philox is counter-based (src/ops/philox.h, shared with the CPU): element i of a draw comes
+// Philox is counter-based (src/core/philox.h, shared with the CPU): element i of a draw comes
 // from block `offset + i / 4`, lane i % 4, keyed by the seed. One thread computes one block and
 // writes its (up to) 4 elements, so the CUDA stream is the CPU's stream element for element,
 // whatever the grid (uniform and bernoulli bit-identical; normal equal to the last ulp of
@@ -8,8 +8,10 @@
 // Values are produced in double by random_value and stored as the CPU does: static_cast to the
 // dtype, and f16/bf16 through float (the CPU draws them as f32 and rounds to the half type).
 #include "common.cuh"
-#include "cuda/cuda_backend.h"
-#include "ops/philox.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
+#include "core/philox.h"
 
 namespace ember::cuda {
 namespace {
@@ -44,6 +46,10 @@ void random_fill(RandomKind kind, const Tensor& out, uint64_t seed, uint64_t off
         static_cast<T*>(out.data_ptr()), n, kind, seed, offset, a, b);
     EMBER_CUDA_LAUNCH_CHECK();
   });
+}
+
+void register_random_kernels() {
+  prim::define<prim::random_fill>(prim::Backend::cuda, &random_fill);
 }
 
 }  // namespace ember::cuda

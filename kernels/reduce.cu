@@ -1,5 +1,5 @@
 // Row and column reductions, arg-max/min and softmax on CUDA (contracts of
-// src/cuda/cuda_backend.h, mirroring src/cpu/reduce.cpp).
+// prim/primitives.h, mirroring src/cpu/reduce.cpp).
 //
 // Shapes: reduce_rows, arg_reduce_rows, softmax_rows take x contiguous (M, R) and reduce each
 // row; sum_cols takes x contiguous (R, M) and sums each column into out (M).
@@ -25,7 +25,9 @@
 #include <algorithm>
 
 #include "common.cuh"
-#include "cuda/cuda_backend.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "ember/core/storage.h"
 #include "row_reduce.cuh"
 
@@ -331,6 +333,13 @@ void softmax_rows(bool log, const Tensor& x, const Tensor& out, int64_t M, int64
     else softmax_rows_kernel<T, false><<<grid, kThreads, 0, scope.stream>>>(px, po, M, R, log);
     EMBER_CUDA_LAUNCH_CHECK();
   });
+}
+
+void register_reduce_kernels() {
+  prim::define<prim::reduce_rows>(prim::Backend::cuda, &reduce_rows);
+  prim::define<prim::sum_cols>(prim::Backend::cuda, &sum_cols);
+  prim::define<prim::arg_reduce_rows>(prim::Backend::cuda, &arg_reduce_rows);
+  prim::define<prim::softmax_rows>(prim::Backend::cuda, &softmax_rows);
 }
 
 }  // namespace ember::cuda

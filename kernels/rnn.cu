@@ -1,4 +1,4 @@
-// RNN/LSTM/GRU recurrence on CUDA (contracts of src/cuda/rnn.h, mirroring src/cpu/rnn.cpp).
+// RNN/LSTM/GRU recurrence on CUDA (contracts in prim/primitives.h, mirroring src/cpu/rnn.cpp).
 //
 // Forward, per step s (T launches of each):
 //   1. hh (N, G*H) = h (N, H) @ W_hh^T through ember's batched GEMM entry point (cuda::bmm:
@@ -29,11 +29,15 @@
 #include <type_traits>
 
 #include "common.cuh"
-#include "cuda/cuda_backend.h"
-#include "cuda/rnn.h"
+#include "cuda/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "ember/core/storage.h"
 
 namespace ember::cuda {
+
+prim::bmm::Fn bmm;  // kernels/gemm.cu
+
 namespace {
 
 template <class A>
@@ -242,7 +246,7 @@ void forward_mode(cudaStream_t stream, bool reverse, const Tensor& gates_x, cons
     }
   }
   for (int64_t s = 0; s < T_; ++s) {
-    bmm(h_mat, w_t, hh);
+    bmm(h_mat, w_t, hh, Tensor());
     const StepArgs a{s, T_, N, H, ptr_or_null<int64_t>(lengths), reverse};
     rnn_cell_forward_kernel<T, kMode><<<grid, kThreads, 0, stream>>>(
         a, ptr_or_null<T>(gates_x), ptr_or_null<T>(hh), ptr_or_null<T>(b_hh), mut_ptr_or_null<T>(h_n), c, mut_ptr_or_null<T>(out), mut_ptr_or_null<T>(workspace),
@@ -290,7 +294,7 @@ void backward_mode(cudaStream_t stream, bool reverse, const Tensor& grad_out, co
         a, ptr_or_null<T>(grad_out), ptr_or_null<T>(workspace), ptr_or_null<T>(h_prev), ptr_or_null<T>(dmm), dh_acc, dc_acc,
         mut_ptr_or_null<T>(grad_gates_x), mut_ptr_or_null<T>(grad_gates_h));
     EMBER_CUDA_LAUNCH_CHECK();
-    bmm(view_of(grad_gates_h, {1, N, GH}, {N * GH, GH, 1}, s * N * GH), w, dmm);
+    bmm(view_of(grad_gates_h, {1, N, GH}, {N * GH, GH, 1}, s * N * GH), w, dmm, Tensor());
   }
   // grad_h0 = dh + dmm (the last GEMM's result); grad_c0 = dc.
   convert_kernel<T, A, T><<<grid, kThreads, 0, stream>>>(mut_ptr_or_null<T>(dh), dh_acc, ptr_or_null<T>(dmm), N * H);
@@ -332,6 +336,11 @@ void rnn_backward(RNNMode mode, bool reverse, const Tensor& grad_out, const Tens
     EMBER_RNN_MODE_SWITCH(mode, backward_mode, scope.stream, reverse, grad_out, w_hh, workspace, h_prev, lengths, dh,
                           dc, grad_gates_x, grad_gates_h);
   });
+}
+
+void register_rnn_kernels() {
+  prim::define<prim::rnn_forward>(prim::Backend::cuda, &rnn_forward);
+  prim::define<prim::rnn_backward>(prim::Backend::cuda, &rnn_backward);
 }
 
 }  // namespace ember::cuda

@@ -26,7 +26,7 @@
 #include "ember/nn/hsoftmax.h"
 #include "ember/io/checkpoint.h"
 #include "ember/io/safetensors.h"
-#include "ember/io/state_dict.h"
+#include "ember/core/state_dict.h"
 #include "ember/ops/attention.h"
 #include "ember/ops/conv.h"
 #include "ember/ops/loss_ops.h"

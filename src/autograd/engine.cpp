@@ -31,6 +31,68 @@ void check_finite(const Node& n, size_t input, const Tensor& g) {
 
 }  // namespace
 
+// --- running nodes -----------------------------------------------------------------------------
+
+std::vector<Tensor> FunctionNode::apply(std::vector<Tensor>&& grads) {
+  EMBER_CHECK(!released_, name_,
+              "trying to run backward through the graph a second time: its saved tensors were "
+              "freed after the first backward; pass retain_graph=true to the first backward()");
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (!grads[i].defined()) {
+      const auto& m = output_meta[i];
+      grads[i] = zeros(m.shape, TensorOptions(m.dtype).with_device(m.device));
+    }
+  std::vector<Tensor> saved;
+  saved.reserve(saved_.size());
+  for (const auto& s : saved_) saved.push_back(s.unpack(name_));
+  std::vector<bool> needs(next_edges.size());
+  for (size_t i = 0; i < needs.size(); ++i) needs[i] = next_edges[i].fn != nullptr;
+  auto out = fn_(grads, saved, needs);
+  EMBER_CHECK(out.size() == next_edges.size(), name_, "backward returned ", out.size(),
+              " gradients for ", next_edges.size(), " inputs");
+  return out;
+}
+
+Tensor conform_grad(const Tensor& g, const Shape& shape, DType dtype, Device device, const std::string& where) {
+  EMBER_CHECK(g.shape() == shape, where, "gradient of shape ", shape_str(g.shape()), " (", dtype_name(g.dtype()), " ",
+              g.device(), ") for a tensor of shape ", shape_str(shape), " (", dtype_name(dtype), " ", device, ")");
+  EMBER_CHECK(g.device() == device, where, "gradient on ", g.device(), " for a tensor on ", device, " (shape ",
+              shape_str(shape), "): a backward made it on the wrong device");
+  EMBER_CHECK(is_floating(g.dtype()), where, "gradient of dtype ", dtype_name(g.dtype()), " for a ",
+              dtype_name(dtype), " tensor of shape ", shape_str(shape), ": gradients are float tensors");
+  return g.dtype() == dtype ? g : to_dtype(g, dtype);
+}
+
+void add_grad(Tensor& grad, const Tensor& g, const char* where) {
+  grad.add_(conform_grad(g, grad.shape(), grad.dtype(), grad.device(), where));
+}
+
+std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
+  Tensor g = std::move(grads[0]);
+  if (!g.defined()) return {};
+  Tensor leaf(leaf_);
+  for (auto& hook : leaf_->autograd.hooks) {
+    Tensor r = hook(g);
+    if (r.defined()) g = r;
+  }
+  g = conform_grad(g, leaf.shape(), leaf.dtype(), leaf.device(), "AccumulateGrad");
+  auto& slot = leaf_->autograd.grad;
+  if (!slot) {
+    // The leaf owns its gradient's memory. A gradient that nothing else holds (no other handle,
+    // no view of its storage) and that already has the leaf's dtype, device and a plain
+    // contiguous layout becomes .grad as it is; anything else is copied. Skipping the copy
+    // matters for large parameters (a 100 MB output-layer weight is one more full pass).
+    const bool sole = g.is_contiguous() && g.offset() == 0 && !g.requires_grad() && g.impl_ptr().use_count() == 1 &&
+                      g.impl().storage.use_count() == 1 && g.impl().storage.get() != leaf.impl().storage.get();
+    slot = sole ? g.impl_ptr() : g.clone().impl_ptr();
+  } else {
+    Tensor acc(slot);
+    acc.add_(g);
+  }
+  for (auto& ready : leaf_->autograd.ready_hooks) ready(leaf);
+  return {};
+}
+
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
   NoGradGuard no_grad;
   const bool detect_anomaly = autograd::anomaly_detection_enabled();
@@ -63,15 +125,8 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     auto& buf = buffers[n];
     if (buf.empty()) buf.resize(n->output_meta.size());
     const auto& meta = n->output_meta[slot];
-    EMBER_CHECK(g.shape() == meta.shape, n->name(), "received a gradient of shape ",
-                shape_str(g.shape()), " for an output of shape ", shape_str(meta.shape));
-    EMBER_CHECK(g.device() == meta.device, "backward", "the gradient given for an output on ", meta.device,
-                " (shape ", shape_str(meta.shape), ") is on ", g.device());
-    if (!buf[slot].defined()) {
-      buf[slot] = g;
-    } else {
-      buf[slot] = add(buf[slot], g);
-    }
+    const Tensor gc = conform_grad(g, meta.shape, meta.dtype, meta.device, n->name());
+    buf[slot] = buf[slot].defined() ? add(buf[slot], gc) : gc;
   };
   for (size_t i = 0; i < roots.size(); ++i) accumulate(root_edges[i].fn.get(), root_edges[i].input_nr, grads[i]);
 

@@ -1,10 +1,10 @@
-// Nodes, saved tensors, and how ops record themselves in the graph.
+// Nodes, saved tensors, and how ops record themselves in the graph. Running a node (which
+// computes with ops) is the engine's: src/autograd/engine.cpp.
 #include "ember/autograd/node.h"
 
 #include <atomic>
 
 #include "ember/autograd/grad_mode.h"
-#include "ember/ops/ops.h"
 
 namespace ember {
 namespace {
@@ -38,63 +38,9 @@ Tensor SavedTensor::unpack(const std::string& op) const {
   return data_;
 }
 
-std::vector<Tensor> FunctionNode::apply(std::vector<Tensor>&& grads) {
-  EMBER_CHECK(!released_, name_,
-              "trying to run backward through the graph a second time: its saved tensors were "
-              "freed after the first backward; pass retain_graph=true to the first backward()");
-  for (size_t i = 0; i < grads.size(); ++i)
-    if (!grads[i].defined()) {
-      const auto& m = output_meta[i];
-      grads[i] = zeros(m.shape, TensorOptions(m.dtype).with_device(m.device));
-    }
-  std::vector<Tensor> saved;
-  saved.reserve(saved_.size());
-  for (const auto& s : saved_) saved.push_back(s.unpack(name_));
-  std::vector<bool> needs(next_edges.size());
-  for (size_t i = 0; i < needs.size(); ++i) needs[i] = next_edges[i].fn != nullptr;
-  auto out = fn_(grads, saved, needs);
-  EMBER_CHECK(out.size() == next_edges.size(), name_, "backward returned ", out.size(),
-              " gradients for ", next_edges.size(), " inputs");
-  return out;
-}
-
 void FunctionNode::release() {
   saved_.clear();
   released_ = true;
-}
-
-void add_grad(Tensor& grad, const Tensor& g, const char* where) {
-  EMBER_CHECK(grad.shape() == g.shape(), where, "gradient of shape ", shape_str(g.shape()),
-              " cannot accumulate into a gradient of shape ", shape_str(grad.shape()));
-  grad.add_(g);
-}
-
-std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
-  Tensor g = std::move(grads[0]);
-  if (!g.defined()) return {};
-  Tensor leaf(leaf_);
-  for (auto& hook : leaf_->autograd.hooks) {
-    Tensor r = hook(g);
-    if (r.defined()) g = r;
-  }
-  EMBER_CHECK(g.shape() == leaf.shape(), "AccumulateGrad", "gradient of shape ",
-              shape_str(g.shape()), " does not match its leaf of shape ", shape_str(leaf.shape()));
-  auto& slot = leaf_->autograd.grad;
-  if (!slot) {
-    // The leaf owns its gradient's memory. A gradient that nothing else holds (no other handle,
-    // no view of its storage) and that already has the leaf's dtype, device and a plain
-    // contiguous layout becomes .grad as it is; anything else is copied. Skipping the copy
-    // matters for large parameters (a 100 MB output-layer weight is one more full pass).
-    const bool sole = g.dtype() == leaf.dtype() && g.device() == leaf.device() && g.is_contiguous() &&
-                      g.offset() == 0 && !g.requires_grad() && g.impl_ptr().use_count() == 1 &&
-                      g.impl().storage.use_count() == 1 && g.impl().storage.get() != leaf.impl().storage.get();
-    slot = sole ? g.impl_ptr() : g.to(leaf.dtype()).clone().impl_ptr();
-  } else {
-    Tensor acc(slot);
-    add_grad(acc, g.to(leaf.dtype()), "AccumulateGrad");
-  }
-  for (auto& ready : leaf_->autograd.ready_hooks) ready(leaf);
-  return {};
 }
 
 bool any_requires_grad(const std::vector<Tensor>& inputs) {

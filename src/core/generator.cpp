@@ -1,6 +1,6 @@
 #include "ember/core/generator.h"
 
-#include "ops/philox.h"
+#include "core/philox.h"
 
 namespace ember {
 

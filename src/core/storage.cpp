@@ -8,7 +8,8 @@
 
 namespace ember {
 namespace {
-// Constant-initialised (backends register theirs during static initialisation, in any order).
+// Constant-initialised; the CUDA backend registers its allocator when the op layer loads it
+// (backend::load_backends), before the first CUDA allocation.
 DeviceAllocator* g_allocators[kNumDeviceTypes] = {nullptr, nullptr, nullptr};
 }
 

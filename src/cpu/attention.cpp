@@ -15,7 +15,9 @@
 //   dP = dO V^T, dropout mask applied   (n, Tk)
 //   dS = scale * P * (dP - D_i),  D_i = dO[i] . O[i]
 //   dQ = dS K,  dK += dS^T Q
-#include "cpu/attention.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -23,7 +25,7 @@
 #include <limits>
 
 #include "cpu/loops.h"
-#include "ops/philox.h"
+#include "core/philox.h"
 
 namespace ember::cpu {
 namespace {
@@ -229,6 +231,11 @@ void attention_backward(const Tensor& grad_out, const Tensor& q, const Tensor& k
   EMBER_DISPATCH_FLOAT(q.dtype(), "sdpa_backward", [&] {
     backward_typed<scalar_t>(grad_out, q, k, v, out, lse, p, grad_q, grad_k, grad_v);
   });
+}
+
+void register_attention_kernels() {
+  prim::define<prim::attention_forward>(prim::Backend::cpu, &attention_forward);
+  prim::define<prim::attention_backward>(prim::Backend::cpu, &attention_backward);
 }
 
 }  // namespace ember::cpu

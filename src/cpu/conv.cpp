@@ -23,6 +23,9 @@
 // accumulates into its own buffer and the buffers are added at the end (a fixed order for a
 // given thread count). Outputs are overwritten (=).
 #include "cpu/conv.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 #include <omp.h>
 
@@ -455,6 +458,12 @@ void conv1d_backward_weight(const Tensor& grad_out, const Tensor& x, const Tenso
     if (use_direct(g)) direct_backward_weight(g, pg, px, pdw);
     else im2col_backward_weight(g, pg, px, pdw);
   });
+}
+
+void register_conv_kernels() {
+  prim::define<prim::conv1d_forward>(prim::Backend::cpu, &conv1d_forward);
+  prim::define<prim::conv1d_backward_input>(prim::Backend::cpu, &conv1d_backward_input);
+  prim::define<prim::conv1d_backward_weight>(prim::Backend::cpu, &conv1d_backward_weight);
 }
 
 }  // namespace ember::cpu

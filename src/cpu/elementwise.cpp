@@ -2,7 +2,9 @@
 #include <Eigen/Core>
 #include <cstring>
 
-#include "cpu/cpu.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "cpu/loops.h"
 
 namespace ember::cpu {
@@ -227,6 +229,14 @@ void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& o
                         po[o[0] + i * st[0]] = pc[o[1] + i * st[1]] ? pa[o[2] + i * st[2]] : pb[o[3] + i * st[3]];
                     });
   });
+}
+
+void register_elementwise_kernels() {
+  prim::define<prim::copy>(prim::Backend::cpu, &copy);
+  prim::define<prim::fill>(prim::Backend::cpu, &fill);
+  prim::define<prim::unary>(prim::Backend::cpu, &unary);
+  prim::define<prim::binary>(prim::Backend::cpu, &binary);
+  prim::define<prim::where>(prim::Backend::cpu, &where);
 }
 
 }  // namespace ember::cpu

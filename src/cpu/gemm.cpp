@@ -2,7 +2,9 @@
 // column-major with any leading dimension, so transposed views need no copy.
 #include <Eigen/Core>
 
-#include "cpu/cpu.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "cpu/loops.h"
 
 namespace ember::cpu {
@@ -69,6 +71,10 @@ void bmm_dispatch(const Tensor& a, const Tensor& b, const Tensor& out, const Ten
 
 void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
   EMBER_DISPATCH_FLOAT(a.dtype(), "matmul", [&] { bmm_dispatch<scalar_t>(a, b, out, bias); });
+}
+
+void register_gemm_kernels() {
+  prim::define<prim::bmm>(prim::Backend::cpu, &bmm);
 }
 
 }  // namespace ember::cpu

@@ -11,7 +11,9 @@
 // a few thousand for a batch), and then each row of grad_W is written once by one thread —
 // the dz-weighted sum of its examples' h for a touched row, zeros otherwise. That one pass
 // over grad_W is the only O(S * D) work; the result does not depend on the thread count.
-#include "cpu/hsoftmax.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -307,6 +309,14 @@ void hsoftmax_topk(const Tensor& h, const Tensor& W, const Tensor& b, const Tens
                    ptr_or_null<scalar_t>(b), tr, dims, k, beam, static_cast<scalar_t*>(values.data_ptr()),
                    static_cast<int64_t*>(classes.data_ptr()), N, D, max_arity);
   });
+}
+
+void register_hsoftmax_kernels() {
+  prim::define<prim::hsoftmax_nll_forward>(prim::Backend::cpu, &hsoftmax_nll_forward);
+  prim::define<prim::hsoftmax_nll_backward>(prim::Backend::cpu, &hsoftmax_nll_backward);
+  prim::define<prim::hsoftmax_tree_forward>(prim::Backend::cpu, &hsoftmax_tree_forward);
+  prim::define<prim::hsoftmax_tree_backward>(prim::Backend::cpu, &hsoftmax_tree_backward);
+  prim::define<prim::hsoftmax_topk>(prim::Backend::cpu, &hsoftmax_topk);
 }
 
 }  // namespace ember::cpu

@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstring>
 
-#include "cpu/cpu.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "cpu/loops.h"
-#include "ops/philox.h"
+#include "core/philox.h"
 
 namespace ember::cpu {
 namespace {
@@ -114,6 +116,15 @@ void random_fill(RandomKind kind, const Tensor& out, uint64_t seed, uint64_t off
       }
     });
   });
+}
+
+void register_index_kernels() {
+  prim::define<prim::gather>(prim::Backend::cpu, &gather);
+  prim::define<prim::scatter_add>(prim::Backend::cpu, &scatter_add);
+  prim::define<prim::index_select>(prim::Backend::cpu, &index_select);
+  prim::define<prim::index_add>(prim::Backend::cpu, &index_add);
+  prim::define<prim::one_hot>(prim::Backend::cpu, &one_hot);
+  prim::define<prim::random_fill>(prim::Backend::cpu, &random_fill);
 }
 
 }  // namespace ember::cpu

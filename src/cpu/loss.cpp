@@ -6,7 +6,9 @@
 // Sums are in double (for f32 rows too): a row of 50k classes keeps its digits.
 // Backward per element: grad = grad_loss[i] * (S * exp(z - lse) - q[c]), S = sum_c q[c]
 // (see include/ember/ops/loss_ops.h); the softmax is recomputed from the saved log-sum-exp.
-#include "cpu/loss.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 #include <cmath>
 
@@ -98,6 +100,11 @@ void cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const
                             ptr_or_null<scalar_t>(weight), wsum, static_cast<const scalar_t*>(logsumexp.data_ptr()),
                             ignore_index, label_smoothing, static_cast<scalar_t*>(grad_logits.data_ptr()), N, C);
   });
+}
+
+void register_loss_kernels() {
+  prim::define<prim::cross_entropy_forward>(prim::Backend::cpu, &cross_entropy_forward);
+  prim::define<prim::cross_entropy_backward>(prim::Backend::cpu, &cross_entropy_backward);
 }
 
 }  // namespace ember::cpu

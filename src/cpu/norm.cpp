@@ -7,7 +7,9 @@
 // all rows. Rows are cut into a fixed number of chunks (not one per thread), each chunk sums
 // its rows into its own partial row, and the partials are added in chunk order: the result
 // does not depend on the thread count.
-#include "cpu/norm.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 #include <cmath>
 #include <vector>
@@ -131,6 +133,11 @@ void layer_norm_backward(const Tensor& grad_out, const Tensor& x, const Tensor& 
                             static_cast<const scalar_t*>(rstd.data_ptr()), ptr_or_null<scalar_t>(weight),
                             mut_ptr_or_null<scalar_t>(grad_x), dw, db, M, N);
   });
+}
+
+void register_norm_kernels() {
+  prim::define<prim::layer_norm_forward>(prim::Backend::cpu, &layer_norm_forward);
+  prim::define<prim::layer_norm_backward>(prim::Backend::cpu, &layer_norm_backward);
 }
 
 }  // namespace ember::cpu

@@ -1,8 +1,10 @@
-// Fused optimizer updates and gradient clipping on the CPU (contracts: src/cpu/optim.h and
-// src/optim/fused.h). The arithmetic is written exactly as in kernels/optim.cu, so the CPU and
+// Fused optimizer updates and gradient clipping on the CPU (contracts: prim/primitives.h and
+// prim/optim_records.h). The arithmetic is written exactly as in kernels/optim.cu, so the CPU and
 // CUDA results differ only by rounding: computed in double for f64 parameters, in float
 // otherwise (f16/bf16 are widened on load and rounded to nearest even on store).
-#include "cpu/optim.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,14 +12,15 @@
 
 #include "cpu/loops.h"
 #include "ember/core/error.h"
-#include "optim/update_math.h"
+#include "prim/update_math.h"
 
 namespace ember::cpu {
 namespace {
 
-using optim::fused::AdamArgs;
-using optim::fused::GradArgs;
-using optim::fused::SGDArgs;
+using prim::AdamArgs;
+using prim::GradArgs;
+using prim::GradBucket;
+using prim::SGDArgs;
 
 // Elements per work item: every thread gets whole chunks of any tensor, so one big tensor and
 // many small ones spread over the threads alike.
@@ -102,18 +105,19 @@ inline double nan_max(double a, double b) { return (std::isnan(a) || a > b) ? a 
 
 }  // namespace
 
-void sgd_step(DType dtype, const std::vector<SGDArgs>& tensors) {
+void sgd_step(Device, DType dtype, const std::vector<SGDArgs>& tensors) {
   EMBER_OPTIM_DISPATCH(dtype, "SGD", [&] {
     for_each_chunk(tensors, [&](const Chunk& c) { sgd_chunk<param_t>(tensors[c.tensor], c.begin, c.end); });
   });
 }
 
-void adam_step(DType dtype, bool decoupled, const std::vector<AdamArgs>& tensors) {
+void adam_step(Device, DType dtype, bool decoupled, const std::vector<AdamArgs>& tensors) {
   EMBER_OPTIM_DISPATCH(dtype, decoupled ? "AdamW" : "Adam", [&] {
     for_each_chunk(tensors, [&](const Chunk& c) { adam_chunk<param_t>(tensors[c.tensor], decoupled, c.begin, c.end); });
   });
 }
 
+namespace {
 double grad_norm_accumulate(DType dtype, const std::vector<GradArgs>& grads, double p) {
   const std::vector<Chunk> chunks = plan_chunks(grads);
   std::vector<double> partial(chunks.size(), 0.0);
@@ -151,7 +155,29 @@ void scale_grads(DType dtype, const std::vector<GradArgs>& grads, double factor)
   });
 }
 
-void clamp_grads(DType dtype, const std::vector<GradArgs>& grads, double clip_value) {
+}  // namespace
+
+// On the host: the norm is summed in double over every bucket, then written into total_norm.
+void clip_grad_norm(Device, const std::vector<GradBucket>& buckets, double norm_type, double max_norm,
+                    const Tensor& total_norm, bool scale) {
+  const bool is_inf = std::isinf(norm_type);
+  double total = 0.0;
+  for (const GradBucket& b : buckets) {
+    const double part = grad_norm_accumulate(b.dtype, b.grads, norm_type);
+    total = is_inf ? ((std::isnan(total) || total > part) ? total : part) : total + part;
+  }
+  double norm = total;
+  if (!is_inf && norm_type == 2.0) norm = std::sqrt(total);
+  else if (!is_inf && norm_type != 1.0) norm = std::pow(total, 1.0 / norm_type);
+  double factor = max_norm / (norm + 1e-6);
+  if (factor > 1.0) factor = 1.0;  // clamp(max=1); NaN stays NaN
+  if (scale && !(factor == 1.0))   // multiplying by exactly 1 changes nothing
+    for (const GradBucket& b : buckets) scale_grads(b.dtype, b.grads, factor);
+  if (total_norm.dtype() == DType::f64) *static_cast<double*>(total_norm.data_ptr()) = norm;
+  else *static_cast<float*>(total_norm.data_ptr()) = static_cast<float>(norm);
+}
+
+void clamp_grads(Device, DType dtype, const std::vector<GradArgs>& grads, double clip_value) {
   EMBER_OPTIM_DISPATCH(dtype, "clip_grad_value_", [&] {
     using A = acc_of<param_t>;
     const A hi = A(clip_value), lo = -hi;
@@ -166,5 +192,12 @@ void clamp_grads(DType dtype, const std::vector<GradArgs>& grads, double clip_va
 }
 
 #undef EMBER_OPTIM_DISPATCH
+
+void register_optim_kernels() {
+  prim::define<prim::sgd_step>(prim::Backend::cpu, &sgd_step);
+  prim::define<prim::adam_step>(prim::Backend::cpu, &adam_step);
+  prim::define<prim::clip_grad_norm>(prim::Backend::cpu, &clip_grad_norm);
+  prim::define<prim::clamp_grads>(prim::Backend::cpu, &clamp_grads);
+}
 
 }  // namespace ember::cpu

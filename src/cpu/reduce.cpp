@@ -19,7 +19,9 @@
 #include <limits>
 #include <vector>
 
-#include "cpu/cpu.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 #include "cpu/loops.h"
 
 namespace ember::cpu {
@@ -218,6 +220,13 @@ void softmax_rows(bool log, const Tensor& x, const Tensor& out, int64_t M, int64
       }
     });
   });
+}
+
+void register_reduce_kernels() {
+  prim::define<prim::reduce_rows>(prim::Backend::cpu, &reduce_rows);
+  prim::define<prim::sum_cols>(prim::Backend::cpu, &sum_cols);
+  prim::define<prim::arg_reduce_rows>(prim::Backend::cpu, &arg_reduce_rows);
+  prim::define<prim::softmax_rows>(prim::Backend::cpu, &softmax_rows);
 }
 
 }  // namespace ember::cpu

@@ -25,7 +25,9 @@
 // and lengths[n]-1-s in reverse. An inactive row writes zeros to out[s, n] (which is then a
 // padding position: s >= lengths[n]), leaves its state alone, and in backward passes dh and dc
 // through unchanged with a zero gate gradient row (so the GEMM adds nothing to it).
-#include "cpu/rnn.h"
+#include "cpu/kernels.h"
+#include "prim/primitives.h"
+#include "prim/registry.h"
 
 #include <Eigen/Core>
 #include <algorithm>
@@ -412,6 +414,11 @@ void rnn_backward(RNNMode mode, bool reverse, const Tensor& grad_out, const Tens
     backward_typed<scalar_t>(mode, reverse, grad_out, w_hh, workspace, h_prev, lengths, dh, dc, grad_gates_x,
                              grad_gates_h, storage);
   });
+}
+
+void register_rnn_kernels() {
+  prim::define<prim::rnn_forward>(prim::Backend::cpu, &rnn_forward);
+  prim::define<prim::rnn_backward>(prim::Backend::cpu, &rnn_backward);
 }
 
 }  // namespace ember::cpu

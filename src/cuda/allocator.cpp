@@ -245,8 +245,8 @@ void CachingAllocator::reset_peak(int device) {
 CachingAllocator& the_allocator() {
   // Never destroyed: tensors held in static objects may be freed after this translation
   // unit's statics are gone, and cached blocks need no cudaFree at exit (the driver frees
-  // everything). The constructor makes no CUDA call, so registering the allocator during
-  // static initialisation (ops/dispatch.cpp) is safe on machines without a GPU.
+  // everything). The constructor makes no CUDA call, so registering the allocator when the
+  // backend loads (cuda::register_backend) is safe on machines without a GPU.
   static CachingAllocator* a = new CachingAllocator();
   return *a;
 }

@@ -11,8 +11,6 @@
 #include "ember/core/allocator.h"
 #include "ember/core/error.h"
 #include "ember/cuda.h"
-#include "ember/ops/ops.h"
-#include "ops/dispatch.h"
 
 namespace ember::cuda {
 namespace {
@@ -124,7 +122,7 @@ Tensor pin_memory(const Tensor& t) {
   impl->strides = contiguous_strides(t.shape());
   impl->dtype = t.dtype();
   Tensor out(impl);
-  if (out.numel() > 0) backend::copy(t, out);  // CPU to CPU: values and layout
+  if (out.numel() > 0) out.copy_(t.detach());  // CPU to CPU: values and layout
   return out;
 }
 

@@ -9,7 +9,7 @@
 #include "ember/core/error.h"
 #include "ember/io/safetensors.h"
 #include "ember/ops/ops.h"
-#include "io/untrusted_text.h"
+#include "core/untrusted_text.h"
 
 namespace ember::io {
 namespace {

@@ -15,7 +15,7 @@
 
 #include "ember/core/error.h"
 #include "ember/ops/ops.h"
-#include "ops/hsoftmax_layout.h"
+#include "prim/hsoftmax_layout.h"
 
 namespace ember::nn {
 namespace {

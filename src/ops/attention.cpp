@@ -7,13 +7,9 @@
 #include <cstdint>
 #include <limits>
 
-#include "cpu/attention.h"
-#include "ops/attention_params.h"
+#include "prim/attention_params.h"
 #include "ops/common.h"
 #include "ops/dispatch.h"
-#ifdef EMBER_WITH_CUDA
-#include "cuda/attention.h"
-#endif
 
 namespace ember {
 namespace {
@@ -134,7 +130,7 @@ AttentionForward sdpa_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   const Tensor qc = prepared(q, cd), kc = prepared(k, cd), vc = prepared(v, cd);
   f.output = make_tensor({d.B, d.H, d.Tq, d.Dv}, cd, dev);
   f.logsumexp = make_tensor({d.B, d.H, d.Tq}, sd, dev);
-  if (d.scores > 0) EMBER_BACKEND_CALL(qc, attention_forward(qc, kc, vc, p, f.output, f.logsumexp));
+  if (d.scores > 0) backend::call<prim::attention_forward>(qc.device(), qc, kc, vc, p, f.output, f.logsumexp);
   if (cd != q.dtype()) f.output = to_dtype(f.output, q.dtype());
   return f;
 }
@@ -169,7 +165,7 @@ AttentionGrads sdpa_backward(const Tensor& grad_output, const Tensor& q, const T
   if (needs[1]) g.grad_k = make_tensor(k.shape(), cd, dev);
   if (needs[2]) g.grad_v = make_tensor(v.shape(), cd, dev);
   if (d.B > 0 && d.H > 0)
-    EMBER_BACKEND_CALL(qc, attention_backward(gc, qc, kc, vc, oc, lc, p, g.grad_q, g.grad_k, g.grad_v));
+    backend::call<prim::attention_backward>(qc.device(), gc, qc, kc, vc, oc, lc, p, g.grad_q, g.grad_k, g.grad_v);
   if (cd != q.dtype())
     for (Tensor* t : {&g.grad_q, &g.grad_k, &g.grad_v})
       if (t->defined()) *t = to_dtype(*t, q.dtype());

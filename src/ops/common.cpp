@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "ops/dispatch.h"
+
 namespace ember::detail {
 
 size_t check_allocatable(const Shape& shape, DType dtype, Device device, const char* op) {
@@ -15,6 +17,7 @@ size_t check_allocatable(const Shape& shape, DType dtype, Device device, const c
 Tensor make_tensor(const Shape& shape, DType dtype, Device device, const char* op) {
   const size_t nbytes = check_allocatable(shape, dtype, device, op);
   Shape strides = contiguous_strides(shape, op);  // before allocating: it may throw
+  if (device.is_cuda()) backend::load_backends();  // registers the CUDA allocator, once
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::make_shared<Storage>(nbytes, device);
   impl->shape = shape;

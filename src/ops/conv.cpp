@@ -14,9 +14,6 @@
 #include "cpu/conv.h"
 #include "ops/common.h"
 #include "ops/dispatch.h"
-#ifdef EMBER_WITH_CUDA
-#include "cuda/conv.h"
-#endif
 
 namespace ember {
 namespace {
@@ -108,13 +105,13 @@ int64_t check_conv1d(const char* op, const Tensor& x, const Tensor& w, const Ten
 // --- dispatch -------------------------------------------------------------------------------
 
 void run_forward(const Tensor& x, const Tensor& w, const Tensor& b, const Tensor& out, const ConvArgs& a) {
-  EMBER_BACKEND_CALL(out, conv1d_forward(x, w, b, out, a.stride, a.padding, a.dilation, a.groups));
+  backend::call<prim::conv1d_forward>(out.device(), x, w, b, out, a.stride, a.padding, a.dilation, a.groups);
 }
 void run_backward_input(const Tensor& gy, const Tensor& w, const Tensor& dx, const ConvArgs& a) {
-  EMBER_BACKEND_CALL(dx, conv1d_backward_input(gy, w, dx, a.stride, a.padding, a.dilation, a.groups));
+  backend::call<prim::conv1d_backward_input>(dx.device(), gy, w, dx, a.stride, a.padding, a.dilation, a.groups);
 }
 void run_backward_weight(const Tensor& gy, const Tensor& x, const Tensor& dw, const ConvArgs& a) {
-  EMBER_BACKEND_CALL(dw, conv1d_backward_weight(gy, x, dw, a.stride, a.padding, a.dilation, a.groups));
+  backend::call<prim::conv1d_backward_weight>(dw.device(), gy, x, dw, a.stride, a.padding, a.dilation, a.groups);
 }
 
 using detail::prepared;

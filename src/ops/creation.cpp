@@ -21,7 +21,7 @@ Tensor empty(const Shape& shape, TensorOptions o) {
 namespace {
 Tensor filled(const char* op, const Shape& shape, double value, TensorOptions o) {
   Tensor t = make_tensor(shape, o.dtype, o.device, op);
-  backend::fill(t, value);
+  backend::call<prim::fill>(t.device(), t, value);
   return finish(t, o);
 }
 }  // namespace
@@ -100,7 +100,7 @@ Tensor random_tensor(const char* op, RandomKind kind, const Shape& shape, Tensor
   Generator& g = gen ? *gen : default_generator();
   const DType compute = o.dtype == DType::boolean ? DType::i64 : backend::compute_dtype_on(o.dtype, o.device);
   Tensor t = make_tensor(shape, compute, o.device, op);
-  backend::random_fill(kind, t, g.seed(), g.reserve(t.numel()), a, b);
+  backend::call<prim::random_fill>(t.device(), kind, t, g.seed(), g.reserve(t.numel()), a, b);
   if (compute != o.dtype) t = to_dtype(t, o.dtype);
   return finish(t, o);
 }

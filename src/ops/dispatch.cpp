@@ -1,35 +1,41 @@
 #include "ops/dispatch.h"
 
 #include <cstring>
+#include <mutex>
 #include <optional>
 
-#include "cpu/cpu.h"
+#include "cpu/kernels.h"
 #include "ember/core/error.h"
 #include "ember/cuda.h"
 #include "ember/ops/ops.h"
 #ifdef EMBER_WITH_CUDA
-#include "cuda/cuda_backend.h"
-#endif
-
-#ifdef EMBER_WITH_CUDA
+#include "cuda/kernels.h"
 #include "cuda/runtime.h"
-#include "ember/core/allocator.h"
 #endif
 
 namespace ember::backend {
 
+void load_backends() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    cpu::register_kernels();
 #ifdef EMBER_WITH_CUDA
-// Registered during static initialisation: this file is always linked (every op calls it),
-// so CUDA storage works before any kernel has run.
-namespace {
-const bool kCudaAllocatorRegistered = [] {
-  set_device_allocator(DeviceType::cuda, &cuda::caching_allocator());
-  return true;
-}();
-}  // namespace
+    cuda::register_backend();  // its kernels and the caching allocator of cuda:N storage
 #endif
+  });
+}
 
-#define EMBER_ON(t, call) EMBER_BACKEND_CALL(t, call)
+void no_kernel(const char* primitive, Device device) {
+#ifdef EMBER_WITH_CUDA
+  EMBER_FAIL(primitive, "the ", prim::backend_name(prim::backend_of(device)), " backend has no kernel for ",
+             primitive, " (tensors on ", device, ")");
+#else
+  EMBER_FAIL(primitive, "tensors on ", device, " but this build of ember has no ",
+             prim::backend_name(prim::backend_of(device)),
+             " backend (configure with EMBER_CUDA=ON where nvcc is installed)");
+#endif
+}
+
 
 DType compute_dtype_on(DType t, Device d) { return d.is_cuda() ? t : compute_dtype(t); }
 
@@ -67,7 +73,7 @@ struct OnDevice {
 void copy(const Tensor& src, const Tensor& dst) {
   const Device sd = src.device(), dd = dst.device();
   if (sd == dd) {
-    EMBER_ON(dst, copy(src, dst));
+    call<prim::copy>(dd, src, dst);
     return;
   }
   EMBER_CHECK(src.shape() == dst.shape(), "copy", "cannot copy ", shape_str(src.shape()), " ",
@@ -92,44 +98,8 @@ void copy(const Tensor& src, const Tensor& dst) {
   // 3. Convert and scatter on the destination.
   if (!direct) {
     OnDevice on(dd);
-    EMBER_ON(dst, copy(landing, dst));
+    call<prim::copy>(dd, landing, dst);
   }
-}
-
-void fill(const Tensor& dst, double value) { EMBER_ON(dst, fill(dst, value)); }
-void unary(UnaryOp op, const Tensor& x, const Tensor& out, UnaryArgs args) { EMBER_ON(out, unary(op, x, out, args)); }
-void binary(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& out, double alpha) {
-  EMBER_ON(out, binary(op, a, b, out, alpha));
-}
-void where(const Tensor& cond, const Tensor& a, const Tensor& b, const Tensor& out) { EMBER_ON(out, where(cond, a, b, out)); }
-void reduce_rows(ReduceOp op, const Tensor& x, const Tensor& out, int64_t M, int64_t R) {
-  EMBER_ON(out, reduce_rows(op, x, out, M, R));
-}
-void sum_cols(const Tensor& x, const Tensor& out, int64_t R, int64_t M) { EMBER_ON(out, sum_cols(x, out, R, M)); }
-void arg_reduce_rows(bool is_max, const Tensor& x, const Tensor& values, const Tensor& indices, int64_t M, int64_t R) {
-  EMBER_ON(values, arg_reduce_rows(is_max, x, values, indices, M, R));
-}
-void softmax_rows(bool log, const Tensor& x, const Tensor& out, int64_t M, int64_t R) {
-  EMBER_ON(out, softmax_rows(log, x, out, M, R));
-}
-void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
-  EMBER_ON(out, bmm(a, b, out, bias));
-}
-void gather(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
-  EMBER_ON(out, gather(x, dim, index, out));
-}
-void scatter_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src) {
-  EMBER_ON(out, scatter_add(out, dim, index, src));
-}
-void index_select(const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out) {
-  EMBER_ON(out, index_select(x, dim, index, out));
-}
-void index_add(const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src, double alpha) {
-  EMBER_ON(out, index_add(out, dim, index, src, alpha));
-}
-void one_hot(const Tensor& index, const Tensor& out, int64_t classes) { EMBER_ON(out, one_hot(index, out, classes)); }
-void random_fill(RandomKind kind, const Tensor& out, uint64_t seed, uint64_t offset, double a, double b) {
-  EMBER_ON(out, random_fill(kind, out, seed, offset, a, b));
 }
 
 }  // namespace ember::backend

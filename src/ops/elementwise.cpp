@@ -34,7 +34,7 @@ Tensor run_unary(UnaryOp op, const Tensor& x, DType result, UnaryArgs args = {})
   const DType cd = backend::compute_dtype_on(result, x.device());
   Tensor xin = to_dtype(x.detach(), cd);
   Tensor out = make_tensor(x.shape(), cd, x.device());
-  backend::unary(op, xin, out, args);
+  backend::call<prim::unary>(out.device(), op, xin, out, args);
   return cd == result ? out : to_dtype(out, result);
 }
 
@@ -75,7 +75,7 @@ Tensor run_binary(const char* name, BinaryOp op, const Tensor& a_in, const Tenso
   Tensor ai = expand(to_dtype(a.detach(), cd), shape);
   Tensor bi = expand(to_dtype(b.detach(), cd), shape);
   Tensor out = make_tensor(shape, is_comparison(op) ? DType::boolean : cd, a.device());
-  backend::binary(op, ai, bi, out, alpha);
+  backend::call<prim::binary>(out.device(), op, ai, bi, out, alpha);
   if (!is_comparison(op) && cd != rd) out = to_dtype(out, rd);
   return out;
 }
@@ -219,7 +219,7 @@ Tensor logical_not(const Tensor& a) {
   detail::check_defined("logical_not", {a});
   Tensor x = to_dtype(a.detach(), DType::boolean);
   Tensor out = make_tensor(x.shape(), DType::boolean, x.device());
-  backend::unary(UnaryOp::logical_not, x, out, {});
+  backend::call<prim::unary>(out.device(), UnaryOp::logical_not, x, out, UnaryArgs{});
   return out;
 }
 
@@ -355,7 +355,7 @@ Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
   const DType rd = promote_types(a.dtype(), b.dtype());
   const DType cd = backend::compute_dtype_on(rd, a.device());
   Tensor out = make_tensor(shape, cd, a.device());
-  backend::where(expand(cond.detach(), shape), expand(to_dtype(a.detach(), cd), shape),
+  backend::call<prim::where>(out.device(), expand(cond.detach(), shape), expand(to_dtype(a.detach(), cd), shape),
              expand(to_dtype(b.detach(), cd), shape), out);
   if (cd != rd) out = to_dtype(out, rd);
   record(

@@ -5,13 +5,9 @@
 
 #include <limits>
 
-#include "cpu/hsoftmax.h"
 #include "ops/common.h"
 #include "ops/dispatch.h"
-#include "ops/hsoftmax_layout.h"
-#ifdef EMBER_WITH_CUDA
-#include "cuda/hsoftmax.h"
-#endif
+#include "prim/hsoftmax_layout.h"
 
 namespace ember {
 namespace {
@@ -98,8 +94,8 @@ HSoftmaxGrads nll_backward_impl(const Tensor& grad_loss, const Tensor& h, const 
   if (needs[1]) out.grad_weight = make_tensor(W.shape(), ad, dev);
   if (needs[2]) out.grad_bias = make_tensor(b.shape(), ad, dev);
   const Tensor table = contiguous(tree.table);
-  EMBER_BACKEND_CALL(hc, hsoftmax_nll_backward(gc, hc, Wc, bc, a.classes, table, dims_of(tree), out.grad_h,
-                                               out.grad_weight, out.grad_bias, a.N, a.D));
+  backend::call<prim::hsoftmax_nll_backward>(hc.device(), gc, hc, Wc, bc, a.classes, table, dims_of(tree), out.grad_h,
+                                               out.grad_weight, out.grad_bias, a.N, a.D);
   for (Tensor* t : {&out.grad_h, &out.grad_weight, &out.grad_bias})
     if (t->defined() && t->dtype() != h.dtype()) *t = to_dtype(*t, h.dtype());
   return out;
@@ -111,7 +107,7 @@ Tensor tree_backward_impl(const Tensor& grad_out, const Tensor& logits, const HS
   const Tensor g = prepared(grad_out, cd), z = prepared(logits, cd);
   Tensor out = make_tensor(logits.shape(), cd, dev);
   if (logits.size(0) > 0)
-    EMBER_BACKEND_CALL(z, hsoftmax_tree_backward(g, z, contiguous(tree.table), dims_of(tree), out, logits.size(0)));
+    backend::call<prim::hsoftmax_tree_backward>(z.device(), g, z, contiguous(tree.table), dims_of(tree), out, logits.size(0));
   return cd == logits.dtype() ? out : to_dtype(out, logits.dtype());
 }
 
@@ -129,8 +125,8 @@ Tensor hsoftmax_nll(const Tensor& h, const Tensor& W, const Tensor& b, const Ten
   const Tensor hc = prepared(h, cd), Wc = prepared(W, cd), bc = prepared(b, cd);
   Tensor loss = make_tensor({a.N}, cd, dev);
   if (a.N > 0)
-    EMBER_BACKEND_CALL(hc, hsoftmax_nll_forward(hc, Wc, bc, a.classes, contiguous(tree.table), dims_of(tree), loss,
-                                                a.N, a.D));
+    backend::call<prim::hsoftmax_nll_forward>(hc.device(), hc, Wc, bc, a.classes, contiguous(tree.table), dims_of(tree), loss,
+                                                a.N, a.D);
   if (cd != h.dtype()) loss = to_dtype(loss, h.dtype());
   record(
       op, {h, W, b}, {loss},
@@ -175,7 +171,7 @@ Tensor hsoftmax_tree_log_prob(const Tensor& logits, const HSoftmaxTree& tree) {
   const Tensor z = prepared(logits, cd);
   const int64_t M = logits.size(0);
   Tensor out = make_tensor({M, tree.num_classes}, cd, dev);
-  if (M > 0) EMBER_BACKEND_CALL(z, hsoftmax_tree_forward(z, contiguous(tree.table), dims_of(tree), out, M));
+  if (M > 0) backend::call<prim::hsoftmax_tree_forward>(z.device(), z, contiguous(tree.table), dims_of(tree), out, M);
   if (cd != logits.dtype()) out = to_dtype(out, logits.dtype());
   record(
       op, {logits}, {out},
@@ -204,8 +200,8 @@ HSoftmaxTopK hsoftmax_topk(const Tensor& h, const Tensor& W, const Tensor& b, in
   // Wider than every level is exhaustive already; the cap keeps the device scratch small.
   const int64_t eff_beam = std::min(beam, tree.num_nodes);
   if (a.N > 0)
-    EMBER_BACKEND_CALL(hc, hsoftmax_topk(hc, Wc, bc, contiguous(tree.table), dims_of(tree), k, eff_beam, r.values,
-                                         r.classes, a.N, a.D));
+    backend::call<prim::hsoftmax_topk>(hc.device(), hc, Wc, bc, contiguous(tree.table), dims_of(tree), k, eff_beam, r.values,
+                                         r.classes, a.N, a.D);
   if (cd != h.dtype()) r.values = to_dtype(r.values, h.dtype());
   return r;
 }

@@ -47,7 +47,7 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
   const DType cd = backend::compute_dtype_on(x.dtype(), x.device());
   Tensor xc = to_dtype(x.detach(), cd);
   Tensor out = make_tensor(idx.shape(), cd, x.device());
-  backend::gather(xc, dim, idx, out);
+  backend::call<prim::gather>(out.device(), xc, dim, idx, out);
   if (cd != x.dtype()) out = to_dtype(out, x.dtype());
   record(
       "gather", {x}, {out},
@@ -71,7 +71,7 @@ Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const T
   Tensor s = to_dtype(src.detach(), cd);
   for (int64_t d = 0; d < s.dim(); ++d) s = s.narrow(d, 0, idx.size(d));
   s = contiguous(s);
-  backend::scatter_add(out, dim, idx, s);
+  backend::call<prim::scatter_add>(out.device(), out, dim, idx, s);
   if (cd != self.dtype()) out = to_dtype(out, self.dtype());
   record(
       "scatter_add", {self, src}, {out},
@@ -102,7 +102,7 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
   Shape s = x.shape();
   s[dim] = idx.numel();
   Tensor out = make_tensor(s, x.dtype(), x.device(), "index_select");
-  backend::index_select(xc, dim, idx, out);
+  backend::call<prim::index_select>(out.device(), xc, dim, idx, out);
   record(
       "index_select", {x}, {out},
       [shape = x.shape(), dt = x.dtype(), dim](const Grads& g, const Grads& sv, const Needs&) {
@@ -128,7 +128,7 @@ Tensor index_add(const Tensor& self, int64_t dim, const Tensor& index, const Ten
               idx.numel(), " indices in dim ", dim, ")");
   const DType cd = backend::compute_dtype_on(self.dtype(), self.device());
   Tensor out = clone(to_dtype(self.detach(), cd));
-  backend::index_add(out, dim, idx, contiguous(to_dtype(source.detach(), cd)), alpha);
+  backend::call<prim::index_add>(out.device(), out, dim, idx, contiguous(to_dtype(source.detach(), cd)), alpha);
   if (cd != self.dtype()) out = to_dtype(out, self.dtype());
   record(
       "index_add", {self, source}, {out},
@@ -164,7 +164,7 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
   Shape s = indices.shape();
   s.push_back(num_classes);
   Tensor out = make_tensor(s, DType::i64, indices.device(), "one_hot");
-  backend::one_hot(idx, out, num_classes);
+  backend::call<prim::one_hot>(out.device(), idx, out, num_classes);
   return out;
 }
 

@@ -24,7 +24,7 @@ Tensor bmm_primitive(const Tensor& a, const Tensor& b) {
   const DType cd = backend::compute_dtype_on(rd, a.device());
   Tensor ai = gemm_ready(to_dtype(a.detach(), cd)), bi = gemm_ready(to_dtype(b.detach(), cd));
   Tensor out = detail::make_tensor({a.size(0), a.size(1), b.size(2)}, cd, a.device(), "bmm");
-  backend::bmm(ai, bi, out);
+  backend::call<prim::bmm>(out.device(), ai, bi, out, Tensor());
   if (cd != rd) out = to_dtype(out, rd);
   record(
       "matmul", {a, b}, {out},
@@ -136,7 +136,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   Tensor wt = gemm_ready(to_dtype(weight.detach(), cd).t().unsqueeze(0));
   Tensor b = bias.defined() ? contiguous(to_dtype(bias.detach(), cd)) : Tensor();
   Tensor out = detail::make_tensor({1, x3.size(1), outf}, cd, x.device(), "linear");
-  backend::bmm(x3, wt, out, b);
+  backend::call<prim::bmm>(out.device(), x3, wt, out, b);
   out = reshape(out, out_shape);
   if (cd != rd) out = to_dtype(out, rd);
   std::vector<Tensor> inputs = {x, weight};

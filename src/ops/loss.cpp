@@ -5,12 +5,8 @@
 
 #include <cmath>
 
-#include "cpu/loss.h"
 #include "ops/common.h"
 #include "ops/dispatch.h"
-#ifdef EMBER_WITH_CUDA
-#include "cuda/loss.h"
-#endif
 
 namespace ember {
 namespace {
@@ -85,8 +81,8 @@ Tensor cross_entropy_backward_impl(const Tensor& grad_loss, const Tensor& logits
   const Tensor wsum = a.weight.defined() && label_smoothing > 0 ? sum(a.weight) : Tensor();
   Tensor out = make_tensor({a.N, a.C}, cd, dev);
   if (a.N > 0)
-    EMBER_BACKEND_CALL(z, cross_entropy_backward(g, z, a.target, a.weight, wsum, lse, ignore_index, label_smoothing, out,
-                                            a.N, a.C));
+    backend::call<prim::cross_entropy_backward>(z.device(), g, z, a.target, a.weight, wsum, lse, ignore_index, label_smoothing, out,
+                                            a.N, a.C);
   return cd == logits.dtype() ? out : to_dtype(out, logits.dtype());
 }
 
@@ -122,8 +118,8 @@ CrossEntropyRows cross_entropy_rows(const Tensor& logits, const Tensor& target, 
   Tensor loss = make_tensor({a.N}, cd, dev);
   Tensor target_weight = make_tensor({a.N}, sd, dev), lse = make_tensor({a.N}, sd, dev);
   if (a.N > 0)
-    EMBER_BACKEND_CALL(z, cross_entropy_forward(z, a.target, a.weight, ignore_index, label_smoothing, loss, target_weight,
-                                           lse, a.N, a.C));
+    backend::call<prim::cross_entropy_forward>(z.device(), z, a.target, a.weight, ignore_index, label_smoothing, loss, target_weight,
+                                           lse, a.N, a.C);
   if (cd != logits.dtype()) loss = to_dtype(loss, logits.dtype());
   record(
       "cross_entropy", {logits}, {loss},

@@ -6,12 +6,8 @@
 #include <cmath>
 #include <optional>
 
-#include "cpu/norm.h"
 #include "ops/common.h"
 #include "ops/dispatch.h"
-#ifdef EMBER_WITH_CUDA
-#include "cuda/norm.h"
-#endif
 
 namespace ember {
 namespace {
@@ -70,7 +66,7 @@ LayerNormForward layer_norm_forward(const Tensor& x, const Shape& normalized_sha
   const Tensor xc = prepared(x, cd), wc = prepared(weight, cd), bc = prepared(bias, cd);
   Tensor out = make_tensor(x.shape(), cd, dev);
   Tensor mean = make_tensor(r.lead, sd, dev), rstd = make_tensor(r.lead, sd, dev);
-  if (r.M > 0) EMBER_BACKEND_CALL(xc, layer_norm_forward(xc, wc, bc, eps, out, mean, rstd, r.M, r.N));
+  if (r.M > 0) backend::call<prim::layer_norm_forward>(xc.device(), xc, wc, bc, eps, out, mean, rstd, r.M, r.N);
   if (cd != x.dtype()) out = to_dtype(out, x.dtype());
   return {out, mean, rstd};
 }
@@ -99,7 +95,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad_output, const Tensor& x, c
   if (needs[0]) out.grad_input = make_tensor(x.shape(), cd, dev);
   if (needs[1]) out.grad_weight = make_tensor(normalized_shape, cd, dev);
   if (needs[2]) out.grad_bias = make_tensor(normalized_shape, cd, dev);
-  EMBER_BACKEND_CALL(xc, layer_norm_backward(gc, xc, mc, rc, wc, out.grad_input, out.grad_weight, out.grad_bias, r.M, r.N));
+  backend::call<prim::layer_norm_backward>(xc.device(), gc, xc, mc, rc, wc, out.grad_input, out.grad_weight, out.grad_bias, r.M, r.N);
   if (cd != x.dtype())
     for (Tensor* t : {&out.grad_input, &out.grad_weight, &out.grad_bias})
       if (t->defined()) *t = to_dtype(*t, x.dtype());

@@ -47,14 +47,14 @@ Tensor reduce_raw(ReduceOp op, const Tensor& x, const std::vector<int64_t>& dims
     Shape kept(xc.shape().begin() + dims.size(), xc.shape().end());
     const int64_t M = numel_of(kept), R = xc.numel() / std::max<int64_t>(M, 1);
     out = make_tensor(kept, cd, x.device());
-    if (M > 0) backend::sum_cols(xc, out, R, M);
+    if (M > 0) backend::call<prim::sum_cols>(out.device(), xc, out, R, M);
   } else {
     Rows r = to_rows(xc, dims);
     EMBER_CHECK(r.R > 0 || op == ReduceOp::sum || op == ReduceOp::prod,
                 op == ReduceOp::max ? "amax" : "amin", "cannot reduce over an empty dim of shape ",
                 shape_str(x.shape()));
     out = make_tensor(r.kept, cd, x.device());
-    if (r.M > 0) backend::reduce_rows(op, r.data, out, r.M, r.R);
+    if (r.M > 0) backend::call<prim::reduce_rows>(out.device(), op, r.data, out, r.M, r.R);
   }
   return cd == rd ? out : to_dtype(out, rd);
 }
@@ -151,7 +151,7 @@ ValuesIndices arg_reduce(const char* name, bool is_max, const Tensor& x, int64_t
   Rows r = to_rows(to_dtype(x.detach(), cd), {d});
   Tensor values = make_tensor(r.kept, cd, x.device());
   Tensor indices = make_tensor(r.kept, DType::i64, x.device());
-  if (r.M > 0) backend::arg_reduce_rows(is_max, r.data, values, indices, r.M, r.R);
+  if (r.M > 0) backend::call<prim::arg_reduce_rows>(values.device(), is_max, r.data, values, indices, r.M, r.R);
   if (cd != rd) values = to_dtype(values, rd);
   if (keepdim) {
     values = values.unsqueeze(d);
@@ -199,7 +199,7 @@ Tensor softmax_impl(const char* name, bool log, const Tensor& x, int64_t dim) {
   const DType cd = backend::compute_dtype_on(x.dtype(), x.device());
   Rows r = to_rows(to_dtype(x.detach(), cd), {d});
   Tensor out_rows = make_tensor(r.data.shape(), cd, x.device());
-  if (r.M > 0 && r.R > 0) backend::softmax_rows(log, r.data, out_rows, r.M, r.R);
+  if (r.M > 0 && r.R > 0) backend::call<prim::softmax_rows>(out_rows.device(), log, r.data, out_rows, r.M, r.R);
   // Undo the move of `d` to the end as a view.
   Shape perm(x.dim());
   std::iota(perm.begin(), perm.end(), 0);

@@ -7,12 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "cpu/rnn.h"
 #include "ops/common.h"
 #include "ops/dispatch.h"
-#ifdef EMBER_WITH_CUDA
-#include "cuda/rnn.h"
-#endif
 
 namespace ember {
 namespace {
@@ -105,7 +101,7 @@ Dims check_recurrence(const char* op, const Tensor& gx, const Tensor& w_hh, cons
 Tensor fresh_state(const Tensor& s, int64_t N, int64_t H, DType dt, Device dev) {
   Tensor out = make_tensor({N, H}, dt, dev);
   if (s.defined()) backend::copy(s.detach(), out);
-  else backend::fill(out, 0.0);
+  else backend::call<prim::fill>(out.device(), out, 0.0);
   return out;
 }
 
@@ -152,8 +148,8 @@ RNNRecurrenceForward rnn_recurrence_forward(const Tensor& gates_x, const Tensor&
     f.h_prev = make_tensor({d.T, d.N, d.H}, cd, dev);
   }
   const Tensor len = lengths_on(lengths, dev);
-  EMBER_BACKEND_CALL(gx, rnn_forward(opts.mode, opts.reverse, gx, w, b, len, f.output, f.h_n, f.c_n, f.workspace,
-                                     f.h_prev, dt));
+  backend::call<prim::rnn_forward>(gx.device(), opts.mode, opts.reverse, gx, w, b, len, f.output, f.h_n, f.c_n, f.workspace,
+                                     f.h_prev, dt);
   f.output = back_to(f.output, dt);
   f.h_n = back_to(f.h_n, dt);
   f.c_n = back_to(f.c_n, dt);
@@ -199,7 +195,7 @@ RNNRecurrenceGrads rnn_recurrence_backward(const Tensor& grad_output, const Tens
   // gradient is the gates' gradient, so one buffer serves both.
   Tensor dgh = (opts.mode != RNNMode::gru && !opts.reverse) ? dgx : make_tensor({T, N, G * H}, cd, dev);
   const Tensor len = lengths_on(lengths, dev);
-  EMBER_BACKEND_CALL(go, rnn_backward(opts.mode, opts.reverse, go, w, ws, hp, len, dh, dc, dgx, dgh, dt));
+  backend::call<prim::rnn_backward>(go.device(), opts.mode, opts.reverse, go, w, ws, hp, len, dh, dc, dgx, dgh, dt);
   if (needs[1]) r.grad_w_hh = back_to(matmul(dgh.view({T * N, G * H}).t(), hp.view({T * N, H})), dt);
   if (needs[2]) r.grad_b_hh = back_to(sum(dgh, {0, 1}), dt);
   if (needs[0]) r.grad_gates_x = back_to(dgx, dt);

@@ -1,16 +1,13 @@
-// The fused kernels' dispatcher (src/optim/fused.h): groups records by (device, dtype) and
-// hands each group to the CPU or the CUDA backend in one call.
+// The fused updates (src/optim/fused.h): groups records by (device, dtype) and runs each group
+// through its primitive on that device's backend, in one call.
 #include "optim/fused.h"
 
 #include <cmath>
 #include <utility>
 
-#include "cpu/optim.h"
 #include "ember/core/error.h"
 #include "ember/ops/ops.h"
-#ifdef EMBER_WITH_CUDA
-#include "cuda/optim.h"
-#endif
+#include "ops/dispatch.h"
 
 namespace ember::optim::fused {
 namespace {
@@ -41,38 +38,16 @@ std::vector<Bucket<Args>> bucket_by_device_dtype(const std::vector<Item>& items)
   return out;
 }
 
-[[noreturn, maybe_unused]] void no_cuda(const char* op, Device d) {
-  EMBER_FAIL(op, "tensors on ", d, " but this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)");
-}
-
 }  // namespace
 
 void sgd_step(const std::vector<SGDItem>& items) {
-  for (const auto& b : bucket_by_device_dtype<SGDItem, SGDArgs>(items)) {
-    if (b.device.is_host_memory()) {  // the CPU and the stand-in device
-      cpu::sgd_step(b.dtype, b.args);
-    } else {
-#ifdef EMBER_WITH_CUDA
-      cuda::sgd_step(b.device.index, b.dtype, b.args);
-#else
-      no_cuda("SGD", b.device);
-#endif
-    }
-  }
+  for (const auto& b : bucket_by_device_dtype<SGDItem, SGDArgs>(items))
+    backend::call<prim::sgd_step>(b.device, b.device, b.dtype, b.args);
 }
 
 void adam_step(const std::vector<AdamItem>& items, bool decoupled) {
-  for (const auto& b : bucket_by_device_dtype<AdamItem, AdamArgs>(items)) {
-    if (b.device.is_host_memory()) {  // the CPU and the stand-in device
-      cpu::adam_step(b.dtype, decoupled, b.args);
-    } else {
-#ifdef EMBER_WITH_CUDA
-      cuda::adam_step(b.device.index, b.dtype, decoupled, b.args);
-#else
-      no_cuda(decoupled ? "AdamW" : "Adam", b.device);
-#endif
-    }
-  }
+  for (const auto& b : bucket_by_device_dtype<AdamItem, AdamArgs>(items))
+    backend::call<prim::adam_step>(b.device, b.device, b.dtype, decoupled, b.args);
 }
 
 namespace {
@@ -94,30 +69,9 @@ std::vector<GradBucket> bucket_grads(const std::vector<Tensor>& grads) {
 
 Tensor clip_grad_norm(Device device, const std::vector<Tensor>& grads, double norm_type, double max_norm,
                       DType out_dtype, bool scale) {
-  const std::vector<GradBucket> buckets = bucket_grads(grads);
-  if (device.is_cuda()) {
-#ifdef EMBER_WITH_CUDA
-    Tensor norm = empty({}, TensorOptions(out_dtype).with_device(device));
-    cuda::clip_grad_norm(device.index, buckets, norm_type, max_norm, norm, scale);
-    return norm;
-#else
-    no_cuda("clip_grad_norm_", device);
-#endif
-  }
-  const bool is_inf = std::isinf(norm_type);
-  double total = 0.0;
-  for (const GradBucket& b : buckets) {
-    const double part = cpu::grad_norm_accumulate(b.dtype, b.grads, norm_type);
-    total = is_inf ? ((std::isnan(total) || total > part) ? total : part) : total + part;
-  }
-  double norm = total;
-  if (!is_inf && norm_type == 2.0) norm = std::sqrt(total);
-  else if (!is_inf && norm_type != 1.0) norm = std::pow(total, 1.0 / norm_type);
-  double factor = max_norm / (norm + 1e-6);
-  if (factor > 1.0) factor = 1.0;  // clamp(max=1); NaN stays NaN
-  if (scale && !(factor == 1.0))   // multiplying by exactly 1 changes nothing
-    for (const GradBucket& b : buckets) cpu::scale_grads(b.dtype, b.grads, factor);
-  return scalar_tensor(norm, TensorOptions(out_dtype).with_device(device));
+  Tensor norm = empty({}, TensorOptions(out_dtype).with_device(device));
+  backend::call<prim::clip_grad_norm>(device, device, bucket_grads(grads), norm_type, max_norm, norm, scale);
+  return norm;
 }
 
 void clamp_grads(const std::vector<Tensor>& grads, double clip_value) {
@@ -132,17 +86,7 @@ void clamp_grads(const std::vector<Tensor>& grads, double clip_value) {
     }
     b->second.grads.push_back({g.data_ptr(), g.numel()});
   }
-  for (const auto& [device, b] : buckets) {
-    if (device.is_host_memory()) {
-      cpu::clamp_grads(b.dtype, b.grads, clip_value);
-    } else {
-#ifdef EMBER_WITH_CUDA
-      cuda::clamp_grads(device.index, b.dtype, b.grads, clip_value);
-#else
-      no_cuda("clip_grad_value_", device);
-#endif
-    }
-  }
+  for (const auto& [device, b] : buckets) backend::call<prim::clamp_grads>(device, device, b.dtype, b.grads, clip_value);
 }
 
 }  // namespace ember::optim::fused

@@ -1,50 +1,19 @@
-// The fused multi-tensor kernels behind the optimizers and gradient clipping: their argument
-// records (shared by the CPU backend, src/cpu/optim.cpp, and the CUDA one, kernels/optim.cu)
-// and the dispatcher that groups tensors by (device, dtype) and calls the right backend.
-//
-// Contract of every record: pointers to contiguous memory of `numel` elements. The parameter
-// and gradient have the call's dtype (f32 f64 f16 bf16); state buffers are f64 for f64
-// parameters and f32 otherwise. Per-tensor hyper-parameters are doubles; kernels compute in
-// double for f64 parameters and in float otherwise.
+// The fused multi-tensor updates behind the optimizers and gradient clipping: groups the
+// records (prim/optim_records.h) by (device, dtype) and runs each group through its primitive
+// (prim/primitives.h) on the backend of that device.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "ember/core/tensor.h"
+#include "prim/optim_records.h"
 
 namespace ember::optim::fused {
 
-struct SGDArgs {
-  void* param;
-  const void* grad;
-  void* momentum_buffer;  // null when momentum == 0
-  int64_t numel;
-  double lr, weight_decay, momentum, dampening;
-  int nesterov;  // 0 / 1
-  int first;     // 1: the buffer is new; it becomes the gradient (no dampening)
-};
-
-struct AdamArgs {
-  void* param;
-  const void* grad;
-  void* exp_avg;
-  void* exp_avg_sq;
-  void* max_exp_avg_sq;  // null unless amsgrad
-  int64_t numel;
-  double lr, weight_decay, beta1, beta2, eps;
-  double step_size;              // lr / (1 - beta1^t)
-  double bias_correction2_sqrt;  // sqrt(1 - beta2^t)
-};
-
-struct GradArgs {
-  void* grad;
-  int64_t numel;
-};
-// Gradients of one dtype.
-struct GradBucket {
-  DType dtype;
-  std::vector<GradArgs> grads;
-};
+using prim::AdamArgs;
+using prim::GradArgs;
+using prim::GradBucket;
+using prim::SGDArgs;
 
 // One fused update: `tensors[i]` pairs a record with the parameter it updates (whose device
 // and dtype pick the backend and instantiation). Records are grouped by (device, dtype).

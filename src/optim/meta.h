@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
-#include "ember/io/state_dict.h"
-#include "io/untrusted_text.h"
+#include "ember/core/state_dict.h"
+#include "core/untrusted_text.h"
 
 namespace ember::optim::meta {
 

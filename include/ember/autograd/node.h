@@ -93,7 +93,13 @@ class AccumulateGrad : public Node {
   std::shared_ptr<TensorImpl> leaf_;
 };
 
-// Accumulates g into grad (grad += g) with a shape check naming both shapes.
+// The one rule for a gradient of a tensor (shape, dtype, device), applied wherever gradients
+// are summed (the engine's buffers, AccumulateGrad, add_grad): shape and device must match
+// exactly and the gradient must be a float tensor (else an ember::Error naming `where`, both
+// shapes, dtypes and devices); a float gradient of another dtype (a bf16 gradient of an f32
+// parameter under autocast) is converted to the tensor's dtype. Returns it in that dtype.
+Tensor conform_grad(const Tensor& g, const Shape& shape, DType dtype, Device device, const std::string& where);
+// grad += conform_grad(g, ...grad's shape, dtype, device...).
 void add_grad(Tensor& grad, const Tensor& g, const char* where);
 
 // --- helpers ops use to record themselves ----------------------------------------------------

@@ -19,7 +19,7 @@
 #include "ember/core/device.h"
 #include "ember/core/dtype.h"
 #include "ember/core/tensor.h"
-#include "ember/io/state_dict.h"
+#include "ember/core/state_dict.h"
 
 namespace ember::nn {
 

@@ -23,7 +23,7 @@
 namespace ember {
 
 struct HSoftmaxTree {
-  Tensor table;  // packed i32 tables (layout: src/ops/hsoftmax_layout.h), on W's device
+  Tensor table;  // packed i32 tables (layout: src/prim/hsoftmax_layout.h), on W's device
   int64_t num_classes = 0, num_nodes = 0, num_rows = 0;
   int64_t max_depth = 0;  // internal nodes on the longest path
   int64_t max_arity = 0;  // most children of one node

@@ -24,10 +24,9 @@
 #include <cstdint>
 
 #include "ember/core/tensor.h"
+#include "ember/prim/rnn_mode.h"
 
 namespace ember {
-
-enum class RNNMode { rnn_tanh, rnn_relu, lstm, gru };
 
 // Gate blocks per mode: 1, 1, 4, 3.
 int64_t rnn_gate_count(RNNMode mode);

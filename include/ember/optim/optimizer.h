@@ -31,7 +31,7 @@
 #include <vector>
 
 #include "ember/core/tensor.h"
-#include "ember/io/state_dict.h"
+#include "ember/core/state_dict.h"
 
 namespace ember::optim {
 

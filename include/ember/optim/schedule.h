@@ -15,7 +15,7 @@
 #include <string>
 #include <vector>
 
-#include "ember/io/state_dict.h"
+#include "ember/core/state_dict.h"
 #include "ember/optim/optimizer.h"
 
 namespace ember::optim {

@@ -4,7 +4,7 @@
 #pragma once
 #include <cmath>
 
-#include "ops/elementwise_math.h"  // EMBER_HD
+#include "core/host_device.h"
 
 namespace ember::optim_math {
 

@@ -20,7 +20,7 @@
 #pragma once
 #include <cstdint>
 
-#include "ops/elementwise_math.h"  // EMBER_HD
+#include "core/host_device.h"
 
 namespace ember::hs {
 

@@ -6,11 +6,8 @@
 #include <limits>
 #include <type_traits>
 
-#ifdef __CUDACC__
-#define EMBER_HD __host__ __device__ __forceinline__
-#else
-#define EMBER_HD inline
-#endif
+#include "core/host_device.h"
+
 
 namespace ember {
 

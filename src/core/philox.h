@@ -5,10 +5,12 @@
 #include <cmath>
 #include <cstdint>
 
-#include "ops/elementwise_math.h"  // EMBER_HD
-#include "ops/kinds.h"
+#include "core/host_device.h"
 
 namespace ember {
+
+// What random_fill draws from the stream.
+enum class RandomKind : uint8_t { uniform, normal, bernoulli, randint };
 
 struct PhiloxBlock {
   uint32_t v[4];
@@ -48,7 +50,7 @@ EMBER_HD double random_value(RandomKind kind, const PhiloxBlock& r, int lane, do
       // An explicit fma, not a + (b - a) * u: compilers contract that expression differently
       // per target (nvcc always, GCC with -march=native on FMA hardware), fma is one rounding
       // everywhere, so both devices give the same bits.
-      return fma(b - a, static_cast<double>(philox_uniform01(r.v[lane])), a);
+      return std::fma(b - a, static_cast<double>(philox_uniform01(r.v[lane])), a);
     case RandomKind::bernoulli: return philox_uniform01(r.v[lane]) < a ? 1.0 : 0.0;
     case RandomKind::randint: {
       const uint64_t span = static_cast<uint64_t>(b - a);
@@ -60,9 +62,9 @@ EMBER_HD double random_value(RandomKind kind, const PhiloxBlock& r, int lane, do
       const int base = lane & ~1;
       const double u1 = (static_cast<double>(r.v[base]) + 1.0) / 4294967296.0;  // (0, 1]
       const double u2 = static_cast<double>(r.v[base + 1]) / 4294967296.0;
-      const double rad = sqrt(-2.0 * log(u1));
+      const double rad = std::sqrt(-2.0 * std::log(u1));
       const double th = 6.283185307179586 * u2;
-      return a + b * rad * ((lane & 1) ? sin(th) : cos(th));
+      return a + b * rad * ((lane & 1) ? std::sin(th) : std::cos(th));
     }
   }
   return 0.0;

@@ -6,6 +6,5 @@
 namespace ember {
 
 enum class ReduceOp : uint8_t { sum, prod, max, min };
-enum class RandomKind : uint8_t { uniform, normal, bernoulli, randint };
 
 }  // namespace ember
