@@ -158,14 +158,6 @@ T saturate_to(double v) {
   return static_cast<T>(v);
 }
 
-const char* unary_name(UnaryOp op) {
-  static const char* const names[] = {"neg",  "exp",  "log",   "log1p", "sqrt",       "rsqrt",
-                                      "abs",  "tanh", "sigmoid", "relu", "gelu",      "silu",
-                                      "clamp", "pow_scalar", "logical_not", "gelu_grad"};
-  const auto i = static_cast<size_t>(op);
-  return i < sizeof(names) / sizeof(names[0]) ? names[i] : "?";
-}
-
 template <class D, class S>
 void launch_convert(cudaStream_t stream, const Tensor& src, const Tensor& dst) {
   if constexpr (!std::is_same_v<D, S>)  // same dtypes never get here (see copy)
@@ -227,14 +219,12 @@ void unary(UnaryOp op, const Tensor& x, const Tensor& out, UnaryArgs args) {
   const DType dt = x.dtype();
   if (dt == DType::boolean) {
     EMBER_CHECK(op == UnaryOp::logical_not, "unary", "bool tensors support only logical_not here, got ",
-                unary_name(op));
+                unary_op_name(op));
     launch_map("unary", scope.stream, out.shape(), LogicalNotFn{}, operand<bool>(out), operand<const bool>(x));
     return;
   }
   if (is_integral(dt)) {
-    EMBER_CHECK(op == UnaryOp::neg || op == UnaryOp::abs || op == UnaryOp::relu || op == UnaryOp::clamp ||
-                    op == UnaryOp::pow_scalar || op == UnaryOp::logical_not,
-                "unary", unary_name(op), " needs a float tensor on CUDA, got ", dt);
+    EMBER_CHECK(unary_int_ok(op), "unary", unary_op_name(op), " needs a float tensor on CUDA, got ", dt);
     auto run = [&](auto tag) {
       using T = decltype(tag);
       const IntUnaryFn<T> f{op, saturate_to<T>(args.a), saturate_to<T>(args.b), args};

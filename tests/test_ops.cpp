@@ -55,21 +55,21 @@ std::vector<OpCase> elementwise_cases() {
       {"where", bin,
        [](const V& x) {
          Shape s = broadcast_shapes(x[0].shape(), x[1].shape(), "test");
-         return where(ember_test::random_mask(s, 11), x[0], x[1]);
+         return where(ember_test::random_mask(s, 11).to(x[0].device()), x[0], x[1]);
        },
        lp},
       {"where_broadcast_cond", bin,
        [](const V& x) {  // cond (last dim) broadcasts against both branches
          Shape s = broadcast_shapes(x[0].shape(), x[1].shape(), "test");
          Shape cs = s.empty() ? Shape{} : Shape{s.back()};
-         return where(ember_test::random_mask(cs, 12), x[0], x[1]);
+         return where(ember_test::random_mask(cs, 12).to(x[0].device()), x[0], x[1]);
        },
        lp},
-      {"masked_fill", un, [](const V& x) { return masked_fill(x[0], ember_test::random_mask(x[0].shape(), 13), -2.5); }, lp},
+      {"masked_fill", un, [](const V& x) { return masked_fill(x[0], ember_test::random_mask(x[0].shape(), 13).to(x[0].device()), -2.5); }, lp},
       {"masked_fill_broadcast", un,
        [](const V& x) {  // mask over the last dim only
          Shape ms = x[0].dim() == 0 ? Shape{} : Shape{x[0].size(-1)};
-         return masked_fill(x[0], ember_test::random_mask(ms, 14), 0.75);
+         return masked_fill(x[0], ember_test::random_mask(ms, 14).to(x[0].device()), 0.75);
        },
        lp},
       // operator sugar and scalar forms (composites: intermediate rounding, so no low-precision mode)
@@ -149,37 +149,37 @@ std::vector<OpCase> indexing_cases() {
   std::vector<ShapeSet> g2 = {{"(4, 5)", {{4, 5}}}, {"prime (7, 13)", {{7, 13}}}, {"size-1 (1, 6)", {{1, 6}}}};
   return {
       {"gather_dim1", g2,
-       [](const V& x) { return gather(x[0], 1, ember_test::random_index(x[0].size(1), {x[0].size(0), 3}, 21)); }},
+       [](const V& x) { return gather(x[0], 1, ember_test::random_index(x[0].size(1), {x[0].size(0), 3}, 21).to(x[0].device())); }},
       {"gather_dim0", g2,
-       [](const V& x) { return gather(x[0], 0, ember_test::random_index(x[0].size(0), {5, x[0].size(1)}, 22)); }},
+       [](const V& x) { return gather(x[0], 0, ember_test::random_index(x[0].size(0), {5, x[0].size(1)}, 22).to(x[0].device())); }},
       {"index_select_dim0", g2,
        [](const V& x) {
          int64_t n = x[0].size(0);  // repeats on purpose: gradients must accumulate
-         return index_select(x[0], 0, from_vector<int64_t>({n - 1, 0, (n - 1) / 2, n - 1}, {4}));
+         return index_select(x[0], 0, from_vector<int64_t>({n - 1, 0, (n - 1) / 2, n - 1}, {4}).to(x[0].device()));
        }},
       {"index_select_dim1", g2,
-       [](const V& x) { return index_select(x[0], 1, ember_test::random_index(x[0].size(1), {7}, 23)); }},
+       [](const V& x) { return index_select(x[0], 1, ember_test::random_index(x[0].size(1), {7}, 23).to(x[0].device())); }},
       {"embedding", {{"(7, 3)", {{7, 3}}}, {"(13, 5)", {{13, 5}}}, {"size-1 (1, 4)", {{1, 4}}}},
        [](const V& x) {
          int64_t n = x[0].size(0);
          std::vector<int64_t> idx = {0, 6, 2, 2, 5, 0, 1, 3};
          for (int64_t& i : idx) i %= n;
-         return embedding(x[0], from_vector<int64_t>(idx, {2, 4}));
+         return embedding(x[0], from_vector<int64_t>(idx, {2, 4}).to(x[0].device()));
        }},
       {"embedding_1d_index", one("(6, 4)", {{6, 4}}),
-       [](const V& x) { return embedding(x[0], from_vector<int64_t>({5, 1, 1}, {3})); }},
+       [](const V& x) { return embedding(x[0], from_vector<int64_t>({5, 1, 1}, {3}).to(x[0].device())); }},
       {"scatter_add", {{"(4, 5) src (4, 3)", {{4, 5}, {4, 3}}}, {"(7, 13) src (7, 13)", {{7, 13}, {7, 13}}}},
        [](const V& x) {
-         return scatter_add(x[0], 1, ember_test::random_index(x[0].size(1), x[1].shape(), 24), x[1]);
+         return scatter_add(x[0], 1, ember_test::random_index(x[0].size(1), x[1].shape(), 24).to(x[0].device()), x[1]);
        }},
       {"scatter_add_dim0", one("(3, 4) src (6, 4)", {{3, 4}, {6, 4}}),
        [](const V& x) {
-         return scatter_add(x[0], 0, ember_test::random_index(x[0].size(0), x[1].shape(), 25), x[1]);
+         return scatter_add(x[0], 0, ember_test::random_index(x[0].size(0), x[1].shape(), 25).to(x[0].device()), x[1]);
        }},
       {"index_add", {{"(5, 3) src (4, 3)", {{5, 3}, {4, 3}}}, {"(7, 2) src (4, 2)", {{7, 2}, {4, 2}}}},
-       [](const V& x) { return index_add(x[0], 0, from_vector<int64_t>({0, 2, 2, 4}, {4}), x[1], 0.7); }},
+       [](const V& x) { return index_add(x[0], 0, from_vector<int64_t>({0, 2, 2, 4}, {4}).to(x[0].device()), x[1], 0.7); }},
       {"index_add_dim1", one("(3, 6) src (3, 4)", {{3, 6}, {3, 4}}),
-       [](const V& x) { return index_add(x[0], 1, from_vector<int64_t>({5, 1, 1, 0}, {4}), x[1]); }},
+       [](const V& x) { return index_add(x[0], 1, from_vector<int64_t>({5, 1, 1, 0}, {4}).to(x[0].device()), x[1]); }},
   };
 }
 
@@ -268,6 +268,18 @@ TEST_SUITE("ops") {
   TEST_CASE("op harness: joining, splitting, padding, dropout") { ember_test::run_cases(join_cases()); }
   TEST_CASE("op harness: views and copies") { ember_test::run_cases(view_cases()); }
 
+  // The same rows in the devices mode: every available device (the stand-in fake:0, and cuda:0
+  // on a GPU) against the CPU; elementwise rows in every float dtype. A new op's one row here
+  // is its gradcheck, layout, low-precision and device test (docs/adding-an-op.md).
+  TEST_CASE("op harness: every row on every device") {
+    const ember_test::RunOptions on_devices{.mode = ember_test::Mode::devices, .tag = "table"};
+    for (auto cases : {elementwise_cases(), reduction_cases(), linalg_cases(), indexing_cases(), join_cases(),
+                       view_cases()}) {
+      for (OpCase& c : cases)
+        if (c.flags & kLowPrecision) c.dtypes = {DType::f32, DType::f64, DType::f16, DType::bf16};
+      ember_test::run_cases(cases, on_devices);
+    }
+  }
   TEST_CASE("op harness: EMBER_TEST_OP filter") {
     // The filter reads the environment on each call; only check it when nothing is set.
     if (!std::getenv("EMBER_TEST_OP")) {

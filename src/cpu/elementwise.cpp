@@ -146,15 +146,9 @@ template <class T>
 void unary_typed(UnaryOp op, const Tensor& x, const Tensor& out, UnaryArgs p) {
   if (unary_vectorised<T>(op, x, out)) return;
   // One loop per op so the op is a constant inside the loop and the switch folds away.
-#define EMBER_UNARY_CASE(OP) \
+#define EMBER_UNARY_CASE(OP, ...) \
   case UnaryOp::OP: unary_loop<T>(x, out, [p](T v) { return unary_apply<T>(UnaryOp::OP, v, p); }); break;
-  switch (op) {
-    EMBER_UNARY_CASE(neg) EMBER_UNARY_CASE(exp) EMBER_UNARY_CASE(log) EMBER_UNARY_CASE(log1p)
-    EMBER_UNARY_CASE(sqrt) EMBER_UNARY_CASE(rsqrt) EMBER_UNARY_CASE(abs) EMBER_UNARY_CASE(tanh)
-    EMBER_UNARY_CASE(sigmoid) EMBER_UNARY_CASE(relu) EMBER_UNARY_CASE(gelu) EMBER_UNARY_CASE(silu)
-    EMBER_UNARY_CASE(clamp) EMBER_UNARY_CASE(pow_scalar) EMBER_UNARY_CASE(logical_not)
-    EMBER_UNARY_CASE(gelu_grad)
-  }
+  switch (op) { EMBER_UNARY_OPS(EMBER_UNARY_CASE) }
 #undef EMBER_UNARY_CASE
 }
 
@@ -186,13 +180,7 @@ void binary_typed(BinaryOp op, const Tensor& a, const Tensor& b, const Tensor& o
   case BinaryOp::OP: binary_loop<T, T>(a, b, out, [al](T x, T y) { return binary_apply<T>(BinaryOp::OP, x, y, al); }); break;
 #define EMBER_COMPARE_CASE(OP) \
   case BinaryOp::OP: binary_loop<T, bool>(a, b, out, [](T x, T y) { return compare_apply<T>(BinaryOp::OP, x, y); }); break;
-  switch (op) {
-    EMBER_BINARY_CASE(add) EMBER_BINARY_CASE(sub) EMBER_BINARY_CASE(mul) EMBER_BINARY_CASE(div)
-    EMBER_BINARY_CASE(pow) EMBER_BINARY_CASE(maximum) EMBER_BINARY_CASE(minimum)
-    EMBER_COMPARE_CASE(eq) EMBER_COMPARE_CASE(ne) EMBER_COMPARE_CASE(lt) EMBER_COMPARE_CASE(le)
-    EMBER_COMPARE_CASE(gt) EMBER_COMPARE_CASE(ge) EMBER_COMPARE_CASE(logical_and)
-    EMBER_COMPARE_CASE(logical_or)
-  }
+  switch (op) { EMBER_BINARY_ARITH_OPS(EMBER_BINARY_CASE) EMBER_BINARY_COMPARE_OPS(EMBER_COMPARE_CASE) }
 #undef EMBER_BINARY_CASE
 #undef EMBER_COMPARE_CASE
 }

@@ -11,19 +11,53 @@
 
 namespace ember {
 
-enum class UnaryOp : uint8_t {
-  neg, exp, log, log1p, sqrt, rsqrt, abs, tanh, sigmoid, relu, gelu, silu, clamp, pow_scalar,
-  logical_not, gelu_grad  // d gelu(x) / dx
-};
+// The op lists, each written once: the enums, the names, and both backends' per-op kernel
+// instantiations (src/cpu/elementwise.cpp, kernels/elementwise.cu) expand them, so a new op is
+// one entry here plus its case in unary_apply / binary_apply / compare_apply below.
+// X(name, int_ok): int_ok says the op is defined on integer tensors too (the others turn
+// integers into f32 first: unary_result in src/ops/elementwise.cpp).
+#define EMBER_UNARY_OPS(X)                                                                       \
+  X(neg, true) X(exp, false) X(log, false) X(log1p, false) X(sqrt, false) X(rsqrt, false)         \
+  X(abs, true) X(tanh, false) X(sigmoid, false) X(relu, true) X(gelu, false) X(silu, false)       \
+  X(clamp, true) X(pow_scalar, true) X(logical_not, true) X(gelu_grad, false) /* d gelu / dx */
+// Arithmetic (result in the operands' dtype) and comparisons (result bool).
+#define EMBER_BINARY_ARITH_OPS(X) X(add) X(sub) X(mul) X(div) X(pow) X(maximum) X(minimum)
+#define EMBER_BINARY_COMPARE_OPS(X) X(eq) X(ne) X(lt) X(le) X(gt) X(ge) X(logical_and) X(logical_or)
 
-enum class BinaryOp : uint8_t {
-  add, sub, mul, div, pow, maximum, minimum, eq, ne, lt, le, gt, ge, logical_and, logical_or
-};
+#define EMBER_ENUMERATOR_(name, ...) name,
+enum class UnaryOp : uint8_t { EMBER_UNARY_OPS(EMBER_ENUMERATOR_) };
+enum class BinaryOp : uint8_t { EMBER_BINARY_ARITH_OPS(EMBER_ENUMERATOR_) EMBER_BINARY_COMPARE_OPS(EMBER_ENUMERATOR_) };
+#undef EMBER_ENUMERATOR_
 
-constexpr bool is_comparison(BinaryOp op) {
-  return op == BinaryOp::eq || op == BinaryOp::ne || op == BinaryOp::lt || op == BinaryOp::le ||
-         op == BinaryOp::gt || op == BinaryOp::ge || op == BinaryOp::logical_and ||
-         op == BinaryOp::logical_or;
+EMBER_HD const char* unary_op_name(UnaryOp op) {
+  switch (op) {
+#define EMBER_NAME_CASE_(name, ...) \
+  case UnaryOp::name: return #name;
+    EMBER_UNARY_OPS(EMBER_NAME_CASE_)
+#undef EMBER_NAME_CASE_
+  }
+  return "?";
+}
+
+// Whether the op is defined on integer tensors (int_ok above).
+EMBER_HD bool unary_int_ok(UnaryOp op) {
+  switch (op) {
+#define EMBER_INT_CASE_(name, int_ok) \
+  case UnaryOp::name: return int_ok;
+    EMBER_UNARY_OPS(EMBER_INT_CASE_)
+#undef EMBER_INT_CASE_
+  }
+  return false;
+}
+
+EMBER_HD bool is_comparison(BinaryOp op) {
+  switch (op) {
+#define EMBER_COMPARE_CASE_(name) \
+  case BinaryOp::name: return true;
+    EMBER_BINARY_COMPARE_OPS(EMBER_COMPARE_CASE_)
+#undef EMBER_COMPARE_CASE_
+    default: return false;
+  }
 }
 
 // Parameters a unary op may need (clamp bounds, exponent).
