@@ -107,6 +107,9 @@ TEST_SUITE("forward") {
         {"clamp", [](const Tensor& t) { return clamp(t, -0.5, 0.8); },
          [](double v) { return std::min(std::max(v, -0.5), 0.8); }, false},
         {"pow3", [](const Tensor& t) { return pow(t, 3.0); }, [](double v) { return v * v * v; }, false},
+        {"erf", [](const Tensor& t) { return erf(t); }, [](double v) { return std::erf(v); }, false},
+        {"expm1", [](const Tensor& t) { return expm1(t); }, [](double v) { return std::expm1(v); }, false},
+        {"softplus", [](const Tensor& t) { return softplus(t); }, [](double v) { return std::log1p(std::exp(v)); }, false},
     };
     for (const U& u : table) {
       CAPTURE(u.name);
@@ -121,6 +124,8 @@ TEST_SUITE("forward") {
         check_tensor(out, {7, 5}, want, dt == DType::f64 ? 1e-12 : 1e-5, dt == DType::f64 ? 1e-12 : 1e-6);
       }
     }
+    // softplus stays finite where e^x overflows f32 (e^100), and is e^x to rounding far below 0.
+    check_tensor(softplus(tensor({100.0, -100.0, 0.0})), {3}, {100.0, std::exp(-100.0), std::log(2.0)}, 1e-6, 1e-30);
     check_tensor(clamp(tensor({-3, 0.5, 3}), std::nullopt, 1.0), {3}, {-3, 0.5, 1});
     check_tensor(clamp(tensor({-3, 0.5, 3}), -1.0, std::nullopt), {3}, {-1, 0.5, 3});
   }

@@ -248,6 +248,26 @@ Tensor log1p(const Tensor& x) {
                      },
                      true, false);
 }
+Tensor erf(const Tensor& x) {
+  return unary_float("erf", UnaryOp::erf, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {  // 2/sqrt(pi) e^(-x^2)
+                       const Tensor& v = s[0];
+                       return Grads{mul(g[0], mul(exp(neg(mul(v, v))), scalar_of(1.12837916709551257390, v)))};
+                     },
+                     true, false);
+}
+Tensor expm1(const Tensor& x) {
+  return unary_float("expm1", UnaryOp::expm1, x,
+                     [](const Grads& g, const Grads& s, const Needs&) {  // e^x = expm1(x) + 1
+                       return Grads{mul(g[0], add(s[0], scalar_of(1, s[0])))};
+                     },
+                     false, true);
+}
+Tensor softplus(const Tensor& x) {
+  return unary_float("softplus", UnaryOp::softplus, x,
+                     [](const Grads& g, const Grads& s, const Needs&) { return Grads{mul(g[0], sigmoid(s[0]))}; },
+                     true, false);
+}
 Tensor sqrt(const Tensor& x) {
   return unary_float("sqrt", UnaryOp::sqrt, x,
                      [](const Grads& g, const Grads& s, const Needs&) {

@@ -19,7 +19,8 @@ namespace ember {
 #define EMBER_UNARY_OPS(X)                                                                       \
   X(neg, true) X(exp, false) X(log, false) X(log1p, false) X(sqrt, false) X(rsqrt, false)         \
   X(abs, true) X(tanh, false) X(sigmoid, false) X(relu, true) X(gelu, false) X(silu, false)       \
-  X(clamp, true) X(pow_scalar, true) X(logical_not, true) X(gelu_grad, false) /* d gelu / dx */
+  X(clamp, true) X(pow_scalar, true) X(logical_not, true) X(gelu_grad, false) /* d gelu / dx */ \
+  X(erf, false) X(expm1, false) X(softplus, false)
 // Arithmetic (result in the operands' dtype) and comparisons (result bool).
 #define EMBER_BINARY_ARITH_OPS(X) X(add) X(sub) X(mul) X(div) X(pow) X(maximum) X(minimum)
 #define EMBER_BINARY_COMPARE_OPS(X) X(eq) X(ne) X(lt) X(le) X(gt) X(ge) X(logical_and) X(logical_or)
@@ -128,6 +129,11 @@ EMBER_HD T unary_apply(UnaryOp op, T x, UnaryArgs p) {
       T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
       return cdf + x * pdf;
     }
+    case UnaryOp::erf: return std::erf(x);
+    case UnaryOp::expm1: return std::expm1(x);
+    // log(1 + e^x) without overflow: x + log1p(e^-x) for x > 0 (PyTorch's threshold form gives
+    // the same values to rounding).
+    case UnaryOp::softplus: return x > T(0) ? static_cast<T>(x + std::log1p(std::exp(-x))) : std::log1p(std::exp(x));
   }
   return x;
 }

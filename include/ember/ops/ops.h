@@ -103,6 +103,9 @@ Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor gelu(const Tensor& x);  // exact (erf) form
 Tensor silu(const Tensor& x);
+Tensor erf(const Tensor& x);
+Tensor expm1(const Tensor& x);     // e^x - 1, exact near 0
+Tensor softplus(const Tensor& x);  // log(1 + e^x), without overflow for large x
 Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi);
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value);
