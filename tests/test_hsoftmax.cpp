@@ -310,6 +310,15 @@ TEST_SUITE("hsoftmax") {
                       "[0, 5)", "found 5");
     CHECK_EMBER_ERROR(hsoftmax_nll(h, W, b, from_vector(std::vector<int64_t>{0, -1, 1}, {3}), t), "hsoftmax_nll",
                       "found -1");
+    {  // on a device the range check is deferred to the next host read (no sync in the op)
+      const Device dev = ember_test::test_device();
+      const HSoftmaxTree td = ClassTree::balanced(5).tables(dev);
+      check_deferred_errors();
+      Tensor loss = hsoftmax_nll(h.to(dev), W.to(dev), b.to(dev), from_vector(std::vector<int64_t>{0, 7, 1}, {3}).to(dev), td);
+      CHECK(pending_deferred_checks() == 1);
+      ember_test::check_error([&] { (void)loss.to_vector<float>(); }, "to_vector", {"hsoftmax_nll", "[0, 5)", "found 7"});
+      CHECK(pending_deferred_checks() == 0);
+    }
     CHECK_EMBER_ERROR(hsoftmax_nll(randn({3, 5}), W, b, tg, t), "hsoftmax_nll", "(4, 5)", "(4, 6)");
     CHECK_EMBER_ERROR(hsoftmax_nll(h, randn({5, 6}), b, tg, t), "hsoftmax_nll", "(4, 6)", "(5, 6)");
     CHECK_EMBER_ERROR(hsoftmax_nll(h, W, randn({3}), tg, t), "hsoftmax_nll", "(4,)", "(3,)");

@@ -505,8 +505,23 @@ TEST_SUITE("loss") {
           check_close(rd.logsumexp.to(Device::cpu()), rc.logsumexp, dt == DType::f64 ? 1e-10 : 1e-5, 1e-5);
           check_close(rd.target_weight.to(Device::cpu()), rc.target_weight, 0, 0);
         }
-    // Out-of-range targets on the device raise the same error.
-    CHECK_EMBER_ERROR(nn::cross_entropy(randn({2, 3}).to(dev), ids({0, 3}).to(dev)), "cross_entropy", "[0, 3)");
+    // Out-of-range targets on the device raise the same error, deferred: the op queues the check
+    // (no host synchronisation in the step) and the next host read or check_deferred_errors()
+    // throws it, naming the op, the range and the bad value.
+    check_deferred_errors();
+    REQUIRE(pending_deferred_checks() == 0);
+    Tensor bad_loss = nn::cross_entropy(randn({2, 3}).to(dev), ids({0, 3}).to(dev));
+    CHECK(pending_deferred_checks() == 1);
+    // (check_error runs its expression once: a deferred check is reported once.)
+    ember_test::check_error([] { check_deferred_errors(); }, "check_deferred_errors", {"cross_entropy", "[0, 3)", "found 3"});
+    CHECK(pending_deferred_checks() == 0);
+    check_deferred_errors();  // reported once
+    (void)cross_entropy_rows(randn({2, 3}).to(dev), ids({-1, 2}).to(dev));  // ops/loss_ops.h, a negative class
+    ember_test::check_error([&] { (void)bad_loss.item<float>(); }, "item", {"cross_entropy", "found -1"});
+    // Good targets queue a check that passes.
+    (void)nn::cross_entropy(randn({2, 3}).to(dev), ids({0, 2}).to(dev));
+    check_deferred_errors();
+    CHECK(pending_deferred_checks() == 0);
     cuda::set_poison_allocations(false);
   }
 

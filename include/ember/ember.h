@@ -30,6 +30,7 @@
 #include "ember/ops/attention.h"
 #include "ember/ops/conv.h"
 #include "ember/ops/loss_ops.h"
+#include "ember/ops/observe.h"
 #include "ember/ops/norm.h"
 #include "ember/ops/ops.h"
 #include "ember/ops/rnn.h"

@@ -5,6 +5,7 @@
 #include "ember/core/error.h"
 #include "ember/ops/loss_ops.h"
 #include "ember/ops/ops.h"
+#include "ops/common.h"
 
 namespace ember::nn {
 namespace {
@@ -59,10 +60,9 @@ Tensor check_class_target(const char* op, const char* scores, const Tensor& x, c
   if (n > 0) {
     const Tensor kept = where(eq(t, full({}, static_cast<double>(ignore_index), on(t, DType::i64))),
                               zeros({}, on(t, DType::i64)), t);
-    const std::vector<int64_t> lo_hi = stack({amin(kept), amax(kept)}).to(Device::cpu()).to_vector<int64_t>();
-    EMBER_CHECK(lo_hi[0] >= 0 && lo_hi[1] < c, op, "target values must lie in [0, ", c, ") for ", scores, " ",
-                shape_str(x.shape()), " (or equal ignore_index = ", ignore_index, "), found ",
-                (lo_hi[0] < 0 ? lo_hi[0] : lo_hi[1]));
+    detail::check_values_in_range(op, kept, c,
+                                  detail::cat("target values must lie in [0, ", c, ") for ", scores, " ",
+                                              shape_str(x.shape()), " (or equal ignore_index = ", ignore_index, ")"));
   }
   return t;
 }

@@ -44,6 +44,10 @@ inline std::vector<Tensor> defined_of(std::initializer_list<Tensor> ts) {
     if (t.defined()) r.push_back(t);
   return r;
 }
+// Checks that every value of the integer tensor `values` lies in [0, bound); else throws
+// ember::Error(op, message + ", found " + the offending value). Runs now on the CPU, queued on
+// other devices (check_deferred_errors in ember/ops/ops.h): no host synchronisation there.
+void check_values_in_range(const char* op, const Tensor& values, int64_t bound, std::string message);
 // Normalised, sorted, de-duplicated reduction dims (empty = all).
 std::vector<int64_t> reduction_dims(const Shape& dims, int64_t ndim, const char* op);
 Shape reduced_shape(const Shape& s, const std::vector<int64_t>& dims, bool keepdim);

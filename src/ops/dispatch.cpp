@@ -25,6 +25,23 @@ void load_backends() {
   });
 }
 
+namespace {
+thread_local KernelObserver* t_observer = nullptr;
+}  // namespace
+
+KernelObserver* kernel_observer() { return t_observer; }
+
+}  // namespace ember::backend
+
+namespace ember {
+ObserveKernels::ObserveKernels(KernelObserver& observer) : previous_(backend::t_observer) {
+  backend::t_observer = &observer;
+}
+ObserveKernels::~ObserveKernels() { backend::t_observer = previous_; }
+}  // namespace ember
+
+namespace ember::backend {
+
 void no_kernel(const char* primitive, Device device) {
 #ifdef EMBER_WITH_CUDA
   EMBER_FAIL(primitive, "the ", prim::backend_name(prim::backend_of(device)), " backend has no kernel for ",

@@ -3,9 +3,12 @@
 // (an op) has checked the arguments and put every tensor on `device`. Also here: the dtype a
 // backend computes in, and the device-independent staging of copies across devices.
 #pragma once
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "ember/core/tensor.h"
+#include "ember/ops/observe.h"
 #include "prim/primitives.h"
 #include "prim/registry.h"
 
@@ -27,9 +30,29 @@ typename P::Fn& kernel(Device device) {
   return *fn;
 }
 
+// The observer installed on this thread (ember/ops/observe.h), or null.
+KernelObserver* kernel_observer();
+
+namespace detail {
+template <class A>
+void collect_tensor(std::vector<Tensor>& out, const A& a) {
+  if constexpr (std::is_same_v<std::decay_t<A>, Tensor>)
+    if (a.defined()) out.push_back(a);
+}
+}  // namespace detail
+
 template <class P, class... Args>
 void call(Device device, Args&&... args) {
-  kernel<P>(device)(std::forward<Args>(args)...);
+  typename P::Fn& fn = kernel<P>(device);
+  if (KernelObserver* obs = kernel_observer(); obs != nullptr) [[unlikely]] {
+    KernelCall c{P::name, device, {}};
+    (detail::collect_tensor(c.tensors, args), ...);
+    obs->before(c);
+    fn(std::forward<Args>(args)...);
+    obs->after(c);
+    return;
+  }
+  fn(std::forward<Args>(args)...);
 }
 
 // The dtype a backend computes a dtype in: the CPU widens f16/bf16 to f32; CUDA kernels

@@ -65,10 +65,9 @@ Checked check_inputs(const char* op, const Tensor& h, const Tensor& W, const Ten
               shape_str(classes.shape()), " disagree on N");
   c.classes = prepared(classes, DType::i64).reshape({-1});
   if (check_range && c.classes.numel() > 0) {
-    const std::vector<int64_t> lo_hi = stack({amin(c.classes), amax(c.classes)}).to(Device::cpu()).to_vector<int64_t>();
-    EMBER_CHECK(lo_hi[0] >= 0 && lo_hi[1] < tree.num_classes, op, "class indices must lie in [0, ", tree.num_classes,
-                ") for h ", shape_str(h.shape()), " and W ", shape_str(W.shape()), ", found ",
-                (lo_hi[0] < 0 ? lo_hi[0] : lo_hi[1]));
+    detail::check_values_in_range(op, c.classes, tree.num_classes,
+                                  detail::cat("class indices must lie in [0, ", tree.num_classes, ") for h ",
+                                              shape_str(h.shape()), " and W ", shape_str(W.shape())));
   }
   return c;
 }

@@ -47,14 +47,14 @@ CeArgs check_cross_entropy(const char* op, const Tensor& logits, const Tensor& t
   detail::check_same_device(op, defined_of({logits, target, weight}));
   CeArgs a{n, c, prepared(target, DType::i64), prepared(weight, compute_dtype(logits.dtype()))};
   if (check_range && n > 0) {
-    // Ignored rows may hold any value: count them as class 0. One (2) copy to the host.
+    // Ignored rows may hold any value: count them as class 0. Queued on a device (no sync).
     const Device dev = logits.device();
     const Tensor ignored = eq(a.target, full({}, static_cast<double>(ignore_index), TensorOptions(DType::i64).with_device(dev)));
     const Tensor kept = where(ignored, zeros({}, TensorOptions(DType::i64).with_device(dev)), a.target);
-    const std::vector<int64_t> lo_hi = stack({amin(kept), amax(kept)}).to(Device::cpu()).to_vector<int64_t>();
-    EMBER_CHECK(lo_hi[0] >= 0 && lo_hi[1] < c, op, "target values must lie in [0, ", c, ") for logits ",
-                shape_str(logits.shape()), " (or equal ignore_index = ", ignore_index, "), found ",
-                (lo_hi[0] < 0 ? lo_hi[0] : lo_hi[1]));
+    detail::check_values_in_range(op, kept, c,
+                                  detail::cat("target values must lie in [0, ", c, ") for logits ",
+                                              shape_str(logits.shape()), " (or equal ignore_index = ", ignore_index,
+                                              ")"));
   }
   return a;
 }

@@ -21,6 +21,7 @@ T Tensor::item() const {
 
 template <class T>
 std::vector<T> Tensor::to_vector() const {
+  if (!device().is_cpu()) check_deferred_errors();  // a host read synchronises anyway
   Tensor c = ember::contiguous(to_dtype(to_device(*this, Device::cpu()), dtype_of<T>::value));
   const T* p = c.data<T>();
   return std::vector<T>(p, p + c.numel());

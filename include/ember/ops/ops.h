@@ -160,6 +160,19 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value = 0.0
 // !training or p == 0.
 Tensor dropout(const Tensor& x, double p, bool training = true, Generator* gen = nullptr);
 
+// --- value checks on devices ---------------------------------------------------------------
+// Checks of tensor *values* (class indices of cross_entropy, nll_loss and the hierarchical
+// softmax lying in [0, C)) need those values on the host. On the CPU they run at once. On
+// any other device (cuda:N, and the stand-in fake:N, so CI runs this path) the op computes the
+// check on the device and queues it, so the training step has no host synchronisation; the
+// queue is read, and the first failed check thrown as the ember::Error the op would have
+// thrown, when this function is called, on any item()/to_vector() of a non-CPU tensor (which
+// synchronises anyway), and when more than 256 checks are pending. Call it where a step ends
+// if you want bad data to stop the step it came from.
+void check_deferred_errors();
+// How many value checks are queued on this thread.
+int64_t pending_deferred_checks();
+
 // --- comparison helpers (no autograd) --------------------------------------------------------
 bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);
 bool equal(const Tensor& a, const Tensor& b);  // same shape and values
