@@ -6,7 +6,7 @@
 // w (C_out, C_in/groups, K), bias (C_out) or an undefined Tensor, y (N, C_out, L_out) with
 // L_out = conv1d_output_length(L, K, stride, padding, dilation).
 //
-// conv1d is a fused primitive (DESIGN.md): its backward calls the two backward primitives
+// conv1d is a fused primitive (docs/adding-an-op.md): its backward calls the two backward primitives
 // below, which are ordinary ops (checked, dispatched, differentiable), so the op harness
 // tests them like any other op. conv1d_reference is the same function composed from basic
 // ops (pad, unfold, matmul); the tests hold the primitive against it. See docs/conv.md.
