@@ -64,7 +64,7 @@ Tensor check_class_target(const char* op, const char* scores, const Tensor& x, c
                                   detail::cat("target values must lie in [0, ", c, ") for ", scores, " ",
                                               shape_str(x.shape()), " (or equal ignore_index = ", ignore_index, ")"));
   }
-  return t;
+  return detail::in_range_or(t, c, ignore_index, ignore_index);  // gathers stay in bounds meanwhile
 }
 
 // The (N) target weights: w[t_i] (1 without weights), 0 where t_i == ignore_index, in dtype dt.

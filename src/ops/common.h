@@ -1,5 +1,6 @@
 // Helpers shared by the op implementations.
 #pragma once
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,11 @@ inline std::vector<Tensor> defined_of(std::initializer_list<Tensor> ts) {
 // ember::Error(op, message + ", found " + the offending value). Runs now on the CPU, queued on
 // other devices (check_deferred_errors in ember/ops/ops.h): no host synchronisation there.
 void check_values_in_range(const char* op, const Tensor& values, int64_t bound, std::string message);
+// While such a check is pending, kernels still must not index out of bounds: on a device other
+// than the CPU, returns `values` with every entry outside [0, bound) (other than `keep`)
+// replaced by `replacement` (computed on the device, no sync); on the CPU returns `values`
+// (a bad value has thrown already).
+Tensor in_range_or(const Tensor& values, int64_t bound, int64_t replacement, std::optional<int64_t> keep = {});
 // Normalised, sorted, de-duplicated reduction dims (empty = all).
 std::vector<int64_t> reduction_dims(const Shape& dims, int64_t ndim, const char* op);
 Shape reduced_shape(const Shape& s, const std::vector<int64_t>& dims, bool keepdim);

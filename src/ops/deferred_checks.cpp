@@ -39,6 +39,15 @@ void detail::check_values_in_range(const char* op, const Tensor& values, int64_t
   if (t_pending.size() > kMaxPending) check_deferred_errors();
 }
 
+Tensor detail::in_range_or(const Tensor& values, int64_t bound, int64_t replacement, std::optional<int64_t> keep) {
+  if (values.device().is_cpu() || values.numel() == 0) return values;
+  NoGradGuard no_grad;
+  const TensorOptions o = TensorOptions(values.dtype()).with_device(values.device());
+  Tensor ok = logical_and(ge(values, zeros({}, o)), lt(values, full({}, static_cast<double>(bound), o)));
+  if (keep) ok = logical_or(ok, eq(values, full({}, static_cast<double>(*keep), o)));
+  return where(ok, values, full({}, static_cast<double>(replacement), o));
+}
+
 void check_deferred_errors() {
   if (t_pending.empty()) return;
   // Taken out first: reading the values below is itself a host read, which flushes (nothing).

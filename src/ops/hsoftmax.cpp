@@ -69,6 +69,7 @@ Checked check_inputs(const char* op, const Tensor& h, const Tensor& W, const Ten
                                   detail::cat("class indices must lie in [0, ", tree.num_classes, ") for h ",
                                               shape_str(h.shape()), " and W ", shape_str(W.shape())));
   }
+  c.classes = detail::in_range_or(c.classes, tree.num_classes, 0);  // kernels stay in bounds meanwhile
   return c;
 }
 

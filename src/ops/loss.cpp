@@ -56,6 +56,9 @@ CeArgs check_cross_entropy(const char* op, const Tensor& logits, const Tensor& t
                                               shape_str(logits.shape()), " (or equal ignore_index = ", ignore_index,
                                               ")"));
   }
+  // Rows whose target is out of range (reported later on a device) become ignored rows for the
+  // kernels, forward and backward alike: nothing reads outside the logits.
+  a.target = detail::in_range_or(a.target, c, ignore_index, ignore_index);
   return a;
 }
 
