@@ -56,15 +56,11 @@ Tensor check_class_target(const char* op, const char* scores, const Tensor& x, c
   }
   EMBER_CHECK(target.device() == x.device(), op, "target lives on ", target.device(), " but ", scores, " on ",
               x.device());
-  Tensor t = to_dtype(target.detach(), DType::i64);
-  if (n > 0) {
-    const Tensor kept = where(eq(t, full({}, static_cast<double>(ignore_index), on(t, DType::i64))),
-                              zeros({}, on(t, DType::i64)), t);
-    detail::check_values_in_range(op, kept, c,
-                                  detail::cat("target values must lie in [0, ", c, ") for ", scores, " ",
-                                              shape_str(x.shape()), " (or equal ignore_index = ", ignore_index, ")"));
-  }
-  return detail::in_range_or(t, c, ignore_index, ignore_index);  // gathers stay in bounds meanwhile
+  // On a device, out-of-range targets become ignored rows (gathers stay in bounds) until the
+  // queued check reports them.
+  return detail::checked_indices(op, to_dtype(target.detach(), DType::i64), c, ignore_index, ignore_index,
+                                 detail::cat("target values must lie in [0, ", c, ") for ", scores, " ",
+                                             shape_str(x.shape()), " (or equal ignore_index = ", ignore_index, ")"));
 }
 
 // The (N) target weights: w[t_i] (1 without weights), 0 where t_i == ignore_index, in dtype dt.

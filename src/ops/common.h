@@ -45,15 +45,14 @@ inline std::vector<Tensor> defined_of(std::initializer_list<Tensor> ts) {
     if (t.defined()) r.push_back(t);
   return r;
 }
-// Checks that every value of the integer tensor `values` lies in [0, bound); else throws
-// ember::Error(op, message + ", found " + the offending value). Runs now on the CPU, queued on
-// other devices (check_deferred_errors in ember/ops/ops.h): no host synchronisation there.
-void check_values_in_range(const char* op, const Tensor& values, int64_t bound, std::string message);
-// While such a check is pending, kernels still must not index out of bounds: on a device other
-// than the CPU, returns `values` with every entry outside [0, bound) (other than `keep`)
-// replaced by `replacement` (computed on the device, no sync); on the CPU returns `values`
-// (a bad value has thrown already).
-Tensor in_range_or(const Tensor& values, int64_t bound, int64_t replacement, std::optional<int64_t> keep = {});
+// Checks that every value of the integer tensor `values` other than `keep` (an ignore_index)
+// lies in [0, bound); else throws ember::Error(op, message + ", found " + the offending value).
+// On the CPU the check runs now and `values` comes back. On other devices it is queued
+// (check_deferred_errors in ember/ops/ops.h: no host synchronisation in the op), and what comes
+// back is `values` with every bad entry replaced by `replacement`, so that kernels stay in
+// bounds until the check is read.
+Tensor checked_indices(const char* op, const Tensor& values, int64_t bound, std::optional<int64_t> keep,
+                       int64_t replacement, std::string message);
 // Normalised, sorted, de-duplicated reduction dims (empty = all).
 std::vector<int64_t> reduction_dims(const Shape& dims, int64_t ndim, const char* op);
 Shape reduced_shape(const Shape& s, const std::vector<int64_t>& dims, bool keepdim);

@@ -1,6 +1,7 @@
 // Value checks that would need a device-to-host copy inside an op (ember/ops/ops.h,
 // check_deferred_errors): computed on the device, queued per thread, read when the user asks,
 // when a device tensor is read on the host anyway, or when too many are pending.
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -27,24 +28,22 @@ void report(const PendingCheck& c, const std::vector<int64_t>& lo_hi) {
 
 }  // namespace
 
-void detail::check_values_in_range(const char* op, const Tensor& values, int64_t bound, std::string message) {
-  if (values.numel() == 0) return;
+Tensor detail::checked_indices(const char* op, const Tensor& values, int64_t bound, std::optional<int64_t> keep,
+                              int64_t replacement, std::string message) {
+  if (values.numel() == 0) return values;
   NoGradGuard no_grad;
-  PendingCheck c{op, std::move(message), stack({amin(values), amax(values)}), bound};
+  const TensorOptions o = TensorOptions(values.dtype()).with_device(values.device());
+  const Tensor zero = zeros({}, o);
+  // `keep` entries count as class 0: always in range.
+  const Tensor kept = keep ? where(eq(values, full({}, static_cast<double>(*keep), o)), zero, values) : values;
+  PendingCheck c{op, std::move(message), stack({amin(kept), amax(kept)}), bound};
   if (values.device().is_cpu()) {
     report(c, c.lo_hi.to_vector<int64_t>());
-    return;
+    return values;
   }
   t_pending.push_back(std::move(c));
   if (t_pending.size() > kMaxPending) check_deferred_errors();
-}
-
-Tensor detail::in_range_or(const Tensor& values, int64_t bound, int64_t replacement, std::optional<int64_t> keep) {
-  if (values.device().is_cpu() || values.numel() == 0) return values;
-  NoGradGuard no_grad;
-  const TensorOptions o = TensorOptions(values.dtype()).with_device(values.device());
-  Tensor ok = logical_and(ge(values, zeros({}, o)), lt(values, full({}, static_cast<double>(bound), o)));
-  if (keep) ok = logical_or(ok, eq(values, full({}, static_cast<double>(*keep), o)));
+  const Tensor ok = logical_and(ge(kept, zero), lt(kept, full({}, static_cast<double>(bound), o)));
   return where(ok, values, full({}, static_cast<double>(replacement), o));
 }
 

@@ -25,23 +25,6 @@ void load_backends() {
   });
 }
 
-namespace {
-thread_local KernelObserver* t_observer = nullptr;
-}  // namespace
-
-KernelObserver* kernel_observer() { return t_observer; }
-
-}  // namespace ember::backend
-
-namespace ember {
-ObserveKernels::ObserveKernels(KernelObserver& observer) : previous_(backend::t_observer) {
-  backend::t_observer = &observer;
-}
-ObserveKernels::~ObserveKernels() { backend::t_observer = previous_; }
-}  // namespace ember
-
-namespace ember::backend {
-
 void no_kernel(const char* primitive, Device device) {
 #ifdef EMBER_WITH_CUDA
   EMBER_FAIL(primitive, "the ", prim::backend_name(prim::backend_of(device)), " backend has no kernel for ",
@@ -120,3 +103,12 @@ void copy(const Tensor& src, const Tensor& dst) {
 }
 
 }  // namespace ember::backend
+
+namespace ember {
+
+ObserveKernels::ObserveKernels(KernelObserver& observer) : previous_(backend::t_kernel_observer) {
+  backend::t_kernel_observer = &observer;
+}
+ObserveKernels::~ObserveKernels() { backend::t_kernel_observer = previous_; }
+
+}  // namespace ember

@@ -30,8 +30,9 @@ typename P::Fn& kernel(Device device) {
   return *fn;
 }
 
-// The observer installed on this thread (ember/ops/observe.h), or null.
-KernelObserver* kernel_observer();
+// The observer installed on this thread (ember/ops/observe.h: ObserveKernels), or null; read
+// inline by every call below.
+inline thread_local KernelObserver* t_kernel_observer = nullptr;
 
 namespace detail {
 template <class A>
@@ -44,7 +45,7 @@ void collect_tensor(std::vector<Tensor>& out, const A& a) {
 template <class P, class... Args>
 void call(Device device, Args&&... args) {
   typename P::Fn& fn = kernel<P>(device);
-  if (KernelObserver* obs = kernel_observer(); obs != nullptr) [[unlikely]] {
+  if (KernelObserver* obs = t_kernel_observer; obs != nullptr) [[unlikely]] {
     KernelCall c{P::name, device, {}};
     (detail::collect_tensor(c.tensors, args), ...);
     obs->before(c);

@@ -64,12 +64,10 @@ Checked check_inputs(const char* op, const Tensor& h, const Tensor& W, const Ten
   EMBER_CHECK(classes.dim() >= 1 && classes.size(0) == N, op, "h ", shape_str(h.shape()), " and classes ",
               shape_str(classes.shape()), " disagree on N");
   c.classes = prepared(classes, DType::i64).reshape({-1});
-  if (check_range && c.classes.numel() > 0) {
-    detail::check_values_in_range(op, c.classes, tree.num_classes,
-                                  detail::cat("class indices must lie in [0, ", tree.num_classes, ") for h ",
-                                              shape_str(h.shape()), " and W ", shape_str(W.shape())));
-  }
-  c.classes = detail::in_range_or(c.classes, tree.num_classes, 0);  // kernels stay in bounds meanwhile
+  if (check_range)  // on a device, bad classes read class 0 until the queued check reports them
+    c.classes = detail::checked_indices(op, c.classes, tree.num_classes, std::nullopt, 0,
+                                        detail::cat("class indices must lie in [0, ", tree.num_classes, ") for h ",
+                                                    shape_str(h.shape()), " and W ", shape_str(W.shape())));
   return c;
 }
 

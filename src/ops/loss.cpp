@@ -46,24 +46,18 @@ CeArgs check_cross_entropy(const char* op, const Tensor& logits, const Tensor& t
               label_smoothing);
   detail::check_same_device(op, defined_of({logits, target, weight}));
   CeArgs a{n, c, prepared(target, DType::i64), prepared(weight, compute_dtype(logits.dtype()))};
-  if (check_range && n > 0) {
-    // Ignored rows may hold any value: count them as class 0. Queued on a device (no sync).
-    const Device dev = logits.device();
-    const Tensor ignored = eq(a.target, full({}, static_cast<double>(ignore_index), TensorOptions(DType::i64).with_device(dev)));
-    const Tensor kept = where(ignored, zeros({}, TensorOptions(DType::i64).with_device(dev)), a.target);
-    detail::check_values_in_range(op, kept, c,
-                                  detail::cat("target values must lie in [0, ", c, ") for logits ",
-                                              shape_str(logits.shape()), " (or equal ignore_index = ", ignore_index,
-                                              ")"));
-  }
-  // Rows whose target is out of range (reported later on a device) become ignored rows for the
-  // kernels, forward and backward alike: nothing reads outside the logits.
-  a.target = detail::in_range_or(a.target, c, ignore_index, ignore_index);
+  // Ignored rows may hold any value. On a device, out-of-range rows become ignored rows for
+  // the kernels until the queued check reports them; the recorded backward reuses a.target.
+  if (check_range)
+    a.target = detail::checked_indices(op, a.target, c, ignore_index, ignore_index,
+                                       detail::cat("target values must lie in [0, ", c, ") for logits ",
+                                                   shape_str(logits.shape()), " (or equal ignore_index = ",
+                                                   ignore_index, ")"));
   return a;
 }
 
 // The backward primitive; check_range false when called from the recorded backward (the
-// forward checked the same targets, and the check costs a device-to-host copy).
+// forward checked the same targets and saved them with any bad entry replaced).
 Tensor cross_entropy_backward_impl(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
                                    const Tensor& weight, const Tensor& logsumexp, int64_t ignore_index,
                                    double label_smoothing, bool check_range) {
