@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <optional>
 #include <sstream>
 #include <utility>
@@ -318,6 +319,73 @@ static void run_devices(const OpCase& c, const ShapeSet& s, const std::vector<Te
   }
 }
 
+namespace {
+// The table op a row exercises: its name, or the longest table name it starts with followed
+// by '_' or ' ' ("log_softmax_dim1" -> log_softmax, "max_all" -> max, "conv1d_backward_input
+// [plain]" -> conv1d_backward_input). None for rows of sugar or
+// methods without a row of their own ("t", "inplace_add_mul").
+std::optional<ember::OpId> row_op(const std::string& name) {
+  // Rows that compose several ops under the name of one of them.
+  for (const char* suffix : {"_chain", "_then_math", "_reference"})
+    if (const size_t n = std::strlen(suffix); name.size() > n && name.compare(name.size() - n, n, suffix) == 0)
+      return std::nullopt;
+  std::optional<ember::OpId> best;
+  size_t best_len = 0;
+  for (const ember::OpDef& d : ember::op_defs()) {
+    const std::string n = d.name;
+    const bool match = name == n || (name.size() > n.size() && name.compare(0, n.size(), n) == 0 &&
+                                             (name[n.size()] == '_' || name[n.size()] == ' '));
+    if (match && n.size() > best_len) {
+      best = d.id;
+      best_len = n.size();
+    }
+  }
+  return best;
+}
+
+// Every row passes the op path: its op is seen by an op observer (at depth 0, or nested where
+// the row reaches a backward primitive through autograd), every call that opens also closes
+// (in order), and every call the row makes itself reports outputs.
+struct PathWatch final : ember::OpObserver {
+  ember::OpId want;
+  int opened = 0, closed = 0, hits = 0, top = 0, top_with_outputs = 0;
+  bool order_ok = true;
+  std::vector<const ember::OpDef*> stack;
+  explicit PathWatch(ember::OpId w) : want(w) {}
+  void before(const ember::OpCall& c) override {
+    ++opened;
+    stack.push_back(c.def);
+    if (c.def->id == want) ++hits;
+    if (c.depth == 0) ++top;
+  }
+  void after(const ember::OpCall& c) override {
+    ++closed;
+    order_ok = order_ok && !stack.empty() && stack.back() == c.def;
+    if (!stack.empty()) stack.pop_back();
+    if (c.depth == 0 && !c.outputs.empty()) ++top_with_outputs;
+  }
+};
+
+void check_op_path(const OpCase& c, const ShapeSet& s, const std::vector<Tensor>& inputs) {
+  const std::optional<ember::OpId> id = row_op(c.name);
+  if (!id) return;
+  PathWatch w(*id);
+  try {
+    ember::ObserveOps watch(w);
+    (void)c.fn(inputs);
+  } catch (const std::exception& e) {
+    FAIL_CHECK(c.name << " [" << s.label << "]: threw under an op observer: " << e.what());
+    return;
+  }
+  INFO(c.name << " [" << s.label << "] op " << ember::op_def(*id).name);
+  CHECK(w.hits >= 1);
+  CHECK(w.top >= 1);
+  CHECK(w.top_with_outputs == w.top);
+  CHECK(w.opened == w.closed);
+  CHECK(w.order_ok);
+}
+}  // namespace
+
 void run_cases(const std::vector<OpCase>& cases, const RunOptions& options) {
   const bool on_devices = options.mode == Mode::devices;
   const std::vector<Device> devices =
@@ -342,6 +410,7 @@ void run_cases(const std::vector<OpCase>& cases, const RunOptions& options) {
         run_devices(c, s, base, devices, options.tag);
         continue;
       }
+      if (si == 0) check_op_path(c, s, base);
       run_layouts_and_gradcheck(c, s, base);
       if (c.flags & kLowPrecision) run_low_precision(c, s, base);
     }

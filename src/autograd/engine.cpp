@@ -10,6 +10,7 @@
 #include "ember/autograd/grad_mode.h"
 #include "ember/autograd/node.h"
 #include "ember/ops/ops.h"
+#include "ops/op_call.h"
 
 namespace ember {
 namespace {
@@ -95,6 +96,7 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
 
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
   NoGradGuard no_grad;
+  detail::BackwardOpScope backward_ops;  // formulas run as nested ops: no autocast
   const bool detect_anomaly = autograd::anomaly_detection_enabled();
   std::unordered_map<Node*, int> deps;
   std::unordered_map<Node*, std::vector<Tensor>> buffers;

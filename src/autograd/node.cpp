@@ -39,8 +39,10 @@ Tensor SavedTensor::unpack(const std::string& op) const {
 }
 
 void FunctionNode::release() {
+  // A node that saved nothing lost nothing: running it again is legitimate (a parameter's
+  // autocast cast is reused by every forward of one autocast region).
+  released_ = !saved_.empty();
   saved_.clear();
-  released_ = true;
 }
 
 bool any_requires_grad(const std::vector<Tensor>& inputs) {

@@ -6,6 +6,7 @@
 #include "ember/ops/loss_ops.h"
 #include "ember/ops/ops.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 
 namespace ember::nn {
 namespace {
@@ -18,6 +19,8 @@ Tensor weighted_mean(const Tensor& loss, const Tensor& weights) {
   const DType acc = compute_dtype(loss.dtype());
   return to_dtype(div(sum(to_dtype(loss, acc)), sum(to_dtype(weights, acc))), loss.dtype());
 }
+
+const char* reduction_name(Reduction r) { return r == Reduction::none ? "none" : r == Reduction::sum ? "sum" : "mean"; }
 
 Tensor reduce(const char* op, const Tensor& loss, Reduction r) {
   switch (r) {
@@ -91,9 +94,19 @@ void check_same_shape(const char* op, const char* a_name, const Tensor& a, const
 
 // --- the losses -----------------------------------------------------------------------------------
 
-Tensor cross_entropy(const Tensor& logits, const Tensor& target, const CrossEntropyOptions& o) {
+Tensor cross_entropy(const Tensor& logits_in, const Tensor& target, const CrossEntropyOptions& o_in) {
+  detail::OpScope scope(OpId::cross_entropy,
+                        [&] {
+                          return Attrs{{"reduction", reduction_name(o_in.reduction)},
+                                        {"ignore_index", o_in.ignore_index},
+                                        {"label_smoothing", o_in.label_smoothing}};
+                        },
+                        logits_in, target, o_in.weight);
+  const Tensor& logits = scope.in(0, logits_in);
+  CrossEntropyOptions o = o_in;
+  o.weight = scope.in(2, o_in.weight);
   const CrossEntropyRows rows = cross_entropy_rows(logits, target, o.weight, o.ignore_index, o.label_smoothing);
-  return reduce_weighted("cross_entropy", rows.loss, rows.target_weight, o.reduction);
+  return scope.done(reduce_weighted("cross_entropy", rows.loss, rows.target_weight, o.reduction));
 }
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction r) {
@@ -102,13 +115,22 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& target, Reduction r) {
   return cross_entropy(logits, target, o);
 }
 
-Tensor nll_loss(const Tensor& log_probs, const Tensor& target, const NLLLossOptions& o) {
+Tensor nll_loss(const Tensor& log_probs_in, const Tensor& target, const NLLLossOptions& o_in) {
+  detail::OpScope scope(OpId::nll_loss,
+                        [&] {
+                          return Attrs{{"reduction", reduction_name(o_in.reduction)},
+                                        {"ignore_index", o_in.ignore_index}};
+                        },
+                        log_probs_in, target, o_in.weight);
+  const Tensor& log_probs = scope.in(0, log_probs_in);
+  NLLLossOptions o = o_in;
+  o.weight = scope.in(2, o_in.weight);
   const char* op = "nll_loss";
   const Tensor t = check_class_target(op, "log_probs", log_probs, target, o.weight, o.ignore_index);
   const RowWeights rw = row_weights(t, o.weight, o.ignore_index, log_probs.dtype());
   const Tensor picked = gather(log_probs, 1, rw.safe_target.unsqueeze(1)).squeeze(1);  // (N)
   const Tensor loss = neg(mul(picked, rw.weights));                                     // (N)
-  return reduce_weighted(op, loss, rw.weights, o.reduction);
+  return scope.done(reduce_weighted(op, loss, rw.weights, o.reduction));
 }
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r) {
@@ -117,9 +139,18 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r) {
   return nll_loss(log_probs, target, o);
 }
 
-Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets, const BCEWithLogitsOptions& o) {
-  return reduce("binary_cross_entropy_with_logits", bce_with_logits_elements(logits, targets, o.weight, o.pos_weight),
-                o.reduction);
+Tensor binary_cross_entropy_with_logits(const Tensor& logits_in, const Tensor& targets_in,
+                                        const BCEWithLogitsOptions& o_in) {
+  detail::OpScope scope(OpId::binary_cross_entropy_with_logits,
+                        [&] { return Attrs{{"reduction", reduction_name(o_in.reduction)}}; }, logits_in, targets_in,
+                        o_in.weight, o_in.pos_weight);
+  const Tensor &logits = scope.in(0, logits_in), &targets = scope.in(1, targets_in);
+  BCEWithLogitsOptions o = o_in;
+  o.weight = scope.in(2, o_in.weight);
+  o.pos_weight = scope.in(3, o_in.pos_weight);
+  return scope.done(reduce("binary_cross_entropy_with_logits",
+                           bce_with_logits_elements(logits, targets, o.weight, o.pos_weight),
+                o.reduction));
 }
 
 Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targets, Reduction r) {
@@ -128,13 +159,16 @@ Tensor binary_cross_entropy_with_logits(const Tensor& logits, const Tensor& targ
   return binary_cross_entropy_with_logits(logits, targets, o);
 }
 
-Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
+Tensor mse_loss(const Tensor& input_in, const Tensor& target_in, Reduction r) {
+  detail::OpScope scope(OpId::mse_loss, [&] { return Attrs{{"reduction", reduction_name(r)}}; }, input_in, target_in);
+  const Tensor& input = scope.in(0, input_in);
+  const Tensor& target = scope.in(1, target_in);
   const char* op = "mse_loss";
   check_same_shape(op, "input", input, "target", target);
   EMBER_CHECK(input.device() == target.device(), op, "input lives on ", input.device(), " but target on ",
               target.device());
   const Tensor d = sub(input, target);
-  return reduce(op, mul(d, d), r);
+  return scope.done(reduce(op, mul(d, d), r));
 }
 
 // --- references -----------------------------------------------------------------------------------

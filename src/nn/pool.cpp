@@ -5,6 +5,7 @@
 
 #include "ember/core/error.h"
 #include "ember/ops/ops.h"
+#include "ops/op_call.h"
 
 namespace ember::nn {
 namespace {
@@ -53,20 +54,28 @@ Tensor global_pool1d(const char* op, bool is_max, const Tensor& x, bool keepdim)
 }  // namespace
 
 Tensor max_pool1d(const Tensor& x, int64_t kernel, std::optional<int64_t> stride, int64_t padding) {
+  detail::OpScope scope(OpId::max_pool1d,
+                        [&] { return Attrs{{"kernel", kernel}, {"stride", stride}, {"padding", padding}}; },
+                        x);
   const int64_t s = check_pool("max_pool1d", x, kernel, stride, padding);
-  return pool1d(true, x, kernel, s, padding);
+  return scope.done(pool1d(true, x, kernel, s, padding));
 }
 
 Tensor avg_pool1d(const Tensor& x, int64_t kernel, std::optional<int64_t> stride, int64_t padding) {
+  detail::OpScope scope(OpId::avg_pool1d,
+                        [&] { return Attrs{{"kernel", kernel}, {"stride", stride}, {"padding", padding}}; },
+                        x);
   const int64_t s = check_pool("avg_pool1d", x, kernel, stride, padding);
-  return pool1d(false, x, kernel, s, padding);
+  return scope.done(pool1d(false, x, kernel, s, padding));
 }
 
 Tensor global_max_pool1d(const Tensor& x, bool keepdim) {
-  return global_pool1d("global_max_pool1d", true, x, keepdim);
+  detail::OpScope scope(OpId::global_max_pool1d, [&] { return Attrs{{"keepdim", keepdim}}; }, x);
+  return scope.done(global_pool1d("global_max_pool1d", true, x, keepdim));
 }
 Tensor global_avg_pool1d(const Tensor& x, bool keepdim) {
-  return global_pool1d("global_avg_pool1d", false, x, keepdim);
+  detail::OpScope scope(OpId::global_avg_pool1d, [&] { return Attrs{{"keepdim", keepdim}}; }, x);
+  return scope.done(global_pool1d("global_avg_pool1d", false, x, keepdim));
 }
 
 namespace {

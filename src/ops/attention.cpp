@@ -9,6 +9,7 @@
 
 #include "prim/attention_params.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 #include "ops/dispatch.h"
 
 namespace ember {
@@ -111,7 +112,24 @@ bool sdpa_fused_supported(const Tensor& q, const Tensor& k, const Tensor& v, con
   return fused_ok(check_attention("scaled_dot_product_attention", q, k, v, opts), q, opts);
 }
 
-AttentionForward sdpa_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts) {
+// What observers see: the options as attributes, and the results of the struct-returning ops
+// (OpScope::done).
+Attrs attention_attrs(const AttentionOptions& o) {
+  return Attrs{{"causal", o.causal},
+               {"dropout", o.dropout},
+               {"scale", o.scale},
+               {"has_attn_mask", o.attn_mask.defined()},
+               {"has_key_padding_mask", o.key_padding_mask.defined()}};
+}
+std::vector<Tensor> op_outputs(const AttentionForward& r) { return {r.output, r.logsumexp}; }
+std::vector<Tensor> op_outputs(const AttentionGrads& r) { return {r.grad_q, r.grad_k, r.grad_v}; }
+
+AttentionForward sdpa_forward(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                              const AttentionOptions& opts) {
+  detail::OpScope scope(OpId::sdpa_forward, [&] { return attention_attrs(opts); }, q_in, k_in, v_in);
+  const Tensor& q = scope.in(0, q_in);
+  const Tensor& k = scope.in(1, k_in);
+  const Tensor& v = scope.in(2, v_in);
   const char* op = "sdpa_forward";
   const Dims d = check_attention(op, q, k, v, opts);
   EMBER_CHECK(fused_ok(d, q, opts), op, "no fused kernel for ", qkv_str(q, k, v), " ", q.dtype(), " on ",
@@ -132,11 +150,12 @@ AttentionForward sdpa_forward(const Tensor& q, const Tensor& k, const Tensor& v,
   f.logsumexp = make_tensor({d.B, d.H, d.Tq}, sd, dev);
   if (d.scores > 0) backend::call<prim::attention_forward>(qc.device(), qc, kc, vc, p, f.output, f.logsumexp);
   if (cd != q.dtype()) f.output = to_dtype(f.output, q.dtype());
-  return f;
+  return scope.done(f);
 }
 
 AttentionGrads sdpa_backward(const Tensor& grad_output, const Tensor& q, const Tensor& k, const Tensor& v,
                              const AttentionForward& fwd, const AttentionOptions& opts, std::array<bool, 3> needs) {
+  detail::OpScope scope(OpId::sdpa_backward, [&] { return attention_attrs(opts); }, grad_output, q, k, v);
   const char* op = "sdpa_backward";
   const Dims d = check_attention(op, q, k, v, opts);
   EMBER_CHECK(fused_ok(d, q, opts), op, "no fused kernel for ", qkv_str(q, k, v), " ", q.dtype(), " on ", q.device());
@@ -153,7 +172,7 @@ AttentionGrads sdpa_backward(const Tensor& grad_output, const Tensor& q, const T
   detail::check_same_device(op, {q, grad_output, fwd.output, fwd.logsumexp});
 
   AttentionGrads g;
-  if (!needs[0] && !needs[1] && !needs[2]) return g;
+  if (!needs[0] && !needs[1] && !needs[2]) return scope.done(g);
   const Device dev = q.device();
   const DType cd = backend::compute_dtype_on(q.dtype(), dev);
   AttentionParams p = make_params(d, opts, cd);
@@ -169,11 +188,16 @@ AttentionGrads sdpa_backward(const Tensor& grad_output, const Tensor& q, const T
   if (cd != q.dtype())
     for (Tensor* t : {&g.grad_q, &g.grad_k, &g.grad_v})
       if (t->defined()) *t = to_dtype(*t, q.dtype());
-  return g;
+  return scope.done(g);
 }
 
-Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts) {
-  if (!sdpa_fused_supported(q, k, v, opts)) return sdpa_reference(q, k, v, opts);
+Tensor scaled_dot_product_attention(const Tensor& q_in, const Tensor& k_in, const Tensor& v_in,
+                                    const AttentionOptions& opts) {
+  detail::OpScope scope(OpId::scaled_dot_product_attention, [&] { return attention_attrs(opts); }, q_in, k_in, v_in);
+  const Tensor& q = scope.in(0, q_in);
+  const Tensor& k = scope.in(1, k_in);
+  const Tensor& v = scope.in(2, v_in);
+  if (!sdpa_fused_supported(q, k, v, opts)) return scope.done(sdpa_reference(q, k, v, opts));
   AttentionForward f = sdpa_forward(q, k, v, opts);
   // The backward needs the masks, not the generator (f carries the dropout stream).
   AttentionOptions saved_opts = opts;
@@ -187,7 +211,7 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
         return Grads{r.grad_q, r.grad_k, r.grad_v};
       },
       {q, k, v, f.output, f.logsumexp});
-  return f.output;
+  return scope.done(f.output);
 }
 
 Tensor sdpa_reference(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts) {

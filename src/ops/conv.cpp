@@ -13,6 +13,7 @@
 
 #include "cpu/conv.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 #include "ops/dispatch.h"
 
 namespace ember {
@@ -190,15 +191,30 @@ int64_t conv1d_output_length(int64_t length, int64_t kernel_size, int64_t stride
   return output_length("conv1d", length, kernel_size, ConvArgs{stride, padding, dilation, 1});
 }
 
-Tensor conv1d(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t padding,
+namespace {
+Attrs conv_attrs(int64_t stride, int64_t padding, int64_t dilation, int64_t groups) {
+  return Attrs{{"stride", stride}, {"padding", padding}, {"dilation", dilation}, {"groups", groups}};
+}
+}  // namespace
+
+Tensor conv1d(const Tensor& x_in, const Tensor& w_in, const Tensor& bias_in, int64_t stride, int64_t padding,
               int64_t dilation, int64_t groups) {
+  detail::OpScope scope(OpId::conv1d,
+                        [&] { return conv_attrs(stride, padding, dilation, groups); },
+                        x_in, w_in, bias_in);
+  const Tensor& x = scope.in(0, x_in);
+  const Tensor& w = scope.in(1, w_in);
+  const Tensor& bias = scope.in(2, bias_in);
   const ConvArgs a{stride, padding, dilation, groups};
   const int64_t L_out = check_conv1d("conv1d", x, w, bias, a);
-  return forward_primitive(x, w, bias, L_out, a);
+  return scope.done(forward_primitive(x, w, bias, L_out, a));
 }
 
 Tensor conv1d_backward_input(const Tensor& grad_out, const Tensor& w, int64_t input_length, int64_t stride,
                              int64_t padding, int64_t dilation, int64_t groups) {
+  detail::OpScope scope(OpId::conv1d_backward_input,
+                        [&] { return conv_attrs(stride, padding, dilation, groups); },
+                        grad_out, w);
   const char* op = "conv1d_backward_input";
   const ConvArgs a{stride, padding, dilation, groups};
   detail::check_defined(op, {grad_out, w});
@@ -212,11 +228,14 @@ Tensor conv1d_backward_input(const Tensor& grad_out, const Tensor& w, int64_t in
   const int64_t L_out = output_length(op, input_length, w.size(2), a);
   EMBER_CHECK(L_out == grad_out.size(2), op, "input length ", input_length, " gives L_out = ", L_out, " (",
               args_str(a), ", kernel size ", w.size(2), ") but grad_out is ", shape_str(grad_out.shape()));
-  return backward_input_primitive(grad_out, w, input_length, a);
+  return scope.done(backward_input_primitive(grad_out, w, input_length, a));
 }
 
 Tensor conv1d_backward_weight(const Tensor& grad_out, const Tensor& x, int64_t kernel_size, int64_t stride,
                               int64_t padding, int64_t dilation, int64_t groups) {
+  detail::OpScope scope(OpId::conv1d_backward_weight,
+                        [&] { return conv_attrs(stride, padding, dilation, groups); },
+                        grad_out, x);
   const char* op = "conv1d_backward_weight";
   const ConvArgs a{stride, padding, dilation, groups};
   detail::check_defined(op, {grad_out, x});
@@ -235,7 +254,7 @@ Tensor conv1d_backward_weight(const Tensor& grad_out, const Tensor& x, int64_t k
   const int64_t L_out = output_length(op, x.size(2), kernel_size, a);
   EMBER_CHECK(L_out == grad_out.size(2), op, "input ", shape_str(x.shape()), " gives L_out = ", L_out, " (",
               args_str(a), ", kernel size ", kernel_size, ") but grad_out is ", shape_str(grad_out.shape()));
-  return backward_weight_primitive(grad_out, x, kernel_size, a);
+  return scope.done(backward_weight_primitive(grad_out, x, kernel_size, a));
 }
 
 Tensor conv1d_reference(const Tensor& x, const Tensor& w, const Tensor& bias, int64_t stride, int64_t padding,

@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "ops/dispatch.h"
+#include "ops/op_call.h"
 #include "ops/common.h"
 
 namespace ember {
@@ -16,13 +17,15 @@ Tensor finish(Tensor t, const TensorOptions& o) {
 }  // namespace
 
 Tensor empty(const Shape& shape, TensorOptions o) {
-  return finish(make_tensor(shape, o.dtype, o.device, "empty"), o);
+  detail::OpScope scope(OpId::empty, [&] { return Attrs{{"shape", shape}, {"dtype", o.dtype}}; });
+  return scope.done(finish(make_tensor(shape, o.dtype, o.device, "empty"), o));
 }
 namespace {
 Tensor filled(const char* op, const Shape& shape, double value, TensorOptions o) {
+  detail::OpScope scope(OpId::full, [&] { return Attrs{{"shape", shape}, {"dtype", o.dtype}, {"value", value}}; });
   Tensor t = make_tensor(shape, o.dtype, o.device, op);
   backend::call<prim::fill>(t.device(), t, value);
-  return finish(t, o);
+  return scope.done(finish(t, o));
 }
 }  // namespace
 Tensor full(const Shape& shape, double value, TensorOptions o) { return filled("full", shape, value, o); }
@@ -34,6 +37,8 @@ Tensor ones_like(const Tensor& t) { return ones(t.shape(), TensorOptions(t.dtype
 Tensor empty_like(const Tensor& t) { return empty(t.shape(), TensorOptions(t.dtype()).with_device(t.device())); }
 
 Tensor arange(double start, double end, double step, TensorOptions o) {
+  detail::OpScope scope(OpId::arange,
+                        [&] { return Attrs{{"start", start}, {"end", end}, {"step", step}, {"dtype", o.dtype}}; });
   EMBER_CHECK(step != 0, "arange", "step must be non-zero");
   EMBER_CHECK(std::isfinite(start) && std::isfinite(end), "arange", "bounds must be finite");
   const double span = (end - start) / step;
@@ -44,27 +49,30 @@ Tensor arange(double start, double end, double step, TensorOptions o) {
   Tensor t = make_tensor({n}, DType::f64, Device::cpu(), "arange");
   double* p = t.data<double>();
   for (int64_t i = 0; i < n; ++i) p[i] = start + static_cast<double>(i) * step;
-  return finish(to_device(to_dtype(t, o.dtype), o.device), o);
+  return scope.done(finish(to_device(to_dtype(t, o.dtype), o.device), o));
 }
 
 Tensor linspace(double start, double end, int64_t steps, TensorOptions o) {
+  detail::OpScope scope(OpId::linspace,
+                        [&] { return Attrs{{"start", start}, {"end", end}, {"steps", steps}, {"dtype", o.dtype}}; });
   EMBER_CHECK(steps >= 0, "linspace", "steps must be >= 0, got ", steps);
   Tensor t = make_tensor({steps}, DType::f64, Device::cpu(), "linspace");
   double* p = t.data<double>();
   for (int64_t i = 0; i < steps; ++i)
     p[i] = steps == 1 ? start : start + (end - start) * static_cast<double>(i) / static_cast<double>(steps - 1);
-  return finish(to_device(to_dtype(t, o.dtype), o.device), o);
+  return scope.done(finish(to_device(to_dtype(t, o.dtype), o.device), o));
 }
 
 template <class T>
 Tensor from_vector(const std::vector<T>& values, const Shape& shape, TensorOptions o) {
+  detail::OpScope scope(OpId::from_vector, [&] { return Attrs{{"shape", shape}, {"dtype", o.dtype}}; });
   EMBER_CHECK(static_cast<int64_t>(values.size()) == checked_numel(shape, "from_vector"), "from_vector", values.size(),
               " values do not fill shape ", shape_str(shape));
   Tensor t = make_tensor(shape, dtype_of<T>::value, Device::cpu());
   T* p = t.data<T>();
   for (size_t i = 0; i < values.size(); ++i) p[i] = values[i];
   if (o.dtype != t.dtype()) t = to_dtype(t, o.dtype);
-  return finish(to_device(t, o.device), o);
+  return scope.done(finish(to_device(t, o.device), o));
 }
 template Tensor from_vector<float>(const std::vector<float>&, const Shape&, TensorOptions);
 template Tensor from_vector<double>(const std::vector<double>&, const Shape&, TensorOptions);
@@ -108,15 +116,20 @@ Tensor random_tensor(const char* op, RandomKind kind, const Shape& shape, Tensor
 
 Tensor rand(const Shape& shape, TensorOptions o, Generator* gen) { return uniform(shape, 0.0, 1.0, o, gen); }
 Tensor uniform(const Shape& shape, double lo, double hi, TensorOptions o, Generator* gen) {
+  detail::OpScope scope(OpId::uniform,
+                        [&] { return Attrs{{"shape", shape}, {"dtype", o.dtype}, {"low", lo}, {"high", hi}}; });
   EMBER_CHECK(is_floating(o.dtype), "uniform", "needs a float dtype, got ", o.dtype);
   EMBER_CHECK(lo <= hi, "uniform", "low ", lo, " > high ", hi);
-  return random_tensor("uniform", RandomKind::uniform, shape, o, gen, lo, hi);
+  return scope.done(random_tensor("uniform", RandomKind::uniform, shape, o, gen, lo, hi));
 }
 Tensor randn(const Shape& shape, TensorOptions o, Generator* gen) {
+  detail::OpScope scope(OpId::randn, [&] { return Attrs{{"shape", shape}, {"dtype", o.dtype}}; });
   EMBER_CHECK(is_floating(o.dtype), "randn", "needs a float dtype, got ", o.dtype);
-  return random_tensor("randn", RandomKind::normal, shape, o, gen, 0.0, 1.0);
+  return scope.done(random_tensor("randn", RandomKind::normal, shape, o, gen, 0.0, 1.0));
 }
 Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions o, Generator* gen) {
+  detail::OpScope scope(OpId::randint,
+                        [&] { return Attrs{{"shape", shape}, {"dtype", o.dtype}, {"low", low}, {"high", high}}; });
   EMBER_CHECK(low < high, "randint", "empty range [", low, ", ", high, ")");
   // The draw is computed in double (one formula for every device): bounds beyond 2^53 would
   // round, and a value rounded past INT64_MAX cannot be converted back.
@@ -128,22 +141,25 @@ Tensor randint(int64_t low, int64_t high, const Shape& shape, TensorOptions o, G
     EMBER_CHECK(low >= lo && high - 1 <= hi, "randint", "range [", low, ", ", high, ") does not fit ", o.dtype,
                 " (values ", lo, " to ", hi, ")");
   }
-  return random_tensor("randint", RandomKind::randint, shape, o, gen, static_cast<double>(low),
-                       static_cast<double>(high));
+  return scope.done(random_tensor("randint", RandomKind::randint, shape, o, gen, static_cast<double>(low),
+                       static_cast<double>(high)));
 }
 Tensor bernoulli(const Shape& shape, double p, TensorOptions o, Generator* gen) {
+  detail::OpScope scope(OpId::bernoulli, [&] { return Attrs{{"shape", shape}, {"dtype", o.dtype}, {"p", p}}; });
   EMBER_CHECK(p >= 0 && p <= 1, "bernoulli", "probability ", p, " outside [0, 1]");
-  return random_tensor("bernoulli", RandomKind::bernoulli, shape, o, gen, p, 0.0);
+  return scope.done(random_tensor("bernoulli", RandomKind::bernoulli, shape, o, gen, p, 0.0));
 }
 
 // --- copies ----------------------------------------------------------------------------------
 Tensor contiguous(const Tensor& x) {
+  detail::OpScope scope(OpId::contiguous, x);
   detail::check_defined("contiguous", {x});
-  if (x.is_contiguous()) return x;
-  return clone(x);
+  if (x.is_contiguous()) return scope.done(x);
+  return scope.done(clone(x));
 }
 
 Tensor clone(const Tensor& x) {
+  detail::OpScope scope(OpId::clone, x);
   detail::check_defined("clone", {x});
   Tensor out = make_tensor(x.shape(), x.dtype(), x.device());
   backend::copy(x, out);
@@ -151,12 +167,13 @@ Tensor clone(const Tensor& x) {
          [](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
            return std::vector<Tensor>{g[0]};
          });
-  return out;
+  return scope.done(out);
 }
 
 Tensor to_dtype(const Tensor& x, DType t) {
+  detail::OpScope scope(OpId::to_dtype, [&] { return Attrs{{"dtype", t}}; }, x);
   detail::check_defined("to", {x});
-  if (x.dtype() == t) return x;
+  if (x.dtype() == t) return scope.done(x);
   Tensor out = make_tensor(x.shape(), t, x.device());
   backend::copy(x, out);
   const DType from = x.dtype();
@@ -165,19 +182,20 @@ Tensor to_dtype(const Tensor& x, DType t) {
            [from](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
              return std::vector<Tensor>{to_dtype(g[0], from)};
            });
-  return out;
+  return scope.done(out);
 }
 
 Tensor to_device(const Tensor& x, Device d) {
+  detail::OpScope scope(OpId::to_device, [&] { return Attrs{{"device", d.str()}}; }, x);
   detail::check_defined("to", {x});
-  if (x.device() == d) return x;
+  if (x.device() == d) return scope.done(x);
   Tensor out = make_tensor(x.shape(), x.dtype(), d);
   backend::copy(contiguous(x.detach()), out);
   const Device from = x.device();
   record("to", {x}, {out}, [from](const std::vector<Tensor>& g, const std::vector<Tensor>&, const std::vector<bool>&) {
     return std::vector<Tensor>{to_device(g[0], from)};
   });
-  return out;
+  return scope.done(out);
 }
 
 // --- comparison helpers ----------------------------------------------------------------------

@@ -4,6 +4,7 @@
 
 #include "ops/dispatch.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 
 namespace ember {
 namespace {
@@ -46,15 +47,18 @@ DType unary_result(const Tensor& x, bool float_only) {
   return x.dtype();
 }
 
-Tensor unary_float(const char* name, UnaryOp op, const Tensor& x, FunctionNode::BackwardFn bw,
+Tensor unary_float(OpId id, UnaryOp op, const Tensor& x_in, FunctionNode::BackwardFn bw,
                    bool save_in, bool save_out, UnaryArgs args = {}) {
+  detail::OpScope scope(id, x_in);
+  const Tensor& x = scope.in(0, x_in);
+  const char* name = scope.name();
   detail::check_defined(name, {x});
   Tensor out = run_unary(op, x, unary_result(x, true), args);
   Grads saved;
   if (save_in) saved.push_back(x);
   if (save_out) saved.push_back(out);
   record(name, {x}, {out}, std::move(bw), saved);
-  return out;
+  return scope.done(out);
 }
 
 DType binary_result(BinaryOp op, DType a, DType b) {
@@ -83,7 +87,9 @@ Tensor run_binary(const char* name, BinaryOp op, const Tensor& a_in, const Tenso
 }  // namespace
 
 // --- binary ----------------------------------------------------------------------------------
-Tensor add(const Tensor& a, const Tensor& b, double alpha) {
+Tensor add(const Tensor& a_in, const Tensor& b_in, double alpha) {
+  detail::OpScope scope(OpId::add, [&] { return Attrs{{"alpha", alpha}}; }, a_in, b_in);
+  const Tensor &a = scope.in(0, a_in), &b = scope.in(1, b_in);
   Tensor out = run_binary("add", BinaryOp::add, a, b, alpha);
   record("add", {a, b}, {out},
          [ma = meta_of(a), mb = meta_of(b), alpha](const Grads& g, const Grads&, const Needs& n) {
@@ -91,18 +97,22 @@ Tensor add(const Tensor& a, const Tensor& b, double alpha) {
                         n[1] ? grad_for(alpha == 1.0 ? g[0] : mul(g[0], scalar_of(alpha, g[0])), mb)
                              : Tensor()};
          });
-  return out;
+  return scope.done(out);
 }
 
-Tensor sub(const Tensor& a, const Tensor& b) {
+Tensor sub(const Tensor& a_in, const Tensor& b_in) {
+  detail::OpScope scope(OpId::sub, a_in, b_in);
+  const Tensor &a = scope.in(0, a_in), &b = scope.in(1, b_in);
   Tensor out = run_binary("sub", BinaryOp::sub, a, b);
   record("sub", {a, b}, {out}, [ma = meta_of(a), mb = meta_of(b)](const Grads& g, const Grads&, const Needs& n) {
     return Grads{n[0] ? grad_for(g[0], ma) : Tensor(), n[1] ? grad_for(neg(g[0]), mb) : Tensor()};
   });
-  return out;
+  return scope.done(out);
 }
 
-Tensor mul(const Tensor& a, const Tensor& b) {
+Tensor mul(const Tensor& a_in, const Tensor& b_in) {
+  detail::OpScope scope(OpId::mul, a_in, b_in);
+  const Tensor &a = scope.in(0, a_in), &b = scope.in(1, b_in);
   Tensor out = run_binary("mul", BinaryOp::mul, a, b);
   record(
       "mul", {a, b}, {out},
@@ -110,10 +120,12 @@ Tensor mul(const Tensor& a, const Tensor& b) {
         return Grads{n[0] ? grad_for(mul(g[0], s[1]), ma) : Tensor(), n[1] ? grad_for(mul(g[0], s[0]), mb) : Tensor()};
       },
       {a, b});
-  return out;
+  return scope.done(out);
 }
 
-Tensor div(const Tensor& a, const Tensor& b) {
+Tensor div(const Tensor& a_in, const Tensor& b_in) {
+  detail::OpScope scope(OpId::div, a_in, b_in);
+  const Tensor &a = scope.in(0, a_in), &b = scope.in(1, b_in);
   Tensor out = run_binary("div", BinaryOp::div, a, b);
   record(
       "div", {a, b}, {out},
@@ -124,7 +136,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
         return Grads{ga, gb};
       },
       {a, b});
-  return out;
+  return scope.done(out);
 }
 
 namespace {
@@ -140,7 +152,9 @@ int64_t zero_to_negative_count(const Tensor& base, const Tensor& exponent) {
 }
 }  // namespace
 
-Tensor pow(const Tensor& a, const Tensor& b) {
+Tensor pow(const Tensor& a_in, const Tensor& b_in) {
+  detail::OpScope scope(OpId::pow, a_in, b_in);
+  const Tensor &a = scope.in(0, a_in), &b = scope.in(1, b_in);
   detail::check_defined("pow", {a, b});
   if (!is_floating(binary_result(BinaryOp::pow, a.dtype(), b.dtype()))) {
     const int64_t bad = zero_to_negative_count(a, b);
@@ -157,10 +171,12 @@ Tensor pow(const Tensor& a, const Tensor& b) {
         return Grads{ga, gb};
       },
       {a, b, out});
-  return out;
+  return scope.done(out);
 }
 
-Tensor pow(const Tensor& a, double exponent) {
+Tensor pow(const Tensor& a_in, double exponent) {
+  detail::OpScope scope(OpId::pow, [&] { return Attrs{{"exponent", exponent}}; }, a_in);
+  const Tensor& a = scope.in(0, a_in);
   detail::check_defined("pow", {a});
   const DType rd = unary_result(a, std::floor(exponent) != exponent);
   if (!is_floating(rd) && exponent < 0) {
@@ -175,7 +191,7 @@ Tensor pow(const Tensor& a, double exponent) {
         return Grads{mul(g[0], mul(pow(s[0], exponent - 1.0), scalar_of(exponent, s[0])))};
       },
       {a});
-  return out;
+  return scope.done(out);
 }
 
 namespace {
@@ -200,56 +216,72 @@ Tensor extremum(const char* name, BinaryOp op, const Tensor& a, const Tensor& b)
 }
 }  // namespace
 
-Tensor maximum(const Tensor& a, const Tensor& b) { return extremum("maximum", BinaryOp::maximum, a, b); }
-Tensor minimum(const Tensor& a, const Tensor& b) { return extremum("minimum", BinaryOp::minimum, a, b); }
+namespace {
+// A binary op without a backward of its own (comparisons) or with extremum's: one scope, the
+// inputs as the op path hands them over.
+Tensor binary_op(OpId id, BinaryOp op, const Tensor& a_in, const Tensor& b_in) {
+  detail::OpScope scope(id, a_in, b_in);
+  const Tensor &a = scope.in(0, a_in), &b = scope.in(1, b_in);
+  if (op == BinaryOp::maximum || op == BinaryOp::minimum) return scope.done(extremum(scope.name(), op, a, b));
+  return scope.done(run_binary(scope.name(), op, a, b));
+}
+}  // namespace
 
-Tensor eq(const Tensor& a, const Tensor& b) { return run_binary("eq", BinaryOp::eq, a, b); }
-Tensor ne(const Tensor& a, const Tensor& b) { return run_binary("ne", BinaryOp::ne, a, b); }
-Tensor lt(const Tensor& a, const Tensor& b) { return run_binary("lt", BinaryOp::lt, a, b); }
-Tensor le(const Tensor& a, const Tensor& b) { return run_binary("le", BinaryOp::le, a, b); }
-Tensor gt(const Tensor& a, const Tensor& b) { return run_binary("gt", BinaryOp::gt, a, b); }
-Tensor ge(const Tensor& a, const Tensor& b) { return run_binary("ge", BinaryOp::ge, a, b); }
+Tensor maximum(const Tensor& a, const Tensor& b) { return binary_op(OpId::maximum, BinaryOp::maximum, a, b); }
+Tensor minimum(const Tensor& a, const Tensor& b) { return binary_op(OpId::minimum, BinaryOp::minimum, a, b); }
+Tensor eq(const Tensor& a, const Tensor& b) { return binary_op(OpId::eq, BinaryOp::eq, a, b); }
+Tensor ne(const Tensor& a, const Tensor& b) { return binary_op(OpId::ne, BinaryOp::ne, a, b); }
+Tensor lt(const Tensor& a, const Tensor& b) { return binary_op(OpId::lt, BinaryOp::lt, a, b); }
+Tensor le(const Tensor& a, const Tensor& b) { return binary_op(OpId::le, BinaryOp::le, a, b); }
+Tensor gt(const Tensor& a, const Tensor& b) { return binary_op(OpId::gt, BinaryOp::gt, a, b); }
+Tensor ge(const Tensor& a, const Tensor& b) { return binary_op(OpId::ge, BinaryOp::ge, a, b); }
 Tensor logical_and(const Tensor& a, const Tensor& b) {
-  return run_binary("logical_and", BinaryOp::logical_and, to_dtype(a, DType::boolean), to_dtype(b, DType::boolean));
+  detail::OpScope scope(OpId::logical_and, a, b);
+  return scope.done(
+      run_binary("logical_and", BinaryOp::logical_and, to_dtype(a, DType::boolean), to_dtype(b, DType::boolean)));
 }
 Tensor logical_or(const Tensor& a, const Tensor& b) {
-  return run_binary("logical_or", BinaryOp::logical_or, to_dtype(a, DType::boolean), to_dtype(b, DType::boolean));
+  detail::OpScope scope(OpId::logical_or, a, b);
+  return scope.done(
+      run_binary("logical_or", BinaryOp::logical_or, to_dtype(a, DType::boolean), to_dtype(b, DType::boolean)));
 }
 Tensor logical_not(const Tensor& a) {
+  detail::OpScope scope(OpId::logical_not, a);
   detail::check_defined("logical_not", {a});
   Tensor x = to_dtype(a.detach(), DType::boolean);
   Tensor out = make_tensor(x.shape(), DType::boolean, x.device());
   backend::call<prim::unary>(out.device(), UnaryOp::logical_not, x, out, UnaryArgs{});
-  return out;
+  return scope.done(out);
 }
 
 // --- unary -----------------------------------------------------------------------------------
 Tensor neg(const Tensor& x) {
+  detail::OpScope scope(OpId::neg, x);
   detail::check_defined("neg", {x});
   Tensor out = run_unary(UnaryOp::neg, x, unary_result(x, false));
   record("neg", {x}, {out}, [](const Grads& g, const Grads&, const Needs&) { return Grads{neg(g[0])}; });
-  return out;
+  return scope.done(out);
 }
 
 Tensor exp(const Tensor& x) {
-  return unary_float("exp", UnaryOp::exp, x,
+  return unary_float(OpId::exp, UnaryOp::exp, x,
                      [](const Grads& g, const Grads& s, const Needs&) { return Grads{mul(g[0], s[0])}; },
                      false, true);
 }
 Tensor log(const Tensor& x) {
-  return unary_float("log", UnaryOp::log, x,
+  return unary_float(OpId::log, UnaryOp::log, x,
                      [](const Grads& g, const Grads& s, const Needs&) { return Grads{div(g[0], s[0])}; },
                      true, false);
 }
 Tensor log1p(const Tensor& x) {
-  return unary_float("log1p", UnaryOp::log1p, x,
+  return unary_float(OpId::log1p, UnaryOp::log1p, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        return Grads{div(g[0], add(s[0], scalar_of(1, s[0])))};
                      },
                      true, false);
 }
 Tensor erf(const Tensor& x) {
-  return unary_float("erf", UnaryOp::erf, x,
+  return unary_float(OpId::erf, UnaryOp::erf, x,
                      [](const Grads& g, const Grads& s, const Needs&) {  // 2/sqrt(pi) e^(-x^2)
                        const Tensor& v = s[0];
                        return Grads{mul(g[0], mul(exp(neg(mul(v, v))), scalar_of(1.12837916709551257390, v)))};
@@ -257,19 +289,19 @@ Tensor erf(const Tensor& x) {
                      true, false);
 }
 Tensor expm1(const Tensor& x) {
-  return unary_float("expm1", UnaryOp::expm1, x,
+  return unary_float(OpId::expm1, UnaryOp::expm1, x,
                      [](const Grads& g, const Grads& s, const Needs&) {  // e^x = expm1(x) + 1
                        return Grads{mul(g[0], add(s[0], scalar_of(1, s[0])))};
                      },
                      false, true);
 }
 Tensor softplus(const Tensor& x) {
-  return unary_float("softplus", UnaryOp::softplus, x,
+  return unary_float(OpId::softplus, UnaryOp::softplus, x,
                      [](const Grads& g, const Grads& s, const Needs&) { return Grads{mul(g[0], sigmoid(s[0]))}; },
                      true, false);
 }
 Tensor sqrt(const Tensor& x) {
-  return unary_float("sqrt", UnaryOp::sqrt, x,
+  return unary_float(OpId::sqrt, UnaryOp::sqrt, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        return Grads{div(g[0], mul(s[0], scalar_of(2, s[0])))};
                      },
@@ -277,7 +309,7 @@ Tensor sqrt(const Tensor& x) {
 }
 Tensor rsqrt(const Tensor& x) {
   // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
-  return unary_float("rsqrt", UnaryOp::rsqrt, x,
+  return unary_float(OpId::rsqrt, UnaryOp::rsqrt, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& y = s[0];
                        return Grads{mul(g[0], mul(mul(y, mul(y, y)), scalar_of(-0.5, y)))};
@@ -285,7 +317,7 @@ Tensor rsqrt(const Tensor& x) {
                      false, true);
 }
 Tensor tanh(const Tensor& x) {
-  return unary_float("tanh", UnaryOp::tanh, x,
+  return unary_float(OpId::tanh, UnaryOp::tanh, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& y = s[0];
                        return Grads{mul(g[0], sub(scalar_of(1, y), mul(y, y)))};
@@ -293,7 +325,7 @@ Tensor tanh(const Tensor& x) {
                      false, true);
 }
 Tensor sigmoid(const Tensor& x) {
-  return unary_float("sigmoid", UnaryOp::sigmoid, x,
+  return unary_float(OpId::sigmoid, UnaryOp::sigmoid, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& y = s[0];
                        return Grads{mul(g[0], mul(y, sub(scalar_of(1, y), y)))};
@@ -301,7 +333,7 @@ Tensor sigmoid(const Tensor& x) {
                      false, true);
 }
 Tensor gelu(const Tensor& x) {
-  return unary_float("gelu", UnaryOp::gelu, x,
+  return unary_float(OpId::gelu, UnaryOp::gelu, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        return Grads{mul(g[0], run_unary(UnaryOp::gelu_grad, s[0], s[0].dtype()))};
                      },
@@ -309,7 +341,7 @@ Tensor gelu(const Tensor& x) {
 }
 Tensor silu(const Tensor& x) {
   // d/dx x*s(x) = s(x) * (1 + x * (1 - s(x)))
-  return unary_float("silu", UnaryOp::silu, x,
+  return unary_float(OpId::silu, UnaryOp::silu, x,
                      [](const Grads& g, const Grads& s, const Needs&) {
                        const Tensor& v = s[0];
                        Tensor sg = sigmoid(v);
@@ -319,6 +351,7 @@ Tensor silu(const Tensor& x) {
 }
 
 Tensor abs(const Tensor& x) {
+  detail::OpScope scope(OpId::abs, x);
   detail::check_defined("abs", {x});
   Tensor out = run_unary(UnaryOp::abs, x, unary_result(x, false));
   record(
@@ -330,10 +363,11 @@ Tensor abs(const Tensor& x) {
         return Grads{mul(g[0], sign)};
       },
       {x});
-  return out;
+  return scope.done(out);
 }
 
 Tensor relu(const Tensor& x) {
+  detail::OpScope scope(OpId::relu, x);
   detail::check_defined("relu", {x});
   Tensor out = run_unary(UnaryOp::relu, x, unary_result(x, false));
   record(
@@ -342,10 +376,11 @@ Tensor relu(const Tensor& x) {
         return Grads{mul(g[0], to_dtype(gt(s[0], scalar_of(0, s[0])), g[0].dtype()))};
       },
       {out});
-  return out;
+  return scope.done(out);
 }
 
 Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi) {
+  detail::OpScope scope(OpId::clamp, [&] { return Attrs{{"min", lo}, {"max", hi}}; }, x);
   detail::check_defined("clamp", {x});
   EMBER_CHECK(lo || hi, "clamp", "needs at least one of min and max");
   const double l = lo ? *lo : -std::numeric_limits<double>::infinity();
@@ -362,10 +397,12 @@ Tensor clamp(const Tensor& x, std::optional<double> lo, std::optional<double> hi
         return Grads{mul(g[0], to_dtype(inside, g[0].dtype()))};
       },
       {x});
-  return out;
+  return scope.done(out);
 }
 
-Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
+Tensor where(const Tensor& cond, const Tensor& a_given, const Tensor& b_given) {
+  detail::OpScope scope(OpId::where, cond, a_given, b_given);
+  const Tensor &a_in = scope.in(1, a_given), &b_in = scope.in(2, b_given);
   detail::check_defined("where", {cond, a_in, b_in});
   const Tensor a = detail::scalar_to_device(a_in, cond), b = detail::scalar_to_device(b_in, cond);
   detail::check_same_device("where", {cond, a, b});
@@ -388,17 +425,18 @@ Tensor where(const Tensor& cond, const Tensor& a_in, const Tensor& b_in) {
         return Grads{ga, gb};
       },
       {cond});
-  return out;
+  return scope.done(out);
 }
 
 Tensor masked_fill(const Tensor& x, const Tensor& mask, double value) {
+  detail::OpScope scope(OpId::masked_fill, [&] { return Attrs{{"value", value}}; }, x, mask);
   detail::check_same_device("masked_fill", {x, mask});
   EMBER_CHECK(mask.dtype() == DType::boolean, "masked_fill", "mask must be bool, got ", mask.dtype(),
               " of shape ", shape_str(mask.shape()));
   const Shape shape = broadcast_shapes(x.shape(), mask.shape(), "masked_fill");
   EMBER_CHECK(shape == x.shape(), "masked_fill", "mask of shape ", shape_str(mask.shape()),
               " must broadcast to the input's shape ", shape_str(x.shape()));
-  return where(mask, scalar_tensor(value, TensorOptions(x.dtype()).with_device(x.device())), x);
+  return scope.done(where(mask, scalar_tensor(value, TensorOptions(x.dtype()).with_device(x.device())), x));
 }
 
 }  // namespace ember

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "ops/common.h"
+#include "ops/op_call.h"
 #include "ops/dispatch.h"
 #include "prim/hsoftmax_layout.h"
 
@@ -111,8 +112,21 @@ Tensor tree_backward_impl(const Tensor& grad_out, const Tensor& logits, const HS
 
 }  // namespace
 
-Tensor hsoftmax_nll(const Tensor& h, const Tensor& W, const Tensor& b, const Tensor& targets,
+// What observers see: the tree's size as attributes, and the results of the struct-returning
+// ops (OpScope::done).
+Attrs tree_attrs(const HSoftmaxTree& t) {
+  return Attrs{{"num_classes", t.num_classes}, {"num_nodes", t.num_nodes}, {"max_depth", t.max_depth}};
+}
+std::vector<Tensor> op_outputs(const HSoftmaxGrads& r) { return {r.grad_h, r.grad_weight, r.grad_bias}; }
+std::vector<Tensor> op_outputs(const HSoftmaxTopK& r) { return {r.values, r.classes}; }
+
+Tensor hsoftmax_nll(const Tensor& h_in, const Tensor& W_in, const Tensor& b_in, const Tensor& targets_in,
                     const HSoftmaxTree& tree) {
+  detail::OpScope scope(OpId::hsoftmax_nll, [&] { return tree_attrs(tree); }, h_in, W_in, b_in, targets_in);
+  const Tensor& h = scope.in(0, h_in);
+  const Tensor& W = scope.in(1, W_in);
+  const Tensor& b = scope.in(2, b_in);
+  const Tensor& targets = scope.in(3, targets_in);
   const char* op = "hsoftmax_nll";
   EMBER_CHECK(targets.defined(), op, "targets must be a defined tensor");
   const Checked a = check_inputs(op, h, W, b, targets, tree, true);
@@ -134,29 +148,37 @@ Tensor hsoftmax_nll(const Tensor& h, const Tensor& W, const Tensor& b, const Ten
         return Grads{r.grad_h, r.grad_weight, r.grad_bias};
       },
       {h, W, b, a.classes});
-  return loss;
+  return scope.done(loss);
 }
 
 HSoftmaxGrads hsoftmax_nll_backward(const Tensor& grad_loss, const Tensor& h, const Tensor& W, const Tensor& b,
                                     const Tensor& targets, const HSoftmaxTree& tree, std::array<bool, 3> needs) {
+  detail::OpScope scope(OpId::hsoftmax_nll_backward, [&] { return tree_attrs(tree); }, grad_loss, h, W, b, targets);
   EMBER_CHECK(targets.defined(), "hsoftmax_nll_backward", "targets must be a defined tensor");
-  return nll_backward_impl(grad_loss, h, W, b, targets, tree, needs, /*check_range=*/true);
+  return scope.done(nll_backward_impl(grad_loss, h, W, b, targets, tree, needs, /*check_range=*/true));
 }
 
-Tensor hsoftmax_log_prob(const Tensor& h, const Tensor& W, const Tensor& b, const Tensor& classes,
+Tensor hsoftmax_log_prob(const Tensor& h_in, const Tensor& W_in, const Tensor& b_in, const Tensor& classes_in,
                          const HSoftmaxTree& tree) {
+  detail::OpScope scope(OpId::hsoftmax_log_prob, [&] { return tree_attrs(tree); }, h_in, W_in, b_in, classes_in);
+  const Tensor& h = scope.in(0, h_in);
+  const Tensor& W = scope.in(1, W_in);
+  const Tensor& b = scope.in(2, b_in);
+  const Tensor& classes = scope.in(3, classes_in);
   const char* op = "hsoftmax_log_prob";
   EMBER_CHECK(classes.defined(), op, "classes must be a defined tensor");
   const Checked a = check_inputs(op, h, W, b, classes, tree, false);  // hsoftmax_nll checks the range
   EMBER_CHECK(classes.dim() == 1 || classes.dim() == 2, op, "classes must be (N) or (N, K), got ",
               shape_str(classes.shape()), " for h ", shape_str(h.shape()));
-  if (classes.dim() == 1) return neg(hsoftmax_nll(h, W, b, classes, tree));
+  if (classes.dim() == 1) return scope.done(neg(hsoftmax_nll(h, W, b, classes, tree)));
   const int64_t K = classes.size(1);
   const Tensor hk = reshape(expand(unsqueeze(h, 1), {a.N, K, a.D}), {a.N * K, a.D});  // row i*K + k = h[i]
-  return reshape(neg(hsoftmax_nll(hk, W, b, reshape(classes, {a.N * K}), tree)), {a.N, K});
+  return scope.done(reshape(neg(hsoftmax_nll(hk, W, b, reshape(classes, {a.N * K}), tree)), {a.N, K}));
 }
 
-Tensor hsoftmax_tree_log_prob(const Tensor& logits, const HSoftmaxTree& tree) {
+Tensor hsoftmax_tree_log_prob(const Tensor& logits_in, const HSoftmaxTree& tree) {
+  detail::OpScope scope(OpId::hsoftmax_tree_log_prob, [&] { return tree_attrs(tree); }, logits_in);
+  const Tensor& logits = scope.in(0, logits_in);
   const char* op = "hsoftmax_tree_log_prob";
   EMBER_CHECK(logits.defined(), op, "logits must be a defined tensor");
   check_tree(op, tree);
@@ -175,18 +197,28 @@ Tensor hsoftmax_tree_log_prob(const Tensor& logits, const HSoftmaxTree& tree) {
       op, {logits}, {out},
       [tree](const Grads& g, const Grads& s, const Needs&) { return Grads{tree_backward_impl(g[0], s[0], tree)}; },
       {logits});
-  return out;
+  return scope.done(out);
 }
 
-Tensor hsoftmax_full_log_prob(const Tensor& h, const Tensor& W, const Tensor& b, const HSoftmaxTree& tree) {
+Tensor hsoftmax_full_log_prob(const Tensor& h_in, const Tensor& W_in, const Tensor& b_in, const HSoftmaxTree& tree) {
+  detail::OpScope scope(OpId::hsoftmax_full_log_prob, [&] { return tree_attrs(tree); }, h_in, W_in, b_in);
+  const Tensor& h = scope.in(0, h_in);
+  const Tensor& W = scope.in(1, W_in);
+  const Tensor& b = scope.in(2, b_in);
   check_inputs("hsoftmax_full_log_prob", h, W, b, Tensor(), tree, false);
   Tensor logits = matmul(h, W.t());  // (N, S)
   if (b.defined()) logits = logits + b;
-  return hsoftmax_tree_log_prob(logits, tree);
+  return scope.done(hsoftmax_tree_log_prob(logits, tree));
 }
 
-HSoftmaxTopK hsoftmax_topk(const Tensor& h, const Tensor& W, const Tensor& b, int64_t k, int64_t beam,
+HSoftmaxTopK hsoftmax_topk(const Tensor& h_in, const Tensor& W_in, const Tensor& b_in, int64_t k, int64_t beam,
                            const HSoftmaxTree& tree) {
+  detail::OpScope scope(OpId::hsoftmax_topk,
+                        [&] { return Attrs{{"k", k}, {"beam", beam}, {"num_classes", tree.num_classes}}; },
+                        h_in, W_in, b_in);
+  const Tensor& h = scope.in(0, h_in);
+  const Tensor& W = scope.in(1, W_in);
+  const Tensor& b = scope.in(2, b_in);
   const char* op = "hsoftmax_topk";
   const Checked a = check_inputs(op, h, W, b, Tensor(), tree, false);
   EMBER_CHECK(k >= 1 && k <= tree.num_classes, op, "k must lie in [1, ", tree.num_classes, "], got ", k);
@@ -201,7 +233,7 @@ HSoftmaxTopK hsoftmax_topk(const Tensor& h, const Tensor& W, const Tensor& b, in
     backend::call<prim::hsoftmax_topk>(hc.device(), hc, Wc, bc, contiguous(tree.table), dims_of(tree), k, eff_beam, r.values,
                                          r.classes, a.N, a.D);
   if (cd != h.dtype()) r.values = to_dtype(r.values, h.dtype());
-  return r;
+  return scope.done(r);
 }
 
 Tensor hsoftmax_nll_reference(const Tensor& h, const Tensor& W, const Tensor& b, const Tensor& targets,

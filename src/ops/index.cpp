@@ -2,6 +2,7 @@
 // checked against their dim before any memory is touched.
 #include "ops/dispatch.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 
 namespace ember {
 namespace {
@@ -40,6 +41,7 @@ void check_like_dims(const char* op, const Tensor& index, const Tensor& x, int64
 }  // namespace
 
 Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
+  detail::OpScope scope(OpId::gather, [&] { return Attrs{{"dim", dim}}; }, x, index);
   detail::check_same_device("gather", {x, index});
   dim = wrap_dim(dim, x.dim(), "gather");
   check_like_dims("gather", index, x, dim, nullptr);
@@ -55,10 +57,14 @@ Tensor gather(const Tensor& x, int64_t dim, const Tensor& index) {
         return Grads{scatter_add(zeros(shape, detail::on_device_of(g[0], dt)), dim, s[0], g[0])};
       },
       {idx});
-  return out;
+  return scope.done(out);
 }
 
-Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& src) {
+Tensor scatter_add(const Tensor& self_in, int64_t dim, const Tensor& index_in, const Tensor& src_in) {
+  detail::OpScope scope(OpId::scatter_add, [&] { return Attrs{{"dim", dim}}; }, self_in, index_in, src_in);
+  const Tensor& self = scope.in(0, self_in);
+  const Tensor& index = scope.in(1, index_in);
+  const Tensor& src = scope.in(2, src_in);
   detail::check_same_device("scatter_add", {self, index, src});
   dim = wrap_dim(dim, self.dim(), "scatter_add");
   EMBER_CHECK(self.dtype() == src.dtype(), "scatter_add", "self and src dtypes differ: ",
@@ -87,10 +93,11 @@ Tensor scatter_add(const Tensor& self, int64_t dim, const Tensor& index, const T
         return Grads{n[0] ? g[0] : Tensor(), gs};
       },
       {idx});
-  return out;
+  return scope.done(out);
 }
 
 Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
+  detail::OpScope scope(OpId::index_select, [&] { return Attrs{{"dim", dim}}; }, x, index);
   detail::check_same_device("index_select", {x, index});
   EMBER_CHECK(x.dim() >= 1, "index_select", "needs a tensor of at least 1 dim, got shape ",
               shape_str(x.shape()));
@@ -109,10 +116,16 @@ Tensor index_select(const Tensor& x, int64_t dim, const Tensor& index) {
         return Grads{index_add(zeros(shape, detail::on_device_of(g[0], dt)), dim, sv[0], g[0])};
       },
       {idx});
-  return out;
+  return scope.done(out);
 }
 
-Tensor index_add(const Tensor& self, int64_t dim, const Tensor& index, const Tensor& source, double alpha) {
+Tensor index_add(const Tensor& self_in, int64_t dim, const Tensor& index_in, const Tensor& source_in, double alpha) {
+  detail::OpScope scope(OpId::index_add,
+                        [&] { return Attrs{{"dim", dim}, {"alpha", alpha}}; },
+                        self_in, index_in, source_in);
+  const Tensor& self = scope.in(0, self_in);
+  const Tensor& index = scope.in(1, index_in);
+  const Tensor& source = scope.in(2, source_in);
   detail::check_same_device("index_add", {self, index, source});
   EMBER_CHECK(self.dim() >= 1, "index_add", "needs a tensor of at least 1 dim, got shape ",
               shape_str(self.shape()));
@@ -141,10 +154,11 @@ Tensor index_add(const Tensor& self, int64_t dim, const Tensor& index, const Ten
         return Grads{n[0] ? g[0] : Tensor(), gs};
       },
       {idx});
-  return out;
+  return scope.done(out);
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& indices) {
+  detail::OpScope scope(OpId::embedding, weight, indices);
   detail::check_same_device("embedding", {weight, indices});
   EMBER_CHECK(weight.dim() == 2, "embedding", "weight must be 2-D (num_embeddings, dim), got shape ",
               shape_str(weight.shape()));
@@ -154,10 +168,11 @@ Tensor embedding(const Tensor& weight, const Tensor& indices) {
   Tensor rows = index_select(weight, 0, reshape(idx, {-1}));
   Shape s = indices.shape();
   s.push_back(weight.size(1));
-  return reshape(rows, s);
+  return scope.done(reshape(rows, s));
 }
 
 Tensor one_hot(const Tensor& indices, int64_t num_classes) {
+  detail::OpScope scope(OpId::one_hot, [&] { return Attrs{{"num_classes", num_classes}}; }, indices);
   detail::check_defined("one_hot", {indices});
   EMBER_CHECK(num_classes > 0, "one_hot", "num_classes must be positive, got ", num_classes);
   Tensor idx = checked_index("one_hot", indices, num_classes, indices, 0);
@@ -165,7 +180,7 @@ Tensor one_hot(const Tensor& indices, int64_t num_classes) {
   s.push_back(num_classes);
   Tensor out = make_tensor(s, DType::i64, indices.device(), "one_hot");
   backend::call<prim::one_hot>(out.device(), idx, out, num_classes);
-  return out;
+  return scope.done(out);
 }
 
 }  // namespace ember

@@ -1,6 +1,7 @@
 // Joining and splitting (cat, stack, split, chunk), constant padding, and dropout.
 #include "ops/dispatch.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 
 namespace ember {
 namespace {
@@ -8,7 +9,9 @@ using Grads = std::vector<Tensor>;
 using Needs = std::vector<bool>;
 }  // namespace
 
-Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
+Tensor cat(const std::vector<Tensor>& xs_given, int64_t dim) {
+  detail::OpScope scope(OpId::cat, [&] { return Attrs{{"dim", dim}}; }, xs_given);
+  const std::vector<Tensor>& xs = scope.in_all(xs_given);
   EMBER_CHECK(!xs.empty(), "cat", "needs at least one tensor");
   detail::check_same_device("cat", xs);
   const Tensor& first = xs[0];
@@ -49,10 +52,12 @@ Tensor cat(const std::vector<Tensor>& xs, int64_t dim) {
     }
     return r;
   });
-  return out;
+  return scope.done(out);
 }
 
-Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
+Tensor stack(const std::vector<Tensor>& xs_given, int64_t dim) {
+  detail::OpScope scope(OpId::stack, [&] { return Attrs{{"dim", dim}}; }, xs_given);
+  const std::vector<Tensor>& xs = scope.in_all(xs_given);
   EMBER_CHECK(!xs.empty(), "stack", "needs at least one tensor");
   dim = wrap_dim(dim, xs[0].dim() + 1, "stack");
   std::vector<Tensor> u;
@@ -62,10 +67,11 @@ Tensor stack(const std::vector<Tensor>& xs, int64_t dim) {
                 shape_str(xs[0].shape()), "; all must match");
     u.push_back(xs[i].unsqueeze(dim));
   }
-  return cat(u, dim);
+  return scope.done(cat(u, dim));
 }
 
 std::vector<Tensor> split_sizes(const Tensor& x, const std::vector<int64_t>& sizes, int64_t dim) {
+  detail::OpScope scope(OpId::split_sizes, [&] { return Attrs{{"sizes", sizes}, {"dim", dim}}; }, x);
   detail::check_defined("split_sizes", {x});
   dim = wrap_dim(dim, x.dim(), "split_sizes");
   int64_t total = 0;
@@ -91,28 +97,32 @@ std::vector<Tensor> split_sizes(const Tensor& x, const std::vector<int64_t>& siz
     at += s;
   }
   record("split", {x}, r, [dim](const Grads& g, const Grads&, const Needs&) { return Grads{cat(g, dim)}; });
-  return r;
+  return scope.done(r);
 }
 
 std::vector<Tensor> split(const Tensor& x, int64_t split_size, int64_t dim) {
+  detail::OpScope scope(OpId::split, [&] { return Attrs{{"split_size", split_size}, {"dim", dim}}; }, x);
   detail::check_defined("split", {x});
   EMBER_CHECK(split_size > 0, "split", "split_size must be positive, got ", split_size);
   dim = wrap_dim(dim, x.dim(), "split");
   std::vector<int64_t> sizes;
   const int64_t n = x.size(dim);
   for (int64_t at = 0; at < n; at += sizes.back()) sizes.push_back(std::min(split_size, n - at));  // no at + split_size
-  return split_sizes(x, sizes, dim);
+  return scope.done(split_sizes(x, sizes, dim));
 }
 
 std::vector<Tensor> chunk(const Tensor& x, int64_t chunks, int64_t dim) {
+  detail::OpScope scope(OpId::chunk, [&] { return Attrs{{"chunks", chunks}, {"dim", dim}}; }, x);
   detail::check_defined("chunk", {x});
   EMBER_CHECK(chunks > 0, "chunk", "chunks must be positive, got ", chunks);
   dim = wrap_dim(dim, x.dim(), "chunk");
   const int64_t n = x.size(dim);
-  return split(x, std::max<int64_t>(n / chunks + (n % chunks != 0 ? 1 : 0), 1), dim);  // ceil, no n + chunks
+  // ceil, without n + chunks (which could overflow)
+  return scope.done(split(x, std::max<int64_t>(n / chunks + (n % chunks != 0 ? 1 : 0), 1), dim));
 }
 
 Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
+  detail::OpScope scope(OpId::pad, [&] { return Attrs{{"pads", pads}, {"value", value}}; }, x);
   detail::check_defined("pad", {x});
   EMBER_CHECK(pads.size() % 2 == 0 && static_cast<int64_t>(pads.size()) / 2 <= x.dim(), "pad",
               "pads must hold (lo, hi) pairs for at most ", x.dim(), " dims, got ", pads.size(),
@@ -140,17 +150,19 @@ Tensor pad(const Tensor& x, const std::vector<int64_t>& pads, double value) {
     }
     return Grads{contiguous(r)};
   });
-  return out;
+  return scope.done(out);
 }
 
 Tensor dropout(const Tensor& x, double p, bool training, Generator* gen) {
+  detail::OpScope scope(OpId::dropout, [&] { return Attrs{{"p", p}, {"training", training}}; }, x);
   detail::check_defined("dropout", {x});
   EMBER_CHECK(p >= 0 && p <= 1, "dropout", "probability ", p, " outside [0, 1]");
   EMBER_CHECK(is_floating(x.dtype()), "dropout", "needs a float tensor, got ", detail::describe(x));
-  if (!training || p == 0) return x;
-  if (p == 1) return mul(x, zeros_like(x));
+  if (!training || p == 0) return scope.done(x);
+  if (p == 1) return scope.done(mul(x, zeros_like(x)));
   Tensor keep = bernoulli(x.shape(), 1.0 - p, TensorOptions(x.dtype()).with_device(x.device()), gen);
-  return mul(x, mul(keep, scalar_tensor(1.0 / (1.0 - p), TensorOptions(x.dtype()).with_device(x.device()))));
+  const Tensor factor = scalar_tensor(1.0 / (1.0 - p), TensorOptions(x.dtype()).with_device(x.device()));
+  return scope.done(mul(x, mul(keep, factor)));
 }
 
 }  // namespace ember

@@ -2,6 +2,7 @@
 // [+ bias over columns], whose backward is two more batched products (and a column sum).
 #include "ops/dispatch.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 
 namespace ember {
 namespace {
@@ -57,7 +58,10 @@ void check_matmul_args(const char* op, const Tensor& a, const Tensor& b) {
 
 }  // namespace
 
-Tensor bmm(const Tensor& a, const Tensor& b) {
+Tensor bmm(const Tensor& a_in, const Tensor& b_in) {
+  detail::OpScope scope(OpId::bmm, a_in, b_in);
+  const Tensor& a = scope.in(0, a_in);
+  const Tensor& b = scope.in(1, b_in);
   check_matmul_args("bmm", a, b);
   EMBER_CHECK(a.dim() == 3 && b.dim() == 3, "bmm", "needs 3-D tensors, got ", shape_str(a.shape()), " @ ",
               shape_str(b.shape()));
@@ -65,10 +69,12 @@ Tensor bmm(const Tensor& a, const Tensor& b) {
               shape_str(b.shape()));
   EMBER_CHECK(a.size(2) == b.size(1), "bmm", "inner dimensions differ: ", shape_str(a.shape()), " @ ",
               shape_str(b.shape()));
-  return bmm_primitive(a, b);
+  return scope.done(bmm_primitive(a, b));
 }
 
-Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
+Tensor matmul(const Tensor& a_given, const Tensor& b_given) {
+  detail::OpScope scope(OpId::matmul, a_given, b_given);
+  const Tensor &a_in = scope.in(0, a_given), &b_in = scope.in(1, b_given);
   check_matmul_args("matmul", a_in, b_in);
   const bool a_vec = a_in.dim() == 1, b_vec = b_in.dim() == 1;
   Tensor a = a_vec ? a_in.unsqueeze(0) : a_in;
@@ -106,10 +112,14 @@ Tensor matmul(const Tensor& a_in, const Tensor& b_in) {
   }
   if (a_vec) out = out.squeeze(-2);
   if (b_vec) out = out.squeeze(-1);
-  return out;
+  return scope.done(out);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+Tensor linear(const Tensor& x_in, const Tensor& weight_in, const Tensor& bias_in) {
+  detail::OpScope scope(OpId::linear, x_in, weight_in, bias_in);
+  const Tensor& x = scope.in(0, x_in);
+  const Tensor& weight = scope.in(1, weight_in);
+  const Tensor& bias = scope.in(2, bias_in);
   const char* op = "linear";
   EMBER_CHECK(x.defined() && weight.defined(), op, "input and weight must be defined tensors");
   std::vector<Tensor> all = {x, weight};
@@ -154,7 +164,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         return r;
       },
       {x, weight});
-  return out;
+  return scope.done(out);
 }
 
 }  // namespace ember

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "ops/common.h"
+#include "ops/op_call.h"
 #include "ops/dispatch.h"
 
 namespace ember {
@@ -105,8 +106,17 @@ Tensor bce_unweighted(const Tensor& x, const Tensor& y, const Tensor& p) {
 
 }  // namespace
 
-CrossEntropyRows cross_entropy_rows(const Tensor& logits, const Tensor& target, const Tensor& weight,
+// What observers see as the results of the struct-returning ops (OpScope::done).
+std::vector<Tensor> op_outputs(const CrossEntropyRows& r) { return {r.loss, r.target_weight, r.logsumexp}; }
+
+CrossEntropyRows cross_entropy_rows(const Tensor& logits_in, const Tensor& target_in, const Tensor& weight_in,
                                     int64_t ignore_index, double label_smoothing) {
+  detail::OpScope scope(OpId::cross_entropy_rows,
+                        [&] { return Attrs{{"ignore_index", ignore_index}, {"label_smoothing", label_smoothing}}; },
+                        logits_in, target_in, weight_in);
+  const Tensor& logits = scope.in(0, logits_in);
+  const Tensor& target = scope.in(1, target_in);
+  const Tensor& weight = scope.in(2, weight_in);
   const CeArgs a = check_cross_entropy("cross_entropy", logits, target, weight, ignore_index, label_smoothing, true);
   const Device dev = logits.device();
   const DType cd = backend::compute_dtype_on(logits.dtype(), dev);  // what the kernel reads
@@ -125,18 +135,26 @@ CrossEntropyRows cross_entropy_rows(const Tensor& logits, const Tensor& target, 
                                                  /*check_range=*/false)};
       },
       {logits, a.target, a.weight, lse});
-  return {loss, target_weight, lse};
+  return scope.done(CrossEntropyRows{loss, target_weight, lse});
 }
 
 Tensor cross_entropy_backward(const Tensor& grad_loss, const Tensor& logits, const Tensor& target,
                               const Tensor& weight, const Tensor& logsumexp, int64_t ignore_index,
                               double label_smoothing) {
-  return cross_entropy_backward_impl(grad_loss, logits, target, weight, logsumexp, ignore_index, label_smoothing,
-                                     /*check_range=*/true);
+  detail::OpScope scope(OpId::cross_entropy_backward,
+                        [&] { return Attrs{{"ignore_index", ignore_index}, {"label_smoothing", label_smoothing}}; },
+                        grad_loss, logits, target, weight, logsumexp);
+  return scope.done(cross_entropy_backward_impl(grad_loss, logits, target, weight, logsumexp, ignore_index,
+                                                label_smoothing, /*check_range=*/true));
 }
 
-Tensor bce_with_logits_elements(const Tensor& logits, const Tensor& targets, const Tensor& weight,
-                                const Tensor& pos_weight) {
+Tensor bce_with_logits_elements(const Tensor& logits_in, const Tensor& targets_in, const Tensor& weight_in,
+                                const Tensor& pos_weight_in) {
+  detail::OpScope scope(OpId::bce_with_logits_elements, logits_in, targets_in, weight_in, pos_weight_in);
+  const Tensor& logits = scope.in(0, logits_in);
+  const Tensor& targets = scope.in(1, targets_in);
+  const Tensor& weight = scope.in(2, weight_in);
+  const Tensor& pos_weight = scope.in(3, pos_weight_in);
   const char* op = "binary_cross_entropy_with_logits";
   EMBER_CHECK(logits.defined() && targets.defined(), op, "logits and targets must be defined tensors");
   EMBER_CHECK(is_floating(logits.dtype()) && is_floating(targets.dtype()), op,
@@ -178,7 +196,7 @@ Tensor bce_with_logits_elements(const Tensor& logits, const Tensor& targets, con
         return r;
       },
       {logits, targets, weight, pos_weight});
-  return loss;
+  return scope.done(loss);
 }
 
 }  // namespace ember

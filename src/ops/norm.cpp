@@ -7,6 +7,7 @@
 #include <optional>
 
 #include "ops/common.h"
+#include "ops/op_call.h"
 #include "ops/dispatch.h"
 
 namespace ember {
@@ -57,8 +58,18 @@ Rows check_layer_norm(const char* op, const Tensor& x, const Shape& ns, const Te
 
 }  // namespace
 
-LayerNormForward layer_norm_forward(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,
-                                    const Tensor& bias, double eps) {
+// What observers see as the results of the struct-returning ops (OpScope::done).
+std::vector<Tensor> op_outputs(const LayerNormForward& r) { return {r.output, r.mean, r.rstd}; }
+std::vector<Tensor> op_outputs(const LayerNormGrads& r) { return {r.grad_input, r.grad_weight, r.grad_bias}; }
+
+LayerNormForward layer_norm_forward(const Tensor& x_in, const Shape& normalized_shape, const Tensor& weight_in,
+                                    const Tensor& bias_in, double eps) {
+  detail::OpScope scope(OpId::layer_norm_forward,
+                        [&] { return Attrs{{"normalized_shape", normalized_shape}, {"eps", eps}}; },
+                        x_in, weight_in, bias_in);
+  const Tensor& x = scope.in(0, x_in);
+  const Tensor& weight = scope.in(1, weight_in);
+  const Tensor& bias = scope.in(2, bias_in);
   const Rows r = check_layer_norm("layer_norm", x, normalized_shape, weight, bias, eps);
   const Device dev = x.device();
   const DType cd = backend::compute_dtype_on(x.dtype(), dev);  // what the kernel reads and writes
@@ -68,12 +79,15 @@ LayerNormForward layer_norm_forward(const Tensor& x, const Shape& normalized_sha
   Tensor mean = make_tensor(r.lead, sd, dev), rstd = make_tensor(r.lead, sd, dev);
   if (r.M > 0) backend::call<prim::layer_norm_forward>(xc.device(), xc, wc, bc, eps, out, mean, rstd, r.M, r.N);
   if (cd != x.dtype()) out = to_dtype(out, x.dtype());
-  return {out, mean, rstd};
+  return scope.done(LayerNormForward{out, mean, rstd});
 }
 
 LayerNormGrads layer_norm_backward(const Tensor& grad_output, const Tensor& x, const Tensor& mean,
                                    const Tensor& rstd, const Tensor& weight, const Shape& normalized_shape,
                                    std::array<bool, 3> needs) {
+  detail::OpScope scope(OpId::layer_norm_backward,
+                        [&] { return Attrs{{"normalized_shape", normalized_shape}}; },
+                        grad_output, x, mean, rstd, weight);
   const char* op = "layer_norm_backward";
   const Rows r = check_layer_norm(op, x, normalized_shape, weight, Tensor(), std::nullopt);
   const DType sd = compute_dtype(x.dtype());
@@ -87,7 +101,7 @@ LayerNormGrads layer_norm_backward(const Tensor& grad_output, const Tensor& x, c
   detail::check_same_device(op, {grad_output, x, mean, rstd});
 
   LayerNormGrads out;
-  if (!needs[0] && !needs[1] && !needs[2]) return out;
+  if (!needs[0] && !needs[1] && !needs[2]) return scope.done(out);
   const Device dev = x.device();
   const DType cd = backend::compute_dtype_on(x.dtype(), dev);
   const Tensor gc = prepared(grad_output, cd), xc = prepared(x, cd), wc = prepared(weight, cd);
@@ -99,11 +113,17 @@ LayerNormGrads layer_norm_backward(const Tensor& grad_output, const Tensor& x, c
   if (cd != x.dtype())
     for (Tensor* t : {&out.grad_input, &out.grad_weight, &out.grad_bias})
       if (t->defined()) *t = to_dtype(*t, x.dtype());
-  return out;
+  return scope.done(out);
 }
 
-Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& weight, const Tensor& bias,
+Tensor layer_norm(const Tensor& x_in, const Shape& normalized_shape, const Tensor& weight_in, const Tensor& bias_in,
                   double eps) {
+  detail::OpScope scope(OpId::layer_norm,
+                        [&] { return Attrs{{"normalized_shape", normalized_shape}, {"eps", eps}}; },
+                        x_in, weight_in, bias_in);
+  const Tensor& x = scope.in(0, x_in);
+  const Tensor& weight = scope.in(1, weight_in);
+  const Tensor& bias = scope.in(2, bias_in);
   LayerNormForward f = layer_norm_forward(x, normalized_shape, weight, bias, eps);
   record(
       "layer_norm", {x, weight, bias}, {f.output},
@@ -112,7 +132,7 @@ Tensor layer_norm(const Tensor& x, const Shape& normalized_shape, const Tensor& 
         return Grads{r.grad_input, r.grad_weight, r.grad_bias};
       },
       {x, f.mean, f.rstd, weight});
-  return f.output;
+  return scope.done(f.output);
 }
 
 Tensor layer_norm_reference(const Tensor& x, const Shape& normalized_shape, const Tensor& weight,

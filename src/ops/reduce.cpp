@@ -5,6 +5,7 @@
 
 #include "ops/dispatch.h"
 #include "ops/common.h"
+#include "ops/op_call.h"
 
 namespace ember {
 namespace {
@@ -72,27 +73,36 @@ Tensor finish_keepdim(const Tensor& out, const Shape& in_shape, const std::vecto
 
 }  // namespace
 
-Tensor sum(const Tensor& x, const Shape& dims_in, bool keepdim) {
+Tensor sum(const Tensor& x_in, const Shape& dims_in, bool keepdim) {
+  detail::OpScope scope(OpId::sum, [&] { return Attrs{{"dims", dims_in}, {"keepdim", keepdim}}; }, x_in);
+  const Tensor& x = scope.in(0, x_in);
   detail::check_defined("sum", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "sum");
   Tensor out = finish_keepdim(reduce_raw(ReduceOp::sum, x, dims, sum_result(x.dtype())), x.shape(), dims, keepdim);
   record("sum", {x}, {out}, [shape = x.shape(), dt = x.dtype(), dims, keepdim](const Grads& g, const Grads&, const Needs&) {
     return Grads{to_dtype(contiguous(expand_back(g[0], shape, dims, keepdim)), dt)};
   });
-  return out;
+  return scope.done(out);
 }
 
-Tensor mean(const Tensor& x, const Shape& dims_in, bool keepdim) {
+Tensor mean(const Tensor& x_in, const Shape& dims_in, bool keepdim) {
+  detail::OpScope scope(OpId::mean, [&] { return Attrs{{"dims", dims_in}, {"keepdim", keepdim}}; }, x_in);
+  const Tensor& x = scope.in(0, x_in);
   detail::check_defined("mean", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "mean");
   int64_t count = 1;
   for (auto d : dims) count = checked_mul(count, x.size(d), "mean");
   Tensor xf = is_floating(x.dtype()) ? x : to_dtype(x, DType::f32);
   Tensor s = sum(xf, dims_in, keepdim);
-  return div(s, scalar_tensor(static_cast<double>(count), TensorOptions(s.dtype()).with_device(s.device())));
+  const Tensor n = scalar_tensor(static_cast<double>(count), TensorOptions(s.dtype()).with_device(s.device()));
+  return scope.done(div(s, n));
 }
 
-Tensor var(const Tensor& x, const Shape& dims_in, int64_t correction, bool keepdim) {
+Tensor var(const Tensor& x_in, const Shape& dims_in, int64_t correction, bool keepdim) {
+  detail::OpScope scope(OpId::var,
+                        [&] { return Attrs{{"dims", dims_in}, {"correction", correction}, {"keepdim", keepdim}}; },
+                        x_in);
+  const Tensor& x = scope.in(0, x_in);
   detail::check_defined("var", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "var");
   int64_t count = 1;
@@ -101,10 +111,12 @@ Tensor var(const Tensor& x, const Shape& dims_in, int64_t correction, bool keepd
   Tensor d = sub(xf, mean(xf, dims_in, true));
   Tensor ss = sum(mul(d, d), dims_in, keepdim);
   const double denom = static_cast<double>(std::max<int64_t>(count - correction, 0));
-  return div(ss, scalar_tensor(denom, TensorOptions(ss.dtype()).with_device(ss.device())));
+  return scope.done(div(ss, scalar_tensor(denom, TensorOptions(ss.dtype()).with_device(ss.device()))));
 }
 
-Tensor prod(const Tensor& x, const Shape& dims_in, bool keepdim) {
+Tensor prod(const Tensor& x_in, const Shape& dims_in, bool keepdim) {
+  detail::OpScope scope(OpId::prod, [&] { return Attrs{{"dims", dims_in}, {"keepdim", keepdim}}; }, x_in);
+  const Tensor& x = scope.in(0, x_in);
   detail::check_defined("prod", {x});
   auto dims = detail::reduction_dims(dims_in, x.dim(), "prod");
   Tensor out = finish_keepdim(reduce_raw(ReduceOp::prod, x, dims, sum_result(x.dtype())), x.shape(), dims, keepdim);
@@ -115,7 +127,7 @@ Tensor prod(const Tensor& x, const Shape& dims_in, bool keepdim) {
         return Grads{div(mul(expand_back(g[0], shape, dims, keepdim), expand_back(s[1], shape, dims, keepdim)), s[0])};
       },
       {x, out});
-  return out;
+  return scope.done(out);
 }
 
 namespace {
@@ -169,20 +181,42 @@ ValuesIndices arg_reduce(const char* name, bool is_max, const Tensor& x, int64_t
 }
 }  // namespace
 
-Tensor amax(const Tensor& x, const Shape& dims, bool keepdim) { return amax_amin("amax", ReduceOp::max, x, dims, keepdim); }
-Tensor amin(const Tensor& x, const Shape& dims, bool keepdim) { return amax_amin("amin", ReduceOp::min, x, dims, keepdim); }
-ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim) { return arg_reduce("max", true, x, dim, keepdim); }
-ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim) { return arg_reduce("min", false, x, dim, keepdim); }
-Tensor max(const Tensor& x) { return amax(x); }
-Tensor min(const Tensor& x) { return amin(x); }
+Tensor amax(const Tensor& x, const Shape& dims, bool keepdim) {
+  detail::OpScope scope(OpId::amax, [&] { return Attrs{{"dims", dims}, {"keepdim", keepdim}}; }, x);
+  return scope.done(amax_amin("amax", ReduceOp::max, x, dims, keepdim));
+}
+Tensor amin(const Tensor& x, const Shape& dims, bool keepdim) {
+  detail::OpScope scope(OpId::amin, [&] { return Attrs{{"dims", dims}, {"keepdim", keepdim}}; }, x);
+  return scope.done(amax_amin("amin", ReduceOp::min, x, dims, keepdim));
+}
+ValuesIndices max(const Tensor& x, int64_t dim, bool keepdim) {
+  detail::OpScope scope(OpId::max, [&] { return Attrs{{"dim", dim}, {"keepdim", keepdim}}; }, x);
+  ValuesIndices r = arg_reduce("max", true, x, dim, keepdim);
+  return scope.done(r, {r.values, r.indices});
+}
+ValuesIndices min(const Tensor& x, int64_t dim, bool keepdim) {
+  detail::OpScope scope(OpId::min, [&] { return Attrs{{"dim", dim}, {"keepdim", keepdim}}; }, x);
+  ValuesIndices r = arg_reduce("min", false, x, dim, keepdim);
+  return scope.done(r, {r.values, r.indices});
+}
+Tensor max(const Tensor& x) {
+  detail::OpScope scope(OpId::max, x);
+  return scope.done(amax(x));
+}
+Tensor min(const Tensor& x) {
+  detail::OpScope scope(OpId::min, x);
+  return scope.done(amin(x));
+}
 
 Tensor argmax(const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
-  if (!dim) return arg_reduce("argmax", true, reshape(x.detach(), {-1}), 0, false).indices;
-  return arg_reduce("argmax", true, x.detach(), *dim, keepdim).indices;
+  detail::OpScope scope(OpId::argmax, [&] { return Attrs{{"dim", dim}, {"keepdim", keepdim}}; }, x);
+  if (!dim) return scope.done(arg_reduce("argmax", true, reshape(x.detach(), {-1}), 0, false).indices);
+  return scope.done(arg_reduce("argmax", true, x.detach(), *dim, keepdim).indices);
 }
 Tensor argmin(const Tensor& x, std::optional<int64_t> dim, bool keepdim) {
-  if (!dim) return arg_reduce("argmin", false, reshape(x.detach(), {-1}), 0, false).indices;
-  return arg_reduce("argmin", false, x.detach(), *dim, keepdim).indices;
+  detail::OpScope scope(OpId::argmin, [&] { return Attrs{{"dim", dim}, {"keepdim", keepdim}}; }, x);
+  if (!dim) return scope.done(arg_reduce("argmin", false, reshape(x.detach(), {-1}), 0, false).indices);
+  return scope.done(arg_reduce("argmin", false, x.detach(), *dim, keepdim).indices);
 }
 
 // --- softmax ---------------------------------------------------------------------------------
@@ -227,7 +261,15 @@ Tensor softmax_impl(const char* name, bool log, const Tensor& x, int64_t dim) {
 }
 }  // namespace
 
-Tensor softmax(const Tensor& x, int64_t dim) { return softmax_impl("softmax", false, x, dim); }
-Tensor log_softmax(const Tensor& x, int64_t dim) { return softmax_impl("log_softmax", true, x, dim); }
+Tensor softmax(const Tensor& x_in, int64_t dim) {
+  detail::OpScope scope(OpId::softmax, [&] { return Attrs{{"dim", dim}}; }, x_in);
+  const Tensor& x = scope.in(0, x_in);
+  return scope.done(softmax_impl("softmax", false, x, dim));
+}
+Tensor log_softmax(const Tensor& x_in, int64_t dim) {
+  detail::OpScope scope(OpId::log_softmax, [&] { return Attrs{{"dim", dim}}; }, x_in);
+  const Tensor& x = scope.in(0, x_in);
+  return scope.done(softmax_impl("log_softmax", true, x, dim));
+}
 
 }  // namespace ember

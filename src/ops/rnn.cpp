@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ops/common.h"
+#include "ops/op_call.h"
 #include "ops/dispatch.h"
 
 namespace ember {
@@ -131,9 +132,31 @@ const char* rnn_mode_name(RNNMode mode) {
   return "?";
 }
 
-RNNRecurrenceForward rnn_recurrence_forward(const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,
-                                            const Tensor& h0, const Tensor& c0, const Tensor& lengths,
+// What observers see: the options as attributes, and the results of the struct-returning ops
+// (OpScope::done).
+Attrs rnn_attrs(const RNNRecurrenceOptions& o) {
+  return Attrs{{"mode", rnn_mode_name(o.mode)}, {"reverse", o.reverse}};
+}
+std::vector<Tensor> op_outputs(const RNNRecurrenceForward& r) {
+  return {r.output, r.h_n, r.c_n, r.workspace, r.h_prev};
+}
+std::vector<Tensor> op_outputs(const RNNRecurrenceGrads& r) {
+  return {r.grad_gates_x, r.grad_w_hh, r.grad_b_hh, r.grad_h0, r.grad_c0};
+}
+std::vector<Tensor> op_outputs(const RNNRecurrenceResult& r) { return {r.output, r.h_n, r.c_n}; }
+
+RNNRecurrenceForward rnn_recurrence_forward(const Tensor& gates_x_in, const Tensor& w_hh_in, const Tensor& b_hh_in,
+                                            const Tensor& h0_in, const Tensor& c0_in, const Tensor& lengths_in,
                                             RNNRecurrenceOptions opts, bool save_for_backward) {
+  detail::OpScope scope(OpId::rnn_recurrence_forward,
+                        [&] { return rnn_attrs(opts); },
+                        gates_x_in, w_hh_in, b_hh_in, h0_in, c0_in, lengths_in);
+  const Tensor& gates_x = scope.in(0, gates_x_in);
+  const Tensor& w_hh = scope.in(1, w_hh_in);
+  const Tensor& b_hh = scope.in(2, b_hh_in);
+  const Tensor& h0 = scope.in(3, h0_in);
+  const Tensor& c0 = scope.in(4, c0_in);
+  const Tensor& lengths = scope.in(5, lengths_in);
   const Dims d = check_recurrence("rnn_recurrence", gates_x, w_hh, b_hh, h0, c0, lengths, opts.mode);
   const Device dev = gates_x.device();
   const DType dt = gates_x.dtype(), cd = backend::compute_dtype_on(dt, dev);
@@ -153,13 +176,16 @@ RNNRecurrenceForward rnn_recurrence_forward(const Tensor& gates_x, const Tensor&
   f.output = back_to(f.output, dt);
   f.h_n = back_to(f.h_n, dt);
   f.c_n = back_to(f.c_n, dt);
-  return f;
+  return scope.done(f);
 }
 
 RNNRecurrenceGrads rnn_recurrence_backward(const Tensor& grad_output, const Tensor& grad_h_n,
                                            const Tensor& grad_c_n, const Tensor& w_hh, const Tensor& workspace,
                                            const Tensor& h_prev, const Tensor& lengths, RNNRecurrenceOptions opts,
                                            std::array<bool, 5> needs) {
+  detail::OpScope scope(OpId::rnn_recurrence_backward,
+                        [&] { return rnn_attrs(opts); },
+                        grad_output, grad_h_n, grad_c_n, w_hh, workspace, h_prev, lengths);
   const char* op = "rnn_recurrence_backward";
   EMBER_CHECK(grad_output.defined() && w_hh.defined() && workspace.defined() && h_prev.defined(), op,
               "grad_output, w_hh, workspace and h_prev must be defined tensors");
@@ -184,7 +210,7 @@ RNNRecurrenceGrads rnn_recurrence_backward(const Tensor& grad_output, const Tens
               shape_str(hp_shape), " ", cd, " on ", dev, " (from rnn_recurrence_forward), got ", describe(h_prev));
 
   RNNRecurrenceGrads r;
-  if (!(needs[0] || needs[1] || needs[2] || needs[3] || needs[4])) return r;
+  if (!(needs[0] || needs[1] || needs[2] || needs[3] || needs[4])) return scope.done(r);
   const bool lstm = opts.mode == RNNMode::lstm;
   const Tensor go = prepared(grad_output, cd), w = prepared(w_hh, cd);
   const Tensor ws = contiguous(workspace.detach()), hp = contiguous(h_prev.detach());
@@ -201,14 +227,24 @@ RNNRecurrenceGrads rnn_recurrence_backward(const Tensor& grad_output, const Tens
   if (needs[0]) r.grad_gates_x = back_to(dgx, dt);
   if (needs[3]) r.grad_h0 = back_to(dh, dt);
   if (needs[4] && lstm) r.grad_c0 = back_to(dc, dt);
-  return r;
+  return scope.done(r);
 }
 
-RNNRecurrenceResult rnn_recurrence(const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh, const Tensor& h0,
-                                   const Tensor& c0, const Tensor& lengths, RNNRecurrenceOptions opts) {
+RNNRecurrenceResult rnn_recurrence(const Tensor& gates_x_in, const Tensor& w_hh_in, const Tensor& b_hh_in,
+                                   const Tensor& h0_in,
+                                   const Tensor& c0_in, const Tensor& lengths_in, RNNRecurrenceOptions opts) {
+  detail::OpScope scope(OpId::rnn_recurrence,
+                        [&] { return rnn_attrs(opts); },
+                        gates_x_in, w_hh_in, b_hh_in, h0_in, c0_in, lengths_in);
+  const Tensor& gates_x = scope.in(0, gates_x_in);
+  const Tensor& w_hh = scope.in(1, w_hh_in);
+  const Tensor& b_hh = scope.in(2, b_hh_in);
+  const Tensor& h0 = scope.in(3, h0_in);
+  const Tensor& c0 = scope.in(4, c0_in);
+  const Tensor& lengths = scope.in(5, lengths_in);
   const bool train = grad_enabled() && any_requires_grad({gates_x, w_hh, b_hh, h0, c0});
   RNNRecurrenceForward f = rnn_recurrence_forward(gates_x, w_hh, b_hh, h0, c0, lengths, opts, train);
-  if (!train) return {f.output, f.h_n, f.c_n};
+  if (!train) return scope.done(RNNRecurrenceResult{f.output, f.h_n, f.c_n});
   const bool lstm = opts.mode == RNNMode::lstm;
   std::vector<Tensor> outs{f.output, f.h_n};
   if (lstm) outs.push_back(f.c_n);
@@ -222,7 +258,7 @@ RNNRecurrenceResult rnn_recurrence(const Tensor& gates_x, const Tensor& w_hh, co
         return Grads{r.grad_gates_x, r.grad_w_hh, r.grad_b_hh, r.grad_h0, r.grad_c0};
       },
       {f.workspace, f.h_prev, w_hh});
-  return {f.output, f.h_n, f.c_n};
+  return scope.done(RNNRecurrenceResult{f.output, f.h_n, f.c_n});
 }
 
 RNNRecurrenceResult rnn_recurrence_reference(const Tensor& gates_x, const Tensor& w_hh, const Tensor& b_hh,

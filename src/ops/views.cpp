@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "ops/common.h"
+#include "ops/op_call.h"
 
 namespace ember {
 using detail::make_view;
@@ -74,6 +75,7 @@ std::optional<Shape> view_strides(const Tensor& x, const Shape& shape) {
 }  // namespace
 
 Tensor view(const Tensor& x, const Shape& shape) {
+  detail::OpScope scope(OpId::view, [&] { return Attrs{{"shape", shape}}; }, x);
   detail::check_defined("view", {x});
   Shape s = infer_shape(shape, x.numel(), "view", x.shape());
   auto st = view_strides(x, s);
@@ -81,20 +83,22 @@ Tensor view(const Tensor& x, const Shape& shape) {
               " with strides ", shape_str(x.strides()), " as ", shape_str(s),
               " without a copy; use reshape()");
   Shape orig = x.shape();
-  return finish_view("view", x, make_view(x, s, *st, x.offset()),
-                     [orig](const Grads& g, const Grads&, const Needs&) { return Grads{reshape(g[0], orig)}; });
+  return scope.done(finish_view("view", x, make_view(x, s, *st, x.offset()),
+                     [orig](const Grads& g, const Grads&, const Needs&) { return Grads{reshape(g[0], orig)}; }));
 }
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
+  detail::OpScope scope(OpId::reshape, [&] { return Attrs{{"shape", shape}}; }, x);
   detail::check_defined("reshape", {x});
   Shape s = infer_shape(shape, x.numel(), "reshape", x.shape());
-  if (view_strides(x, s)) return view(x, s);
-  return view(clone(x), s);
+  if (view_strides(x, s)) return scope.done(view(x, s));
+  return scope.done(view(clone(x), s));
 }
 
 Tensor flatten(const Tensor& x, int64_t start, int64_t end) {
+  detail::OpScope scope(OpId::flatten, [&] { return Attrs{{"start", start}, {"end", end}}; }, x);
   detail::check_defined("flatten", {x});
-  if (x.dim() == 0) return reshape(x, {1});
+  if (x.dim() == 0) return scope.done(reshape(x, {1}));
   start = wrap_dim(start, x.dim(), "flatten");
   end = wrap_dim(end, x.dim(), "flatten");
   EMBER_CHECK(start <= end, "flatten", "start dim ", start, " after end dim ", end);
@@ -103,10 +107,11 @@ Tensor flatten(const Tensor& x, int64_t start, int64_t end) {
   for (int64_t i = start; i <= end; ++i) m = checked_mul(m, x.size(i), "flatten");  // (0, 2^40, 2^40) overflows
   s.push_back(m);
   s.insert(s.end(), x.shape().begin() + end + 1, x.shape().end());
-  return reshape(x, s);
+  return scope.done(reshape(x, s));
 }
 
 Tensor permute(const Tensor& x, const Shape& dims) {
+  detail::OpScope scope(OpId::permute, [&] { return Attrs{{"dims", dims}}; }, x);
   detail::check_defined("permute", {x});
   EMBER_CHECK(static_cast<int64_t>(dims.size()) == x.dim(), "permute", "got ", dims.size(),
               " dims ", shape_str(dims), " for a tensor of shape ", shape_str(x.shape()));
@@ -120,22 +125,26 @@ Tensor permute(const Tensor& x, const Shape& dims) {
     st[i] = x.stride(d);
     inv[d] = static_cast<int64_t>(i);
   }
-  return finish_view("permute", x, make_view(x, s, st, x.offset()),
-                     [inv](const Grads& g, const Grads&, const Needs&) { return Grads{permute(g[0], inv)}; });
+  return scope.done(finish_view("permute", x, make_view(x, s, st, x.offset()),
+                     [inv](const Grads& g, const Grads&, const Needs&) { return Grads{permute(g[0], inv)}; }));
 }
 
 Tensor transpose(const Tensor& x, int64_t d0, int64_t d1) {
+  detail::OpScope scope(OpId::transpose, [&] { return Attrs{{"dim0", d0}, {"dim1", d1}}; }, x);
   detail::check_defined("transpose", {x});
-  if (x.dim() == 0) return x;
+  if (x.dim() == 0) return scope.done(x);
   d0 = wrap_dim(d0, x.dim(), "transpose");
   d1 = wrap_dim(d1, x.dim(), "transpose");
   Shape p(x.dim());
   std::iota(p.begin(), p.end(), 0);
   std::swap(p[d0], p[d1]);
-  return permute(x, p);
+  return scope.done(permute(x, p));
 }
 
 Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t step) {
+  detail::OpScope scope(OpId::slice,
+                        [&] { return Attrs{{"dim", dim}, {"start", start}, {"end", end}, {"step", step}}; },
+                        x);
   detail::check_defined("slice", {x});
   EMBER_CHECK(x.dim() > 0, "slice", "cannot slice a 0-d tensor");
   dim = wrap_dim(dim, x.dim(), "slice");
@@ -152,15 +161,16 @@ Tensor slice(const Tensor& x, int64_t dim, int64_t start, int64_t end, int64_t s
   if (s[dim] > 1) st[dim] = checked_mul(st[dim], step, "slice");
   Shape orig = x.shape();
   DType dt = x.dtype();
-  return finish_view("slice", x, make_view(x, s, st, x.offset() + start * x.stride(dim)),
+  return scope.done(finish_view("slice", x, make_view(x, s, st, x.offset() + start * x.stride(dim)),
                      [orig, dt, dim, start, end, step](const Grads& g, const Grads&, const Needs&) {
                        Tensor r = zeros(orig, detail::on_device_of(g[0], dt));
                        slice(r, dim, start, end, step).copy_(g[0]);
                        return Grads{r};
-                     });
+                     }));
 }
 
 Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
+  detail::OpScope scope(OpId::narrow, [&] { return Attrs{{"dim", dim}, {"start", start}, {"length", length}}; }, x);
   detail::check_defined("narrow", {x});
   EMBER_CHECK(x.dim() > 0, "narrow", "cannot narrow a 0-d tensor");
   dim = wrap_dim(dim, x.dim(), "narrow");
@@ -169,10 +179,11 @@ Tensor narrow(const Tensor& x, int64_t dim, int64_t start, int64_t length) {
   EMBER_CHECK(start >= 0 && start <= n && length >= 0 && length <= n - start, "narrow", "range of ", length,
               " elements from ", start, " out of bounds for dim ", dim, " of size ", n, " (shape ",
               shape_str(x.shape()), ")");
-  return slice(x, dim, start, start + length, 1);
+  return scope.done(slice(x, dim, start, start + length, 1));
 }
 
 Tensor select(const Tensor& x, int64_t dim, int64_t index) {
+  detail::OpScope scope(OpId::select, [&] { return Attrs{{"dim", dim}, {"index", index}}; }, x);
   detail::check_defined("select", {x});
   EMBER_CHECK(x.dim() > 0, "select", "cannot select from a 0-d tensor");
   dim = wrap_dim(dim, x.dim(), "select");
@@ -185,12 +196,12 @@ Tensor select(const Tensor& x, int64_t dim, int64_t index) {
   st.erase(st.begin() + dim);
   Shape orig = x.shape();
   DType dt = x.dtype();
-  return finish_view("select", x, make_view(x, s, st, x.offset() + index * x.stride(dim)),
+  return scope.done(finish_view("select", x, make_view(x, s, st, x.offset() + index * x.stride(dim)),
                      [orig, dt, dim, index](const Grads& g, const Grads&, const Needs&) {
                        Tensor r = zeros(orig, detail::on_device_of(g[0], dt));
                        select(r, dim, index).copy_(g[0]);
                        return Grads{r};
-                     });
+                     }));
 }
 
 namespace {
@@ -224,8 +235,12 @@ Tensor expand_impl(const char* op, const Tensor& x, const Shape& shape) {
 
 }  // namespace
 
-Tensor expand(const Tensor& x, const Shape& shape) { return expand_impl("expand", x, shape); }
+Tensor expand(const Tensor& x, const Shape& shape) {
+  detail::OpScope scope(OpId::expand, [&] { return Attrs{{"shape", shape}}; }, x);
+  return scope.done(expand_impl("expand", x, shape));
+}
 Tensor unfold(const Tensor& x, int64_t dim, int64_t size, int64_t step) {
+  detail::OpScope scope(OpId::unfold, [&] { return Attrs{{"dim", dim}, {"size", size}, {"step", step}}; }, x);
   detail::check_defined("unfold", {x});
   EMBER_CHECK(x.dim() > 0, "unfold", "cannot unfold a 0-d tensor");
   dim = wrap_dim(dim, x.dim(), "unfold");
@@ -239,7 +254,7 @@ Tensor unfold(const Tensor& x, int64_t dim, int64_t size, int64_t step) {
   if (windows > 1) st[dim] = checked_mul(x.stride(dim), step, "unfold");
   s.push_back(size);
   st.push_back(x.stride(dim));
-  return finish_view("unfold", x, make_view(x, s, st, x.offset()),
+  return scope.done(finish_view("unfold", x, make_view(x, s, st, x.offset()),
                      [orig = x.shape(), dt = x.dtype(), dev = x.device(), dim, size, step, windows](
                          const Grads& g, const Grads&, const Needs&) {
                        // Windows overlap when step < size: add each window position back.
@@ -247,12 +262,16 @@ Tensor unfold(const Tensor& x, int64_t dim, int64_t size, int64_t step) {
                        for (int64_t j = 0; j < size; ++j)
                          slice(r, dim, j, j + step * (windows - 1) + 1, step).add_(g[0].select(-1, j));
                        return Grads{r};
-                     });
+                     }));
 }
 
-Tensor broadcast_to(const Tensor& x, const Shape& shape) { return expand_impl("broadcast_to", x, shape); }
+Tensor broadcast_to(const Tensor& x, const Shape& shape) {
+  detail::OpScope scope(OpId::broadcast_to, [&] { return Attrs{{"shape", shape}}; }, x);
+  return scope.done(expand_impl("broadcast_to", x, shape));
+}
 
 Tensor squeeze(const Tensor& x, std::optional<int64_t> dim) {
+  detail::OpScope scope(OpId::squeeze, [&] { return Attrs{{"dim", dim}}; }, x);
   detail::check_defined("squeeze", {x});
   Shape s;
   if (dim) {
@@ -263,10 +282,11 @@ Tensor squeeze(const Tensor& x, std::optional<int64_t> dim) {
     for (auto v : x.shape())
       if (v != 1) s.push_back(v);
   }
-  return view(x, s);
+  return scope.done(view(x, s));
 }
 
 Tensor unsqueeze(const Tensor& x, int64_t dim) {
+  detail::OpScope scope(OpId::unsqueeze, [&] { return Attrs{{"dim", dim}}; }, x);
   detail::check_defined("unsqueeze", {x});
   dim = wrap_dim(dim, x.dim() + 1, "unsqueeze");
   Shape s = x.shape(), st = x.strides();
@@ -274,8 +294,8 @@ Tensor unsqueeze(const Tensor& x, int64_t dim) {
   s.insert(s.begin() + dim, 1);
   st.insert(st.begin() + dim, inner);
   Shape orig = x.shape();
-  return finish_view("unsqueeze", x, make_view(x, s, st, x.offset()),
-                     [orig](const Grads& g, const Grads&, const Needs&) { return Grads{reshape(g[0], orig)}; });
+  return scope.done(finish_view("unsqueeze", x, make_view(x, s, st, x.offset()),
+                     [orig](const Grads& g, const Grads&, const Needs&) { return Grads{reshape(g[0], orig)}; }));
 }
 
 }  // namespace ember
