@@ -14,6 +14,9 @@
 // Arithmetic: float for f32/f16/bf16 parameters (state f32), double for f64. f16/bf16 are
 // loaded into float and stored rounded to nearest even.
 //
+// GradScaler's unscale_: one pass multiplies every gradient by 1/scale and raises a found-inf
+// flag in device memory.
+//
 // clip_grad_norm: pass 1, one block per chunk writes |g|^p summed (or max |g|) over its chunk
 // into a scratch array; pass 2, one block reduces the scratch array, writes the norm and the
 // clip factor min(1, max_norm / (norm + 1e-6)) to device memory; pass 3 multiplies every
@@ -232,6 +235,26 @@ __global__ void __launch_bounds__(kOptThreads) clamp_kernel(const __grid_constan
   }
 }
 
+// Every gradient *= inv_scale; a block that met an inf or NaN (before or after the multiply)
+// sets *found_inf = 1 (every writer writes the same value; nobody writes 0).
+template <class T>
+__global__ void __launch_bounds__(kOptThreads)
+    unscale_kernel(const __grid_constant__ Table<GradArgs> tab, double inv_scale, float* found_inf) {
+  using A = acc_t<T>;
+  int t;
+  int64_t begin, end;
+  chunk_range(tab, t, begin, end);
+  T* g = static_cast<T*>(tab.rec[t].grad);
+  const A f = A(inv_scale);
+  int nonfinite = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads) {
+    const A x = to_acc(g[i]) * f;
+    nonfinite |= isfinite(x) ? 0 : 1;
+    g[i] = from_acc<T>(x);
+  }
+  if (__syncthreads_or(nonfinite) && threadIdx.x == 0) *found_inf = 1.0f;
+}
+
 int norm_kind(double p) {
   if (std::isinf(p)) return kLinf;
   if (p == 2.0) return kL2;
@@ -317,11 +340,25 @@ void clamp_grads(Device device, DType dtype, const std::vector<GradArgs>& grads,
   });
 }
 
+void unscale_grads(Device device, DType dtype, const std::vector<GradArgs>& grads, double inv_scale,
+                   const Tensor& found_inf) {
+  DeviceGuard guard(device.index);
+  cudaStream_t stream = current_stream(device.index);
+  float* flag = static_cast<float*>(found_inf.data_ptr());
+  EMBER_CUDA_DISPATCH_FLOAT(dtype, "GradScaler.unscale_", T, [&] {
+    launch_tables(grads, [&](const Table<GradArgs>& tab, int64_t chunks) {
+      unscale_kernel<T><<<static_cast<unsigned>(chunks), kOptThreads, 0, stream>>>(tab, inv_scale, flag);
+      EMBER_CUDA_LAUNCH_CHECK();
+    });
+  });
+}
+
 void register_optim_kernels() {
   prim::define<prim::sgd_step>(prim::Backend::cuda, &sgd_step);
   prim::define<prim::adam_step>(prim::Backend::cuda, &adam_step);
   prim::define<prim::clip_grad_norm>(prim::Backend::cuda, &clip_grad_norm);
   prim::define<prim::clamp_grads>(prim::Backend::cuda, &clamp_grads);
+  prim::define<prim::unscale_grads>(prim::Backend::cuda, &unscale_grads);
 }
 
 }  // namespace ember::cuda

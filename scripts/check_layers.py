@@ -36,10 +36,12 @@ FLOORS = {
     # Users of the ops: modules, optimizers, checkpoints.
     "nn": (["include/ember/nn/", "src/nn/"], ["core", "prim", "graph", "ops", "autograd"]),
     "optim": (["include/ember/optim/", "src/optim/"], ["core", "prim", "graph", "ops", "autograd"]),
-    "io": (["include/ember/io/", "src/io/"], ["core", "graph", "ops", "autograd", "nn", "optim"]),
+    # Mixed precision: the GradScaler works on optimizers (autocast itself is an ops hook).
+    "amp": (["include/ember/amp.h", "src/amp/"], ["core", "prim", "graph", "ops", "autograd", "optim"]),
+    "io": (["include/ember/io/", "src/io/"], ["core", "graph", "ops", "autograd", "nn", "optim", "amp"]),
     # The umbrella header.
     "umbrella": (["include/ember/ember.h"], ["core", "prim", "backend", "graph", "ops", "autograd", "nn",
-                                             "optim", "io"]),
+                                             "optim", "amp", "io"]),
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

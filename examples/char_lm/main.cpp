@@ -56,6 +56,7 @@ struct Args {
   int64_t log_every = 50, eval_every = 250, sample = 400, threads = 0, stop_after = 0;
   uint64_t seed = 1234;
   bool resume = false, help = false;
+  std::optional<DType> amp;  // --amp: autocast's low dtype
 };
 
 void apply_preset(Args& a, const std::string& name) {
@@ -89,6 +90,7 @@ void usage(std::ostream& o) {
        "  --seed N           initialisation, data order and sampling seed (default 1234)\n"
        "  --threads N        OpenMP threads (default: OpenMP's)\n"
        "  --device D         cpu, cuda or cuda:N (default cpu); fake = the stand-in test device\n"
+       "  --amp M            mixed precision: bf16, f16 (with dynamic loss scaling) or off (default off)\n"
        "  --checkpoint PATH  checkpoint file (default char_lm.ckpt.safetensors; \"\" = none)\n"
        "  --resume           continue from --checkpoint (same model, preset and flags)\n"
        "  --stop-after N     stop after step N with a checkpoint, as if interrupted (then --resume)\n";
@@ -142,6 +144,7 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
     else if (f == "--threads") a.threads = as_int(f, v, 1);
     else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
+    else if (f == "--amp") a.amp = example::parse_amp("char_lm", v);
     else EMBER_FAIL("char_lm", "unknown option \"", f, "\" (see --help)");
   }
   EMBER_CHECK(a.model == "transformer" || a.model == "lstm", "char_lm", "--model must be transformer or lstm, got \"",
@@ -308,7 +311,7 @@ std::map<std::string, std::string> run_identity(const Args& a) {
   std::snprintf(lr, sizeof lr, "%.17g", a.lr);
   return {{"model", a.model}, {"preset", a.preset}, {"context", std::to_string(a.context)},
           {"batch", std::to_string(a.batch)}, {"steps", std::to_string(a.steps)}, {"lr", lr},
-          {"seed", std::to_string(a.seed)}};
+          {"seed", std::to_string(a.seed)}, {"amp", example::amp_name(a.amp)}};
 }
 
 int run(const Args& a, Device device) {
@@ -340,10 +343,11 @@ int run(const Args& a, Device device) {
   optim::WarmupCosineLR sched(opt, {.warmup_steps = std::min<int64_t>(100, a.steps / 10), .total_steps = a.steps,
                                     .min_lr = a.lr / 10});
   const auto identity = run_identity(a);
+  amp::GradScaler scaler(example::scaler_options(a.amp));
   int64_t step = 0;
   if (a.resume) {
     io::TrainingState st;
-    io::load_checkpoint(a.checkpoint, model, opt, &sched, st);
+    io::load_checkpoint(a.checkpoint, model, opt, &sched, st, &scaler);
     for (const auto& [key, want] : identity) {
       auto it = st.extra.find(key);
       EMBER_CHECK(it != st.extra.end() && it->second == want, "char_lm", a.checkpoint, " was written by a run with ",
@@ -366,7 +370,7 @@ int run(const Args& a, Device device) {
     st.extra = identity;
     st.extra["model_rng_seed"] = std::to_string(init_gen.seed());
     st.extra["model_rng_offset"] = std::to_string(init_gen.offset());
-    io::save_checkpoint(a.checkpoint, model, opt, &sched, st);
+    io::save_checkpoint(a.checkpoint, model, opt, &sched, st, &scaler);
   };
 
   const int64_t T = a.context, n_train = corpus.train.size(0);
@@ -378,12 +382,19 @@ int run(const Args& a, Device device) {
   while (step < a.steps) {
     Tensor starts = randint(0, n_train - T - 1, {a.batch}, DType::i64, &data_gen);
     Tensor w = windows(corpus.train, starts, T).to(device);  // (B, T + 1)
-    Tensor logits = model.forward(w.narrow(1, 0, T));        // (B, T, V)
-    Tensor loss = nn::cross_entropy(logits.reshape({-1, V}), w.narrow(1, 1, T).reshape({-1}));
+    Tensor loss;
+    {
+      // --amp: GEMMs, attention and the recurrence in the low dtype; softmax, norms, the loss in f32.
+      amp::AutocastGuard autocast(device, a.amp.value_or(DType::bf16), a.amp.has_value());
+      Tensor logits = model.forward(w.narrow(1, 0, T));  // (B, T, V)
+      loss = nn::cross_entropy(logits.reshape({-1, V}), w.narrow(1, 1, T).reshape({-1}));
+    }
     opt.zero_grad();
-    loss.backward();
+    scaler.scale(loss).backward();
+    scaler.unscale_(opt);  // clip the true gradients
     optim::clip_grad_norm_(model.parameters(), 1.0);
-    opt.step();
+    scaler.step(opt);  // skipped (f16) when a gradient overflowed
+    scaler.update();
     sched.step();
     ++step;
     loss_sum += loss.item<double>();
@@ -395,9 +406,11 @@ int run(const Args& a, Device device) {
     const bool out_of_time = a.minutes > 0 && minutes >= a.minutes;
     if (step % a.log_every == 0 || step == a.steps || out_of_time) {
       const double secs = std::chrono::duration<double>(now - window_start).count();
-      std::printf("step %lld/%lld loss %.4f lr %.2e %.0f tokens/s (%.1f min)\n", static_cast<long long>(step),
+      char scale[48] = "";
+      if (scaler.is_enabled()) std::snprintf(scale, sizeof scale, " scale %g", scaler.get_scale());
+      std::printf("step %lld/%lld loss %.4f lr %.2e %.0f tokens/s (%.1f min)%s\n", static_cast<long long>(step),
                   static_cast<long long>(a.steps), loss_sum / static_cast<double>(loss_n), opt.lr(0),
-                  static_cast<double>(window_steps * a.batch * T) / std::max(secs, 1e-9), minutes);
+                  static_cast<double>(window_steps * a.batch * T) / std::max(secs, 1e-9), minutes, scale);
       std::fflush(stdout);
       loss_sum = 0;
       loss_n = 0;

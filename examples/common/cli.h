@@ -4,8 +4,11 @@
 #include <cmath>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <string>
 
+#include "ember/amp.h"
+#include "ember/core/dtype.h"
 #include "ember/core/error.h"
 
 namespace example {
@@ -37,6 +40,25 @@ inline double parse_double(const char* prog, const std::string& flag, const std:
   EMBER_CHECK(pos == v.size() && !v.empty() && std::isfinite(x), prog, flag, " expects a number, got \"", v, "\"");
   EMBER_CHECK(strict ? x > min : x >= min, prog, flag, " must be ", strict ? "> " : ">= ", min, ", got ", x);
   return x;
+}
+
+// --amp bf16|f16|off: autocast's low dtype, or none (off).
+inline std::optional<ember::DType> parse_amp(const char* prog, const std::string& v) {
+  if (v == "bf16") return ember::DType::bf16;
+  if (v == "f16") return ember::DType::f16;
+  EMBER_CHECK(v == "off", prog, "--amp expects bf16, f16 or off, got \"", v, "\"");
+  return std::nullopt;
+}
+inline const char* amp_name(std::optional<ember::DType> amp) {
+  return !amp ? "off" : *amp == ember::DType::f16 ? "f16" : "bf16";
+}
+
+// The loss scaler an --amp choice needs: on for f16 (its narrow range underflows small
+// gradients), off for bf16 (f32's range) and for f32 training; off, it passes everything through.
+inline ember::amp::GradScalerOptions scaler_options(std::optional<ember::DType> amp) {
+  ember::amp::GradScalerOptions o;
+  o.enabled = amp == ember::DType::f16;
+  return o;
 }
 
 }  // namespace example

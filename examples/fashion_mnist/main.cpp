@@ -173,6 +173,7 @@ struct Args {
   bool resume = false;
   int64_t stop_after = 0;  // 0: run all epochs
   bool help = false;
+  std::optional<DType> amp;  // --amp: autocast's low dtype
 };
 
 void usage(std::ostream& os) {
@@ -186,6 +187,7 @@ void usage(std::ostream& os) {
         "  --threads N    OpenMP threads (default: OpenMP's own default)\n"
         "  --limit N      train on the first N training images only (smoke tests)\n"
         "  --device D     cpu, cuda or cuda:N (default cpu); fake = the stand-in test device\n"
+        "  --amp M        mixed precision: bf16, f16 (with dynamic loss scaling) or off (default off)\n"
         "  --checkpoint PATH  write model, optimizer, schedule and loop state there at the end of\n"
         "                 every epoch (default fashion_mnist.ckpt.safetensors; \"\" disables)\n"
         "  --resume       continue from --checkpoint (same --epochs, --batch, --lr, --seed, --limit)\n"
@@ -214,7 +216,7 @@ Args parse_args(int argc, char** argv) {
     }
     EMBER_CHECK(flag == "--data" || flag == "--epochs" || flag == "--batch" || flag == "--lr" ||
                     flag == "--seed" || flag == "--threads" || flag == "--limit" || flag == "--device" ||
-                    flag == "--checkpoint" || flag == "--stop-after",
+                    flag == "--checkpoint" || flag == "--stop-after" || flag == "--amp",
                 "fashion_mnist", "unknown option \"", flag, "\" (see --help)");
     EMBER_CHECK(i + 1 < argc, "fashion_mnist", flag, " needs a value (see --help)");
     const std::string v = argv[++i];
@@ -228,6 +230,7 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--device") a.device = v;
     else if (flag == "--checkpoint") a.checkpoint = v;
     else if (flag == "--stop-after") a.stop_after = parse_int(flag, v, 1);
+    else if (flag == "--amp") a.amp = example::parse_amp("fashion_mnist", v);
   }
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), "fashion_mnist", "--resume needs a --checkpoint path");
   return a;
@@ -250,7 +253,8 @@ std::map<std::string, std::string> run_identity(const Args& args, int64_t train_
   char lr[40];
   std::snprintf(lr, sizeof lr, "%.17g", args.lr);
   return {{"epochs", std::to_string(args.epochs)}, {"batch", std::to_string(args.batch)}, {"lr", lr},
-          {"seed", std::to_string(args.seed)}, {"train_n", std::to_string(train_n)}};
+          {"seed", std::to_string(args.seed)}, {"train_n", std::to_string(train_n)},
+          {"amp", example::amp_name(args.amp)}};
 }
 
 // Number of rows whose argmax matches the label.
@@ -306,6 +310,7 @@ int run(const Args& args, Device device) {
   // a point of test accuracy).
   optim::WarmupCosineLR sched(opt, {.warmup_steps = 0, .total_steps = args.epochs * steps, .min_lr = 0.0});
 
+  amp::GradScaler scaler(example::scaler_options(args.amp));
   Generator shuffle_gen(args.seed ^ kShuffleSeedMix);
   constexpr int64_t kLogEvery = 100;
   double test_acc = 0.0;
@@ -314,7 +319,7 @@ int run(const Args& args, Device device) {
 
   if (args.resume) {
     io::TrainingState st;
-    io::load_checkpoint(args.checkpoint, model, opt, &sched, st);
+    io::load_checkpoint(args.checkpoint, model, opt, &sched, st, &scaler);
     for (const auto& [key, want] : identity) {
       auto it = st.extra.find(key);
       EMBER_CHECK(it != st.extra.end() && it->second == want, "fashion_mnist", args.checkpoint,
@@ -347,11 +352,17 @@ int run(const Args& args, Device device) {
       const Tensor x = index_select(train.images, 0, idx).to(device);  // (B, 784)
       const Tensor y = index_select(train.labels, 0, idx).to(device);  // (B)
 
-      const Tensor logits = model(x);  // (B, 10)
-      const Tensor loss = nn::cross_entropy(logits, y);
+      Tensor logits, loss;
+      {
+        // --amp: the Linear layers run in the low dtype, the loss in f32 (docs/amp.md).
+        amp::AutocastGuard autocast(device, args.amp.value_or(DType::bf16), args.amp.has_value());
+        logits = model(x);  // (B, 10)
+        loss = nn::cross_entropy(logits, y);
+      }
       opt.zero_grad();
-      loss.backward();
-      opt.step();
+      scaler.scale(loss).backward();
+      scaler.step(opt);  // skipped (f16) when a gradient overflowed
+      scaler.update();
       sched.step();
       ++global_step;
 
@@ -364,12 +375,14 @@ int run(const Args& args, Device device) {
       if (step % kLogEvery == 0 || step == steps) {
         const auto now = std::chrono::steady_clock::now();
         const double secs = std::chrono::duration<double>(now - window_start).count();
-        std::printf("epoch %lld/%lld step %lld/%lld loss %.4f acc %.1f%% %.0f samples/s\n",
+        char scale[48] = "";
+        if (scaler.is_enabled()) std::snprintf(scale, sizeof scale, " scale %g", scaler.get_scale());
+        std::printf("epoch %lld/%lld step %lld/%lld loss %.4f acc %.1f%% %.0f samples/s%s\n",
                     static_cast<long long>(epoch), static_cast<long long>(args.epochs),
                     static_cast<long long>(step), static_cast<long long>(steps),
                     loss_sum / static_cast<double>(seen),
                     100.0 * static_cast<double>(correct) / static_cast<double>(seen),
-                    static_cast<double>(seen) / std::max(secs, 1e-9));
+                    static_cast<double>(seen) / std::max(secs, 1e-9), scale);
         std::fflush(stdout);
         loss_sum = 0.0;
         correct = seen = 0;
@@ -387,7 +400,7 @@ int run(const Args& args, Device device) {
       char acc[40];
       std::snprintf(acc, sizeof acc, "%.17g", test_acc);
       st.extra["test_acc"] = acc;
-      io::save_checkpoint(args.checkpoint, model, opt, &sched, st);
+      io::save_checkpoint(args.checkpoint, model, opt, &sched, st, &scaler);
     }
   }
   if (last_epoch < args.epochs)

@@ -1,5 +1,6 @@
 // Umbrella header: everything a training program needs.
 #pragma once
+#include "ember/amp.h"
 #include "ember/autograd/anomaly.h"
 #include "ember/autograd/grad_mode.h"
 #include "ember/autograd/gradcheck.h"
@@ -28,9 +29,11 @@
 #include "ember/io/safetensors.h"
 #include "ember/core/state_dict.h"
 #include "ember/ops/attention.h"
+#include "ember/ops/autocast.h"
 #include "ember/ops/conv.h"
 #include "ember/ops/loss_ops.h"
 #include "ember/ops/observe.h"
+#include "ember/ops/op_def.h"
 #include "ember/ops/norm.h"
 #include "ember/ops/ops.h"
 #include "ember/ops/rnn.h"

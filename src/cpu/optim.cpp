@@ -191,6 +191,30 @@ void clamp_grads(Device, DType dtype, const std::vector<GradArgs>& grads, double
   });
 }
 
+// Each chunk multiplies and notes a non-finite value; the flag is written once, after the
+// loop (no shared writes from the threads).
+void unscale_grads(Device, DType dtype, const std::vector<GradArgs>& grads, double inv_scale, const Tensor& found_inf) {
+  const std::vector<Chunk> chunks = plan_chunks(grads);
+  std::vector<unsigned char> bad(chunks.size(), 0);
+  EMBER_OPTIM_DISPATCH(dtype, "GradScaler.unscale_", [&] {
+    using A = acc_of<param_t>;
+    const A f = A(inv_scale);
+    parallel_for(static_cast<int64_t>(chunks.size()), kChunk, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        param_t* g = static_cast<param_t*>(grads[chunks[c].tensor].grad);
+        bool nonfinite = false;
+        for (int64_t i = chunks[c].begin; i < chunks[c].end; ++i) {
+          const A x = load(g[i]) * f;
+          nonfinite = nonfinite || !std::isfinite(static_cast<double>(x));
+          g[i] = store<param_t>(x);
+        }
+        bad[c] = nonfinite ? 1 : 0;
+      }
+    });
+  });
+  if (std::find(bad.begin(), bad.end(), 1) != bad.end()) *static_cast<float*>(found_inf.data_ptr()) = 1.0f;
+}
+
 #undef EMBER_OPTIM_DISPATCH
 
 void register_optim_kernels() {
@@ -198,6 +222,7 @@ void register_optim_kernels() {
   prim::define<prim::adam_step>(prim::Backend::cpu, &adam_step);
   prim::define<prim::clip_grad_norm>(prim::Backend::cpu, &clip_grad_norm);
   prim::define<prim::clamp_grads>(prim::Backend::cpu, &clamp_grads);
+  prim::define<prim::unscale_grads>(prim::Backend::cpu, &unscale_grads);
 }
 
 }  // namespace ember::cpu

@@ -57,14 +57,19 @@ void add_section(StateDict& out, const StateDict& part, const std::string& prefi
 }  // namespace
 
 StateDict checkpoint_state_dict(const nn::Module& model, const optim::Optimizer& opt, const optim::LRScheduler* sched,
-                                const TrainingState& state) {
+                                const TrainingState& state, const amp::GradScaler* scaler) {
   StateDict ck;
   add_section(ck, model.state_dict(), "model.");
   add_section(ck, opt.state_dict(), "optim.");
   if (sched) add_section(ck, sched->state_dict(), "sched.");
+  if (scaler) add_section(ck, scaler->state_dict(), "scaler.");
   // emplace, not operator= with a const char*: GCC 12 raises a false -Wrestrict on the latter.
   ck.meta.emplace("ember.checkpoint", std::string(kVersion));
-  ck.meta.emplace("ember.sections", std::string(sched ? "model,optim,sched,train" : "model,optim,train"));
+  std::string sections = "model,optim";
+  if (sched) sections.append(",sched");
+  if (scaler) sections.append(",scaler");
+  sections.append(",train");
+  ck.meta.emplace("ember.sections", std::move(sections));
   EMBER_CHECK(state.epoch >= 0 && state.step >= 0 && state.data_position >= 0, kOp,
               "TrainingState counts must be >= 0, got epoch ", state.epoch, ", step ", state.step, ", data_position ",
               state.data_position);
@@ -81,8 +86,8 @@ StateDict checkpoint_state_dict(const nn::Module& model, const optim::Optimizer&
 }
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& opt,
-                     const optim::LRScheduler* sched, const TrainingState& state) {
-  save_safetensors(path, checkpoint_state_dict(model, opt, sched, state));
+                     const optim::LRScheduler* sched, const TrainingState& state, const amp::GradScaler* scaler) {
+  save_safetensors(path, checkpoint_state_dict(model, opt, sched, state, scaler));
 }
 
 namespace {
@@ -91,7 +96,8 @@ namespace {
 // checksum), else what the safetensors reader verified: a version 2 file must have carried
 // ember.checksum.
 void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt, optim::LRScheduler* sched,
-                  TrainingState& state, const std::string& where, const SafetensorsChecks* checks) {
+                  TrainingState& state, amp::GradScaler* scaler, const std::string& where,
+                  const SafetensorsChecks* checks) {
   auto version = ck.meta.find("ember.checkpoint");
   EMBER_CHECK(version != ck.meta.end(), kOp, where,
               " is not an ember training checkpoint (no \"ember.checkpoint\" metadata); a plain weights file "
@@ -102,7 +108,7 @@ void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
               " is corrupted: a version ", kVersion, " checkpoint must carry \"ember.checksum\" and this one does not");
 
   // Split into sections; anything outside them is a problem (a file from elsewhere).
-  StateDict model_sd, optim_sd, sched_sd;
+  StateDict model_sd, optim_sd, sched_sd, scaler_sd;
   std::vector<std::string> problems;
   for (const auto& [name, t] : ck.tensors) {
     if (starts_with(name, "model.")) model_sd.tensors.emplace_back(name.substr(6), t);
@@ -113,6 +119,7 @@ void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
   for (const auto& [k, v] : ck.meta) {
     if (starts_with(k, "optim.")) optim_sd.meta[k.substr(6)] = v;
     else if (starts_with(k, "sched.")) sched_sd.meta[k.substr(6)] = v;
+    else if (starts_with(k, "scaler.")) scaler_sd.meta[k.substr(7)] = v;
   }
   std::string sections = ",";
   if (auto it = ck.meta.find("ember.sections"); it != ck.meta.end()) sections += it->second + ",";
@@ -164,6 +171,17 @@ void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
                            dtype_name(own.dtype()) + " in the module");
     }
   }
+  // The loss scaler: checked on a scratch copy now, loaded last (it cannot fail then). A file
+  // saved without one (older checkpoints, runs without mixed precision) leaves it as it is.
+  const bool load_scaler = scaler != nullptr && has("scaler");
+  if (load_scaler) {
+    try {
+      amp::GradScaler scratch;
+      scratch.load_state_dict(scaler_sd);
+    } catch (const Error& e) {
+      problems.push_back(std::string("scaler: ") + detail::printable(e.what(), 400));
+    }
+  }
   EMBER_CHECK(problems.empty(), kOp, "cannot load ", where, ": ", join(problems, "; "));
 
   // The optimizer and the schedule check their own state (kinds, shapes, hyper-parameters in
@@ -199,28 +217,31 @@ void load_checked(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
     restore();
     throw;
   }
+  if (load_scaler) scaler->load_state_dict(scaler_sd);
   state = std::move(parsed);
 }
 
 }  // namespace
 
 void load_checkpoint_state_dict(const StateDict& ck, nn::Module& model, optim::Optimizer& opt,
-                                optim::LRScheduler* sched, TrainingState& state, const std::string& where) {
-  load_checked(ck, model, opt, sched, state, where, nullptr);
+                                optim::LRScheduler* sched, TrainingState& state, const std::string& where,
+                                amp::GradScaler* scaler) {
+  load_checked(ck, model, opt, sched, state, scaler, where, nullptr);
 }
 
 void load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer& opt, optim::LRScheduler* sched,
-                     TrainingState& state) {
+                     TrainingState& state, amp::GradScaler* scaler) {
   SafetensorsChecks checks;
   const StateDict ck = load_safetensors(path, &checks);
-  load_checked(ck, model, opt, sched, state, path, &checks);
+  load_checked(ck, model, opt, sched, state, scaler, path, &checks);
 }
 
 void load_checkpoint_from_memory(const void* data, size_t size, const std::string& name, nn::Module& model,
-                                 optim::Optimizer& opt, optim::LRScheduler* sched, TrainingState& state) {
+                                 optim::Optimizer& opt, optim::LRScheduler* sched, TrainingState& state,
+                                 amp::GradScaler* scaler) {
   SafetensorsChecks checks;
   const StateDict ck = parse_safetensors(data, size, name, &checks);
-  load_checked(ck, model, opt, sched, state, name, &checks);
+  load_checked(ck, model, opt, sched, state, scaler, name, &checks);
 }
 
 }  // namespace ember::io

@@ -10,53 +10,16 @@
 #include "optim/fused.h"
 
 namespace ember::optim {
-namespace {
-
-// The gradients of `params` that exist, made contiguous where needed (`copies` remembers which
-// must be written back into the original gradient).
-struct Grads {
-  std::vector<Tensor> work;
-  std::vector<std::pair<Tensor, Tensor>> copies;  // (original .grad, contiguous copy)
-};
-
-Grads collect(const std::vector<Tensor>& params, const char* op) {
-  Grads out;
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& p = params[i];
-    EMBER_CHECK(p.defined(), op, "parameter ", i, " is an undefined tensor");
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    EMBER_CHECK(is_floating(g.dtype()), op, "gradient of parameter ", i, " is ", g.dtype(), ", expected a float tensor");
-    if (!out.work.empty())
-      EMBER_CHECK(g.device() == out.work.front().device(), op, "gradients on different devices: ",
-                  out.work.front().device(), " and ", g.device(), " (parameter ", i, ")");
-    if (g.is_contiguous()) {
-      out.work.push_back(g);
-    } else {
-      Tensor c = contiguous(g);
-      out.copies.emplace_back(g, c);
-      out.work.push_back(c);
-    }
-  }
-  return out;
-}
-
-void write_back(const Grads& grads) {
-  for (const Tensor& g : grads.work) g.impl().storage->bump_version();
-  for (const auto& [orig, copy] : grads.copies) {
-    Tensor o = orig;
-    o.copy_(copy);
-  }
-}
-
-}  // namespace
+using fused::collect_grads;
+using fused::GradList;
+using fused::write_back;
 
 Tensor clip_grad_norm_(const std::vector<Tensor>& params, double max_norm, double norm_type, bool error_if_nonfinite) {
   const char* op = "clip_grad_norm_";
   EMBER_CHECK(norm_type > 0.0, op, "norm_type must be > 0 (or kInfNorm), got ", norm_type);
   EMBER_CHECK(!std::isnan(max_norm) && max_norm >= 0.0, op, "max_norm must be >= 0, got ", max_norm);
   NoGradGuard no_grad;
-  const Grads grads = collect(params, op);
+  const GradList grads = collect_grads(params, op, /*one_device=*/true);
   bool any_f64 = false;
   for (const Tensor& g : grads.work) any_f64 = any_f64 || g.dtype() == DType::f64;
   const DType out_dtype = any_f64 ? DType::f64 : DType::f32;
@@ -77,24 +40,9 @@ void clip_grad_value_(const std::vector<Tensor>& params, double clip_value) {
   const char* op = "clip_grad_value_";
   EMBER_CHECK(!std::isnan(clip_value) && clip_value >= 0.0, op, "clip_value must be >= 0, got ", clip_value);
   NoGradGuard no_grad;
-  std::vector<Tensor> all;
-  std::vector<std::pair<Tensor, Tensor>> copies;
-  for (size_t i = 0; i < params.size(); ++i) {
-    const Tensor& p = params[i];
-    EMBER_CHECK(p.defined(), op, "parameter ", i, " is an undefined tensor");
-    Tensor g = p.grad();
-    if (!g.defined()) continue;
-    EMBER_CHECK(is_floating(g.dtype()), op, "gradient of parameter ", i, " is ", g.dtype(), ", expected a float tensor");
-    if (g.is_contiguous()) {
-      all.push_back(g);
-    } else {
-      Tensor c = contiguous(g);
-      copies.emplace_back(g, c);
-      all.push_back(c);
-    }
-  }
-  fused::clamp_grads(all, clip_value);
-  write_back({all, copies});
+  const GradList grads = collect_grads(params, op, /*one_device=*/false);
+  fused::clamp_grads(grads.work, clip_value);
+  write_back(grads);
 }
 
 }  // namespace ember::optim

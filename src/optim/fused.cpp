@@ -89,4 +89,48 @@ void clamp_grads(const std::vector<Tensor>& grads, double clip_value) {
   for (const auto& [device, b] : buckets) backend::call<prim::clamp_grads>(device, device, b.dtype, b.grads, clip_value);
 }
 
+void unscale_grads(const std::vector<Tensor>& grads, double inv_scale, const Tensor& found_inf) {
+  std::vector<GradBucket> buckets;
+  for (const Tensor& g : grads) {
+    GradBucket* b = nullptr;
+    for (auto& x : buckets)
+      if (x.dtype == g.dtype()) b = &x;
+    if (!b) b = &buckets.emplace_back(GradBucket{g.dtype(), {}});
+    b->grads.push_back({g.data_ptr(), g.numel()});
+  }
+  const Device device = found_inf.device();
+  for (const GradBucket& b : buckets)
+    backend::call<prim::unscale_grads>(device, device, b.dtype, b.grads, inv_scale, found_inf);
+}
+
+GradList collect_grads(const std::vector<Tensor>& params, const char* op, bool one_device) {
+  GradList out;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const Tensor& p = params[i];
+    EMBER_CHECK(p.defined(), op, "parameter ", i, " is an undefined tensor");
+    Tensor g = p.grad();
+    if (!g.defined()) continue;
+    EMBER_CHECK(is_floating(g.dtype()), op, "gradient of parameter ", i, " is ", g.dtype(), ", expected a float tensor");
+    if (one_device && !out.work.empty())
+      EMBER_CHECK(g.device() == out.work.front().device(), op, "gradients on different devices: ",
+                  out.work.front().device(), " and ", g.device(), " (parameter ", i, ")");
+    if (g.is_contiguous()) {
+      out.work.push_back(g);
+    } else {
+      Tensor c = contiguous(g);
+      out.copies.emplace_back(g, c);
+      out.work.push_back(c);
+    }
+  }
+  return out;
+}
+
+void write_back(const GradList& grads) {
+  for (const Tensor& g : grads.work) g.impl().storage->bump_version();
+  for (const auto& [orig, copy] : grads.copies) {
+    Tensor o = orig;
+    o.copy_(copy);
+  }
+}
+
 }  // namespace ember::optim::fused

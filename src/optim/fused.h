@@ -3,6 +3,7 @@
 // (prim/primitives.h) on the backend of that device.
 #pragma once
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "ember/core/tensor.h"
@@ -37,5 +38,22 @@ Tensor clip_grad_norm(Device device, const std::vector<Tensor>& grads, double no
                       DType out_dtype, bool scale = true);
 // Clamps every element into [-clip_value, clip_value] (NaN stays NaN).
 void clamp_grads(const std::vector<Tensor>& grads, double clip_value);
+// Gradients on found_inf's device, any float dtypes: every one *= inv_scale, and found_inf (a
+// 1-element f32 tensor there) becomes 1 if any value is inf or NaN (never reset here). One
+// fused pass per dtype; no host synchronisation on CUDA.
+void unscale_grads(const std::vector<Tensor>& grads, double inv_scale, const Tensor& found_inf);
+
+// The gradients of a parameter list, ready for the fused kernels: `work` holds each existing
+// .grad, or a contiguous copy of it (then `copies` pairs the original with the copy, which
+// write_back copies back after the kernel ran).
+struct GradList {
+  std::vector<Tensor> work;
+  std::vector<std::pair<Tensor, Tensor>> copies;  // (original .grad, contiguous copy)
+};
+// Checks every parameter is defined and every gradient a float tensor (and, with one_device,
+// that they share a device), naming `op` and the parameter's index.
+GradList collect_grads(const std::vector<Tensor>& params, const char* op, bool one_device);
+// Bumps the version of every gradient written and copies the contiguous copies back.
+void write_back(const GradList& grads);
 
 }  // namespace ember::optim::fused

@@ -161,5 +161,10 @@ EMBER_PRIMITIVE(clip_grad_norm, Device device, const std::vector<GradBucket>& bu
                 double max_norm, const Tensor& total_norm, bool scale);
 // Clamps every element into [-clip_value, clip_value] (NaN stays NaN).
 EMBER_PRIMITIVE(clamp_grads, Device device, DType dtype, const std::vector<GradArgs>& grads, double clip_value);
+// Loss-scale removal: every gradient *= inv_scale, and found_inf (a 1-element f32 tensor on
+// device) becomes 1 if any element, before or after the multiply, is inf or NaN; it is never
+// reset to 0 here (one flag collects every bucket of a step). One pass over the gradients.
+EMBER_PRIMITIVE(unscale_grads, Device device, DType dtype, const std::vector<GradArgs>& grads, double inv_scale,
+                const Tensor& found_inf);
 
 }  // namespace ember::prim

@@ -7,6 +7,8 @@
 //   meta     "ember.checkpoint" = "2" (format version), "ember.sections" = "model,optim[,sched],train"
 //            "optim.<key>"    Optimizer::state_dict() meta
 //            "sched.<key>"    LRScheduler::state_dict() meta (only when a schedule was saved)
+//            "scaler.<key>"   amp::GradScaler::state_dict() meta (only when a scaler was saved;
+//                             "ember.sections" then lists "scaler")
 //            "train.epoch", "train.step", "train.data_position", "train.rng_seed",
 //            "train.rng_offset", "train.extra.<key>"
 // Version 2 files carry "ember.checksum" (io/safetensors.h: a CRC-32 of the whole header and
@@ -20,6 +22,7 @@
 #include <map>
 #include <string>
 
+#include "ember/amp.h"
 #include "ember/core/generator.h"
 #include "ember/io/state_dict.h"
 #include "ember/nn/module.h"
@@ -61,8 +64,10 @@ struct TrainingState {
 // Writes model, optimizer, schedule (nullable) and training state to `path` as one
 // .safetensors file (format version 2), atomically (io::save_safetensors: a temporary file renamed over path), so
 // a crash while saving leaves the previous checkpoint intact.
+// A GradScaler (mixed precision) is saved too when given.
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& opt,
-                     const optim::LRScheduler* sched, const TrainingState& state);
+                     const optim::LRScheduler* sched, const TrainingState& state,
+                     const amp::GradScaler* scaler = nullptr);
 
 // Restores what save_checkpoint wrote into a model, optimizer and schedule built the same way
 // (same layers, same parameter groups, same schedule class), and fills `state`. The load is
@@ -72,21 +77,24 @@ void save_checkpoint(const std::string& path, const nn::Module& model, const opt
 // match (every missing, unexpected and mis-shaped key, an integer tensor for a float
 // parameter), an optimizer or schedule of another kind or shape, hyper-parameters or counters
 // out of range (a negative or NaN lr, a negative epoch), a damaged file (truncation, any
-// flipped bit in a version 2 file). A schedule in the file is ignored when sched is null.
+// flipped bit in a version 2 file). A schedule in the file is ignored when sched is null. A
+// scaler's state is restored when both the file and the call have one (a bad one fails the
+// whole load); a file without one leaves the scaler as it is.
 void load_checkpoint(const std::string& path, nn::Module& model, optim::Optimizer& opt, optim::LRScheduler* sched,
-                     TrainingState& state);
+                     TrainingState& state, amp::GradScaler* scaler = nullptr);
 
 // load_checkpoint on a file's bytes held in memory; `name` names them in error messages.
 void load_checkpoint_from_memory(const void* data, size_t size, const std::string& name, nn::Module& model,
-                                 optim::Optimizer& opt, optim::LRScheduler* sched, TrainingState& state);
+                                 optim::Optimizer& opt, optim::LRScheduler* sched, TrainingState& state,
+                                 amp::GradScaler* scaler = nullptr);
 
 // The StateDict save_checkpoint writes and load_checkpoint reads (for keeping checkpoints in
 // memory or another container). `where` names the source in error messages. A StateDict has
 // no bytes to checksum: load_checkpoint_state_dict checks everything else, all or nothing.
 StateDict checkpoint_state_dict(const nn::Module& model, const optim::Optimizer& opt, const optim::LRScheduler* sched,
-                                const TrainingState& state);
+                                const TrainingState& state, const amp::GradScaler* scaler = nullptr);
 void load_checkpoint_state_dict(const StateDict& ckpt, nn::Module& model, optim::Optimizer& opt,
                                 optim::LRScheduler* sched, TrainingState& state,
-                                const std::string& where = "checkpoint");
+                                const std::string& where = "checkpoint", amp::GradScaler* scaler = nullptr);
 
 }  // namespace ember::io
