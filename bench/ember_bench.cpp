@@ -140,18 +140,22 @@ struct Args {
   std::string json;
   int threads = bench::kDefaultThreads;
   int steps = bench::kDefaultSteps;
+  std::string amp = "off";  // --amp: every step under autocast with this low dtype
+  std::string dtype() const { return amp == "off" ? "f32" : "f32+autocast-" + amp; }
 };
 
 void usage(FILE* to) {
   std::fprintf(to,
                "usage: ember-bench [--list] [--filter REGEX] [--json FILE] [--threads N] "
-               "[--steps N] [--no-peer]\n"
+               "[--steps N] [--no-peer] [--amp bf16|f16|off]\n"
                "  --list          name the workloads and exit\n"
                "  --filter REGEX  run the workloads whose name matches (default: all)\n"
                "  --json FILE     write every figure (min/median/max ms, device, dtype, commit)\n"
                "  --threads N     OpenMP threads, also given to the libtorch peer (default %d)\n"
                "  --steps N       timed steps after %d warm-up steps (default %d)\n"
-               "  --no-peer       do not run ember-bench-torch even when it is built\n",
+               "  --no-peer       do not run ember-bench-torch even when it is built\n"
+               "  --amp M         run every ember step under autocast (bf16 or f16; default off); the\n"
+               "                  libtorch peer stays f32\n",
                bench::kDefaultThreads, bench::kWarmupSteps, bench::kDefaultSteps);
 }
 
@@ -172,6 +176,13 @@ Args parse_args(int argc, char** argv) {
     else if (s == "--json") a.json = value();
     else if (s == "--threads") a.threads = bench::parse_positive("--threads", value());
     else if (s == "--steps") a.steps = bench::parse_positive("--steps", value());
+    else if (s == "--amp") {
+      a.amp = value();
+      if (a.amp != "bf16" && a.amp != "f16" && a.amp != "off") {
+        std::fprintf(stderr, "--amp expects bf16, f16 or off, got '%s'\n", a.amp.c_str());
+        std::exit(2);
+      }
+    }
     else if (s == "-h" || s == "--help") { usage(stdout); std::exit(0); }
     else { std::fprintf(stderr, "unknown argument '%s'\n", s.c_str()); usage(stderr); std::exit(2); }
   }
@@ -245,13 +256,14 @@ bool write_json(const std::string& file, const Args& a, const std::vector<Result
   std::ofstream js(file);
   if (!js) return false;
   js << "{\n  \"commit\": \"" << json_escape(current_commit()) << "\",\n"
-     << "  \"device\": \"cpu\",\n  \"dtype\": \"f32\",\n"
+     << "  \"device\": \"cpu\",\n  \"dtype\": \"" << a.dtype() << "\",\n"
      << "  \"threads\": " << a.threads << ",\n  \"warmup_steps\": " << bench::kWarmupSteps
      << ",\n  \"steps\": " << a.steps << ",\n  \"results\": [";
   for (size_t i = 0; i < results.size(); ++i) {
     const Result& r = results[i];
     js << (i ? "," : "") << "\n    {\"name\": \"" << json_escape(r.name) << "\", \"library\": \""
-       << r.library << "\", \"device\": \"cpu\", \"dtype\": \"f32\", \"min_ms\": " << r.stats.min_ms
+       << r.library << "\", \"device\": \"cpu\", \"dtype\": \"" << (r.library == "ember" ? a.dtype() : "f32")
+       << "\", \"min_ms\": " << r.stats.min_ms
        << ", \"median_ms\": " << r.stats.median_ms << ", \"max_ms\": " << r.stats.max_ms
        << ", \"steps\": " << r.stats.steps << ", \"last_loss\": "
        << (std::isfinite(r.loss) ? std::to_string(r.loss) : std::string("null")) << "}";
@@ -288,8 +300,8 @@ int main(int argc, char** argv) {
   }
 
   omp_set_num_threads(a.threads);
-  std::printf("ember-bench  commit %s  device cpu  dtype f32  threads %d  steps %d (+%d warm-up)\n",
-              current_commit().c_str(), a.threads, a.steps, bench::kWarmupSteps);
+  std::printf("ember-bench  commit %s  device cpu  dtype %s  threads %d  steps %d (+%d warm-up)\n",
+              current_commit().c_str(), a.dtype().c_str(), a.threads, a.steps, bench::kWarmupSteps);
   std::fflush(stdout);
 
   std::vector<Result> results;
@@ -297,7 +309,13 @@ int main(int argc, char** argv) {
     Result r{w->name, "ember", {}, NAN};
     try {
       Instance inst = w->make();
-      r.stats = bench::time_steps(inst.step, bench::kWarmupSteps, a.steps);
+      std::function<void()> step = inst.step;
+      if (a.amp != "off")
+        step = [inner = inst.step, low = a.amp == "f16" ? ember::DType::f16 : ember::DType::bf16] {
+          ember::amp::AutocastGuard autocast(ember::Device::cpu(), low);
+          inner();
+        };
+      r.stats = bench::time_steps(step, bench::kWarmupSteps, a.steps);
       r.loss = inst.last_loss();
     } catch (const std::exception& e) {
       std::fprintf(stderr, "%s failed: %s\n", w->name.c_str(), e.what());
