@@ -33,15 +33,17 @@ FLOORS = {
     "ops": (["include/ember/ops/", "src/ops/"], ["core", "prim", "backend", "graph"]),
     # Running the graph backward (the engine, gradient accumulation, gradcheck).
     "autograd": (["include/ember/autograd/", "src/autograd/"], ["core", "graph", "ops"]),
+    # Processes: rank and world, collectives (MPI), the sampler.
+    "dist": (["include/ember/dist.h", "src/dist/"], ["core", "prim", "backend", "graph", "ops", "autograd"]),
     # Users of the ops: modules, optimizers, checkpoints.
-    "nn": (["include/ember/nn/", "src/nn/"], ["core", "prim", "graph", "ops", "autograd"]),
+    "nn": (["include/ember/nn/", "src/nn/"], ["core", "prim", "graph", "ops", "autograd", "dist"]),
     "optim": (["include/ember/optim/", "src/optim/"], ["core", "prim", "graph", "ops", "autograd"]),
     # Mixed precision: the GradScaler works on optimizers (autocast itself is an ops hook).
-    "amp": (["include/ember/amp.h", "src/amp/"], ["core", "prim", "graph", "ops", "autograd", "optim"]),
-    "io": (["include/ember/io/", "src/io/"], ["core", "graph", "ops", "autograd", "nn", "optim", "amp"]),
+    "amp": (["include/ember/amp.h", "src/amp/"], ["core", "prim", "graph", "ops", "autograd", "optim", "dist"]),
+    "io": (["include/ember/io/", "src/io/"], ["core", "graph", "ops", "autograd", "nn", "optim", "amp", "dist"]),
     # The umbrella header.
     "umbrella": (["include/ember/ember.h"], ["core", "prim", "backend", "graph", "ops", "autograd", "nn",
-                                             "optim", "amp", "io"]),
+                                             "optim", "amp", "dist", "io"]),
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ccache libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev nlohmann-json3-dev
-          dataset-fashion-mnist sword-text-kjv)
+          openmpi-bin libopenmpi-dev dataset-fashion-mnist sword-text-kjv)
 for arg in "$@"; do
   case "$arg" in
     # libtorch-dev only Recommends a fast BLAS; without one it runs on the reference BLAS,

@@ -150,6 +150,19 @@ TEST_SUITE("amp") {
     }
     CHECK(counter.casts == 1);
     CHECK(amp::autocast_cache_size() == 0);
+    // A cast made under NoGradGuard (evaluation inside the region) is not cached: the next
+    // use with gradients still reaches the parameter.
+    {
+      amp::AutocastGuard autocast(dev, DType::bf16);
+      {
+        NoGradGuard no_grad;
+        (void)linear(x, w);
+      }
+      CHECK(amp::autocast_cache_size() == 0);
+      w.set_grad(Tensor());
+      sum(linear(x, w)).backward();
+      CHECK(w.grad().defined());
+    }
     // An activation (not a leaf) is cast at every use.
     const Tensor h = x * 2.0;
     CastCounter per_use(h);

@@ -8,6 +8,7 @@
 #include "ember/amp.h"
 #include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
+#include "ember/dist.h"
 #include "ember/ops/ops.h"
 #include "optim/fused.h"
 
@@ -110,6 +111,8 @@ bool GradScaler::step(optim::Optimizer& opt) {
   if (!st0.unscaled) unscale_(opt);
   PerOptimizer& st = state_of(opt);  // unscale_ may have grown pending_
   st.stepped = true;
+  if (dist::world_size() > 1)  // every rank skips the same steps
+    for (Tensor& f : st.found_inf) dist::all_reduce(f, dist::ReduceOp::max);
   for (const Tensor& f : st.found_inf) st.found = st.found || f.item<float>() != 0.0f;
   if (st.found) return false;
   opt.step();

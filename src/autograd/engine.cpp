@@ -94,7 +94,34 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
   return {};
 }
 
+namespace {
+thread_local std::vector<std::function<void()>>* t_backward_callbacks = nullptr;
+void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph);
+}  // namespace
+
+void queue_backward_callback(std::function<void()> fn) {
+  EMBER_CHECK(t_backward_callbacks != nullptr, "queue_backward_callback", "called outside a backward pass");
+  t_backward_callbacks->push_back(std::move(fn));
+}
+
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
+  std::vector<std::function<void()>> callbacks;
+  struct CallbackScope {
+    std::vector<std::function<void()>>* saved;
+    explicit CallbackScope(std::vector<std::function<void()>>* mine) : saved(t_backward_callbacks) {
+      t_backward_callbacks = mine;
+    }
+    ~CallbackScope() { t_backward_callbacks = saved; }
+  } callback_scope(&callbacks);
+  run_graph(roots, grads, retain_graph);
+  for (size_t i = 0; i < callbacks.size(); ++i) {  // a callback may queue another
+    std::function<void()> fn = std::move(callbacks[i]);
+    fn();
+  }
+}
+
+namespace {
+void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph) {
   NoGradGuard no_grad;
   detail::BackwardOpScope backward_ops;  // formulas run as nested ops: no autocast
   const bool detect_anomaly = autograd::anomaly_detection_enabled();
@@ -179,5 +206,7 @@ void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& g
     }
   }
 }
+
+}  // namespace
 
 }  // namespace ember

@@ -3,6 +3,7 @@
 
 #include <unordered_map>
 
+#include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
 #include "ember/ops/ops.h"
 #include "ops/op_call.h"
@@ -21,7 +22,9 @@ thread_local int t_guards = 0;
 
 Tensor cast_to(const Tensor& t, DType dt) {
   if (t.dtype() == dt) return t;
-  if (!(t.is_leaf() && t.requires_grad())) return to_dtype(t, dt);
+  // Only casts that carry the parameter's history are cached: one made under NoGradGuard
+  // (evaluation inside the region) has none and would cut the gradient of a later use.
+  if (!(t.is_leaf() && t.requires_grad() && grad_enabled())) return to_dtype(t, dt);
   std::vector<CacheEntry>& entries = t_cast_cache[&t.impl()];
   for (CacheEntry& e : entries)
     if (e.cast.dtype() == dt) {

@@ -110,6 +110,10 @@ Edge gradient_edge(const Tensor& t);
 // inputs and makes it the grad_fn of outputs. Undefined inputs are allowed (no edge).
 void record(const char* name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs,
             FunctionNode::BackwardFn fn, const std::vector<Tensor>& saved = {});
+// Runs `fn` when the backward pass now running has finished every node (a DDP waits for its
+// gradient buckets there). Callbacks run in the order queued; one queued outside a backward
+// pass is an error.
+void queue_backward_callback(std::function<void()> fn);
 // Runs the backward pass from roots with the given gradients.
 void run_backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads, bool retain_graph);
 

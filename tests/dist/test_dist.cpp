@@ -1,0 +1,264 @@
+// Collectives, the sampler and DistributedDataParallel, run on every rank of the job
+// (tests/dist/CMakeLists.txt: 1, 2 and 3 ranks under mpirun).
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <memory>
+#include <numeric>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "ember/ember.h"
+
+using namespace ember;
+
+namespace {
+
+int R() { return dist::rank(); }
+int W() { return dist::world_size(); }
+
+// Rank r's values for a collective test: distinct per rank and element.
+Tensor rank_values(int r, int64_t n, DType dt) {
+  Tensor t = arange(0, static_cast<double>(n), 1.0, DType::f64) * 0.5 + static_cast<double>(3 * r + 1);
+  return to_dtype(t, dt);
+}
+
+std::shared_ptr<nn::Sequential> mlp(uint64_t seed) {
+  Generator g(seed);
+  auto m = std::make_shared<nn::Sequential>();
+  m->add(std::make_shared<nn::Linear>(6, 16, true, &g))
+      .add(std::make_shared<nn::Tanh>())
+      .add(std::make_shared<nn::Linear>(16, 12, true, &g))
+      .add(std::make_shared<nn::Tanh>())
+      .add(std::make_shared<nn::Linear>(12, 3, true, &g));
+  return m;
+}
+
+// The global batch every rank can rebuild; rank r trains on rows [r B, (r + 1) B).
+struct Batch {
+  Tensor x, y;
+};
+Batch global_batch(int64_t rows, int step) {
+  Generator g(1000 + static_cast<uint64_t>(step));
+  Tensor x = randn({rows, 6}, DType::f32, &g);
+  Tensor y = randint(0, 3, {rows}, DType::i64, &g);
+  return {x, y};
+}
+
+}  // namespace
+
+TEST_SUITE("dist") {
+  TEST_CASE("the job: rank, world, and init twice is an error") {
+    CHECK(dist::is_initialized());
+    CHECK(R() >= 0);
+    CHECK(R() < W());
+    CHECK(dist::local_rank() >= 0);
+    CHECK_THROWS_WITH_AS(dist::init(), doctest::Contains("called twice"), Error);
+    MESSAGE("rank " << R() << " of " << W());
+  }
+
+  TEST_CASE("all_reduce: every op and dtype, sizes that do not divide by the world") {
+    for (DType dt : {DType::f32, DType::f64, DType::i32, DType::i64, DType::f16, DType::bf16}) {
+      for (int64_t n : {int64_t{1}, int64_t{7}, int64_t{13}, int64_t{1000}}) {
+        for (dist::ReduceOp op : {dist::ReduceOp::sum, dist::ReduceOp::avg, dist::ReduceOp::max, dist::ReduceOp::min}) {
+          if (op == dist::ReduceOp::avg && !is_floating(dt)) continue;
+          CAPTURE(dt);
+          CAPTURE(n);
+          CAPTURE(dist::reduce_op_name(op));
+          Tensor t = rank_values(R(), n, dt);
+          dist::all_reduce(t, op);
+          Tensor want = to_dtype(rank_values(0, n, dt), DType::f64);
+          for (int r = 1; r < W(); ++r) {
+            const Tensor v = to_dtype(rank_values(r, n, dt), DType::f64);
+            if (op == dist::ReduceOp::sum || op == dist::ReduceOp::avg) want = want + v;
+            else if (op == dist::ReduceOp::max) want = maximum(want, v);
+            else want = minimum(want, v);
+          }
+          if (op == dist::ReduceOp::avg) want = want * (1.0 / W());
+          CHECK(t.dtype() == dt);
+          const double tol = dt == DType::bf16 ? 2e-2 : dt == DType::f16 ? 2e-3 : 1e-6;
+          CHECK(allclose(to_dtype(t, DType::f64), to_dtype(to_dtype(want, dt), DType::f64), tol, tol));
+        }
+      }
+    }
+    // bool: max is "any", min is "all"
+    Tensor b = from_vector(std::vector<bool>{R() == 0, true, false}, {3});
+    Tensor any = b.clone(), all = b.clone();
+    dist::all_reduce(any, dist::ReduceOp::max);
+    dist::all_reduce(all, dist::ReduceOp::min);
+    CHECK(any.to_vector<bool>() == std::vector<bool>{true, true, false});
+    CHECK(all.to_vector<bool>() == std::vector<bool>{W() == 1, true, false});
+  }
+
+  TEST_CASE("all_reduce on the stand-in device and on a strided view") {
+    Tensor t = rank_values(R(), 6, DType::f32).to(Device("fake:0"));
+    dist::all_reduce(t, dist::ReduceOp::sum);
+    CHECK(t.device() == Device("fake:0"));
+    Tensor base = zeros({4, 6});
+    Tensor col = base.select(1, 2);  // strided: staged and copied back
+    col.copy_(full({4}, static_cast<double>(R() + 1)));
+    dist::all_reduce(col, dist::ReduceOp::sum);
+    const double want = W() * (W() + 1) / 2.0;
+    CHECK(base.select(1, 2).to_vector<float>() == std::vector<float>(4, static_cast<float>(want)));
+    CHECK(sum(base).item<double>() == doctest::Approx(4 * want));  // the other columns untouched
+  }
+
+  TEST_CASE("async all_reduce, broadcast, all_gather, reduce_scatter") {
+    Tensor a = rank_values(R(), 5, DType::f32);
+    dist::Work w = dist::all_reduce_async(a, dist::ReduceOp::sum);
+    w.wait();
+    CHECK(w.is_completed());
+    double s = 0;
+    for (int r = 0; r < W(); ++r) s += 3 * r + 1;
+    CHECK(a.to_vector<float>()[0] == doctest::Approx(s));
+
+    Tensor b = rank_values(R(), 4, DType::i64);
+    dist::broadcast(b, W() - 1);
+    CHECK(equal(b, rank_values(W() - 1, 4, DType::i64)));
+
+    const std::vector<Tensor> g = dist::all_gather(rank_values(R(), 3, DType::f64).reshape({3, 1}));
+    REQUIRE(static_cast<int>(g.size()) == W());
+    for (int r = 0; r < W(); ++r) CHECK(equal(g[static_cast<size_t>(r)], rank_values(r, 3, DType::f64).reshape({3, 1})));
+
+    // 7 rows of 2 over the world: the first (7 % W) ranks get one row more.
+    Tensor rows = rank_values(R(), 14, DType::f32).reshape({7, 2});
+    Tensor mine = dist::reduce_scatter(rows, dist::ReduceOp::sum);
+    const std::vector<int64_t> split = dist::split_rows(7, W());
+    int64_t start = 0;
+    for (int r = 0; r < R(); ++r) start += split[static_cast<size_t>(r)];
+    CHECK(mine.size(0) == split[static_cast<size_t>(R())]);
+    Tensor want = zeros({7, 2});
+    for (int r = 0; r < W(); ++r) want = want + rank_values(r, 14, DType::f32).reshape({7, 2});
+    CHECK(allclose(mine, want.narrow(0, start, mine.size(0))));
+  }
+
+  TEST_CASE("tensors that differ across ranks are an error on every rank, not a hang") {
+    if (W() == 1) return;
+    Tensor t = zeros({R() == 0 ? 3 : 4});
+    CHECK_THROWS_WITH_AS(dist::all_reduce(t), doctest::Contains("differ across ranks"), Error);
+    Tensor ok = ones({2});
+    dist::all_reduce(ok);  // the job goes on
+    CHECK(ok.to_vector<float>()[0] == static_cast<float>(W()));
+  }
+
+  TEST_CASE("DistributedSampler: equal shards that cover the data set, reshuffled by epoch") {
+    for (int world : {1, 2, 3}) {
+      std::multiset<int64_t> seen;
+      int64_t per = -1;
+      for (int r = 0; r < world; ++r) {
+        dist::DistributedSampler s(10, true, 7, r, world);
+        s.set_epoch(3);
+        const auto idx = s.indices();
+        if (per < 0) per = static_cast<int64_t>(idx.size());
+        CHECK(static_cast<int64_t>(idx.size()) == per);
+        seen.insert(idx.begin(), idx.end());
+      }
+      for (int64_t i = 0; i < 10; ++i) CHECK(seen.count(i) >= 1);
+      CHECK(static_cast<int64_t>(seen.size()) == per * world);
+    }
+    dist::DistributedSampler a(50, true, 1, 0, 1), b(50, true, 1, 0, 1);
+    b.set_epoch(1);
+    CHECK(a.indices() != b.indices());
+  }
+
+  TEST_CASE("DDP: W ranks on shards give the parameters of one process on the whole batch") {
+    const int64_t B = 4;  // rows per rank
+    auto ref = mlp(42);
+    auto model = mlp(42 + static_cast<uint64_t>(R()));  // different on purpose: DDP broadcasts rank 0's
+    nn::DistributedDataParallel ddp(*model, {.bucket_cap_mb = 0.0005, .first_bucket_mb = 0.0002});
+    CHECK(ddp.num_buckets() > 1);
+    optim::SGD opt(model->parameters(), {.lr = 0.5, .momentum = 0.9});
+    optim::SGD ref_opt(ref->parameters(), {.lr = 0.5, .momentum = 0.9});
+    for (int step = 0; step < 5; ++step) {
+      const Batch all = global_batch(B * W(), step);
+      opt.zero_grad();
+      nn::cross_entropy(model->forward(all.x.narrow(0, R() * B, B)), all.y.narrow(0, R() * B, B)).backward();
+      opt.step();
+      ref_opt.zero_grad();
+      nn::cross_entropy(ref->forward(all.x), all.y).backward();
+      ref_opt.step();
+      const nn::DDPStats& st = ddp.last_stats();
+      CHECK(st.buckets == ddp.num_buckets());
+      REQUIRE(!st.bucket_started.empty());
+      CHECK(st.bucket_started.front() <= st.backward_finished);  // the first bucket went out during backward
+    }
+    const auto mine = model->parameters(), want = ref->parameters();
+    for (size_t i = 0; i < mine.size(); ++i) {
+      CAPTURE(i);
+      CHECK(allclose(mine[i], want[i], 1e-4, 1e-5));
+      const std::vector<Tensor> every = dist::all_gather(mine[i]);
+      for (const Tensor& t : every) CHECK(equal(t, every.front()));  // bit-identical across ranks
+    }
+  }
+
+  TEST_CASE("DDP: the first bucket's all-reduce starts before backward ends") {
+    auto model = mlp(5);
+    nn::DistributedDataParallel ddp(*model, {.bucket_cap_mb = 0.0005, .first_bucket_mb = 0.0002});
+    const Batch all = global_batch(8, 0);
+    nn::cross_entropy(model->forward(all.x), all.y).backward();
+    const nn::DDPStats& st = ddp.last_stats();
+    REQUIRE(st.bucket_started.size() == static_cast<size_t>(ddp.num_buckets()));
+    // The last layer's gradients are final first: its bucket starts before the first layer's
+    // gradient is computed, i.e. strictly before the backward pass ends.
+    CHECK(st.bucket_started.front() < st.backward_finished);
+    CHECK(ddp.bucket_layout().front().front() == model->named_parameters().back().first);
+  }
+
+  TEST_CASE("DDP: no_sync accumulates locally; the next backward averages the sum") {
+    auto model = mlp(6), ref = mlp(6);
+    nn::DistributedDataParallel ddp(*model);
+    const Batch a = global_batch(2 * W(), 1), b = global_batch(2 * W(), 2);
+    {
+      auto guard = ddp.no_sync();
+      nn::cross_entropy(model->forward(a.x.narrow(0, 2 * R(), 2)), a.y.narrow(0, 2 * R(), 2)).backward();
+    }
+    nn::cross_entropy(model->forward(b.x.narrow(0, 2 * R(), 2)), b.y.narrow(0, 2 * R(), 2)).backward();
+    // Reference: the mean over ranks of each rank's two-batch sum.
+    for (int r = 0; r < W(); ++r) {
+      nn::cross_entropy(ref->forward(a.x.narrow(0, 2 * r, 2)), a.y.narrow(0, 2 * r, 2)).backward();
+      nn::cross_entropy(ref->forward(b.x.narrow(0, 2 * r, 2)), b.y.narrow(0, 2 * r, 2)).backward();
+    }
+    const auto mine = model->parameters(), want = ref->parameters();
+    for (size_t i = 0; i < mine.size(); ++i) CHECK(allclose(mine[i].grad(), want[i].grad() * (1.0 / W()), 1e-4, 1e-6));
+  }
+
+  TEST_CASE("DDP: an unused parameter is an error naming it, or a zero gradient with find_unused_parameters") {
+    Generator g(8);
+    auto used = std::make_shared<nn::Linear>(4, 2, true, &g);
+    auto unused = std::make_shared<nn::Linear>(4, 2, true, &g);
+    nn::Sequential model;
+    model.add(used).add(unused);  // forward below calls only `used`
+    {
+      nn::DistributedDataParallel ddp(model);
+      CHECK_THROWS_WITH_AS(sum(used->forward(ones({3, 4}))).backward(), doctest::Contains("1.weight"), Error);
+    }
+    model.zero_grad();
+    nn::DistributedDataParallel ddp(model, {.find_unused_parameters = true});
+    sum(used->forward(ones({3, 4}))).backward();
+    CHECK(unused->weight.grad().defined());
+    CHECK(sum(abs(unused->weight.grad())).item<double>() == 0.0);
+    CHECK(sum(abs(used->weight.grad())).item<double>() > 0.0);
+  }
+
+  TEST_CASE("GradScaler under DDP: an overflow on one rank skips the step on every rank") {
+    auto model = mlp(9);
+    nn::DistributedDataParallel ddp(*model);
+    optim::SGD opt(model->parameters(), {.lr = 0.1});
+    amp::GradScaler scaler({.init_scale = 256.0});
+    const Batch all = global_batch(2 * W(), 3);
+    scaler.scale(nn::cross_entropy(model->forward(all.x.narrow(0, 2 * R(), 2)), all.y.narrow(0, 2 * R(), 2)))
+        .backward();
+    if (R() == W() - 1) {
+      Tensor gw = model->parameters().front().grad();
+      Tensor bad = gw.clone();
+      bad.data<float>()[0] = INFINITY;
+      gw.copy_(bad);
+    }
+    const Tensor before = model->parameters().front().clone();
+    CHECK(!scaler.step(opt));
+    CHECK(equal(model->parameters().front(), before));
+    scaler.update();
+    CHECK(scaler.get_scale() == 128.0);
+  }
+}
