@@ -101,6 +101,7 @@ DistributedDataParallel::DistributedDataParallel(Module& model, DDPOptions optio
     Tensor view = buckets_[bucket_of_[k]].flat.narrow(0, static_cast<int64_t>(offset_of_[k]), p.numel()).view(p.shape());
     if (p.grad().defined()) view.copy_(p.grad());
     p.set_grad(view);
+    views_.push_back(view);
     p.register_grad_ready_hook([this, k, alive](Tensor&) {
       if (alive.lock()) on_ready(k);
     });
@@ -138,8 +139,7 @@ void DistributedDataParallel::on_ready(size_t k) {
   if (ready_[k]) return;
   ready_[k] = true;
   Tensor& p = params_[k].second;
-  const Tensor view =
-      buckets_[bucket_of_[k]].flat.narrow(0, static_cast<int64_t>(offset_of_[k]), p.numel()).view(p.shape());
+  const Tensor& view = views_[k];
   const Tensor g = p.grad();
   if (!same_memory(g, view)) {  // a fresh .grad (zero_grad dropped the view): into the bucket
     NoGradGuard ng;
@@ -178,8 +178,7 @@ void DistributedDataParallel::finish_backward() {
     for (size_t k = 0; k < params_.size(); ++k) {
       if (ready_[k]) continue;
       Tensor& p = params_[k].second;
-      Tensor view =
-          buckets_[bucket_of_[k]].flat.narrow(0, static_cast<int64_t>(offset_of_[k]), p.numel()).view(p.shape());
+      Tensor view = views_[k];
       if (!same_memory(p.grad(), view)) {
         view.zero_();
         if (p.grad().defined()) view.copy_(p.grad());

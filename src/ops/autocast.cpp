@@ -42,27 +42,24 @@ bool is_low(DType t) { return t == DType::f16 || t == DType::bf16; }
 }  // namespace
 
 namespace detail {
-void autocast_inputs(std::vector<Tensor>& inputs, Precision precision, DType low) {
-  switch (precision) {
-    case Precision::keep: return;
-    case Precision::lower:
-      for (Tensor& t : inputs)
-        if (t.defined() && is_floating(t.dtype())) t = cast_to(t, low);
-      return;
-    case Precision::f32:
-      for (Tensor& t : inputs)
-        if (t.defined() && is_low(t.dtype())) t = cast_to(t, DType::f32);
-      return;
-    case Precision::widest: {
-      std::optional<DType> widest;
-      for (const Tensor& t : inputs)
-        if (t.defined() && is_floating(t.dtype())) widest = widest ? promote_types(*widest, t.dtype()) : t.dtype();
-      if (!widest) return;
-      for (Tensor& t : inputs)
-        if (t.defined() && is_floating(t.dtype())) t = cast_to(t, *widest);
-      return;
-    }
+bool autocast_inputs(std::vector<Tensor>& inputs, Precision precision, DType low) {
+  // The dtype each floating input should have, by category (nullopt: leave it).
+  std::optional<DType> widest;
+  if (precision == Precision::widest)
+    for (const Tensor& t : inputs)
+      if (t.defined() && is_floating(t.dtype())) widest = widest ? promote_types(*widest, t.dtype()) : t.dtype();
+  bool changed = false;
+  for (Tensor& t : inputs) {
+    if (!t.defined() || !is_floating(t.dtype())) continue;
+    DType want = t.dtype();
+    if (precision == Precision::lower) want = low;
+    else if (precision == Precision::f32 && is_low(t.dtype())) want = DType::f32;
+    else if (precision == Precision::widest) want = *widest;
+    if (want == t.dtype()) continue;
+    t = cast_to(t, want);
+    changed = true;
   }
+  return changed;
 }
 }  // namespace detail
 

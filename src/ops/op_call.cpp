@@ -51,15 +51,8 @@ void OpScope::enter_inputs(std::vector<Tensor> inputs, bool observed) {
     if (first != inputs.end()) {
       const auto type = static_cast<unsigned>(first->device().type);
       if ((t_op.autocast_mask >> type) & 1u) {
-        std::vector<Tensor> cast = inputs;
-        autocast_inputs(cast, d.precision, t_op.autocast_low[type]);
-        bool changed = false;
-        for (size_t i = 0; i < cast.size() && !changed; ++i)
-          changed = cast[i].defined() && &cast[i].impl() != &inputs[i].impl();
-        if (changed) {
-          inputs = cast;
-          cast_ = std::make_unique<std::vector<Tensor>>(std::move(cast));
-        }
+        if (autocast_inputs(inputs, d.precision, t_op.autocast_low[type]))
+          cast_ = std::make_unique<std::vector<Tensor>>(inputs);
       }
     }
   }

@@ -36,8 +36,9 @@ inline thread_local OpThreadState t_op;
 
 // The autocast hook (src/ops/autocast.cpp): casts the floating tensors of `inputs` in place as
 // `precision` says for the low dtype `low`. A leaf that requires grad (a parameter) is cast once
-// per autocast region and the cast reused while its storage is unchanged.
-void autocast_inputs(std::vector<Tensor>& inputs, Precision precision, DType low);
+// per autocast region and the cast reused while its storage is unchanged. Returns whether it
+// cast any.
+bool autocast_inputs(std::vector<Tensor>& inputs, Precision precision, DType low);
 
 // Runs backward formulas as nested calls (no autocast; observers see in_backward).
 class BackwardOpScope {

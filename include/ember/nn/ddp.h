@@ -87,6 +87,7 @@ class DistributedDataParallel {
   DDPOptions options_;
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<size_t> bucket_of_, offset_of_;
+  std::vector<Tensor> views_;  // views_[k]: parameter k's place in its bucket (its .grad)
   std::vector<Bucket> buckets_;
   std::vector<bool> ready_;
   size_t next_bucket_ = 0;
