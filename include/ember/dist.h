@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "ember/core/tensor.h"
@@ -65,6 +66,11 @@ std::vector<Tensor> all_gather(const Tensor& t);
 // Reduces t over ranks and gives each rank its slice of dim 0: rank r gets rows
 // [offset_r, offset_r + rows_r) where the first (size(0) % world) ranks get one row more.
 Tensor reduce_scatter(const Tensor& t, ReduceOp op = ReduceOp::sum);
+
+// Whether collectives on CUDA tensors can run here: a CUDA build with nccl.h, and libnccl.so.2
+// loadable now (EMBER_NCCL_LIBRARY names another file). `why` says what is missing. At a world
+// of 1 a CUDA collective without NCCL leaves the tensor as it is (there is nothing to reduce).
+bool nccl_available(std::string* why = nullptr);
 
 // Rows per rank for n rows: what reduce_scatter and DistributedSampler use.
 std::vector<int64_t> split_rows(int64_t n, int world);

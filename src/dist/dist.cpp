@@ -1,6 +1,7 @@
-// dist (ember/dist.h): the job (rank, world) and collectives on host-memory tensors over MPI.
-// Every collective is non-blocking underneath (MPI_I*), so the blocking forms and Work::wait
-// share one loop that tests for completion and gives up after the job's timeout.
+// dist (ember/dist.h): the job (rank, world) and the collectives: host-memory tensors over MPI
+// here, CUDA tensors handed to the NCCL path (src/cuda/nccl.cpp). Every collective is
+// non-blocking underneath (MPI_I*, NCCL on its own stream), so the blocking forms and
+// Work::wait share one loop that tests for completion and gives up after the job's timeout.
 #include "ember/dist.h"
 
 #include <algorithm>
@@ -41,16 +42,26 @@ int env_int(const char* name) {
   return static_cast<int>(x);
 }
 
-std::string where() { return "rank " + std::to_string(g_job.rank) + " of " + std::to_string(g_job.world); }
 
 void check_ready(const char* op) {
   EMBER_CHECK(!g_job.finalized, op, "dist::finalize() was called: no more collectives");
 }
 
+using detail::where;
+
 void check_tensor(const char* op, const Tensor& t) {
   EMBER_CHECK(t.defined(), op, "needs a defined tensor (", where(), ")");
-  EMBER_CHECK(t.device().is_host_memory(), op, "tensor ", t.str(), " lives on ", t.device(),
-              ": CUDA tensors need the NCCL path, which this build does not have yet (", where(), ")");
+}
+
+// CUDA tensors go through NCCL; at a world of 1 too when NCCL is there (the same code path as
+// a real job), else a world of 1 has nothing to do.
+bool use_nccl(const Tensor& t) {
+  if (!t.device().is_cuda()) return false;
+#if EMBER_WITH_CUDA
+  return g_job.world > 1 || detail::nccl_available();
+#else
+  return false;
+#endif
 }
 
 #if EMBER_WITH_MPI
@@ -94,16 +105,9 @@ Staged stage(const Tensor& t) {
 
 }  // namespace
 
-struct Work::State {
-  const char* op = "";
-#if EMBER_WITH_MPI
-  MPI_Request request = MPI_REQUEST_NULL;
-#endif
-  bool done = false;
-  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-  std::function<void()> finish;  // after completion: averaging, copying a staged result back
-  std::vector<Tensor> keep;      // alive until completion
-};
+namespace detail {
+std::string where() { return "rank " + std::to_string(g_job.rank) + " of " + std::to_string(g_job.world); }
+}  // namespace detail
 
 namespace {
 Work completed(std::function<void()> finish) {
@@ -112,40 +116,56 @@ Work completed(std::function<void()> finish) {
   s->done = true;
   return Work(s);
 }
+
+#if EMBER_WITH_MPI
+// A Work whose completion is an MPI request; `start(request)` posts the MPI_I* call.
+template <class Start>
+std::shared_ptr<Work::State> mpi_work(const char* op, Start start) {
+  auto s = std::make_shared<Work::State>();
+  s->op = op;
+  auto request = std::make_shared<MPI_Request>(MPI_REQUEST_NULL);
+  start(request.get());
+  s->test = [request]() {
+    int flag = 0;
+    MPI_Test(request.get(), &flag, MPI_STATUS_IGNORE);
+    return flag != 0;
+  };
+  return s;
+}
+#endif
+}  // namespace
+
+namespace {
+void complete(Work::State& s) {
+  s.done = true;
+  if (s.finish) {
+    auto finish = std::move(s.finish);
+    s.finish = nullptr;
+    finish();
+  }
+  s.keep.clear();
+}
 }  // namespace
 
 void Work::wait() {
   if (!s_ || s_->done) return;
-#if EMBER_WITH_MPI
   const auto deadline = s_->start + std::chrono::duration<double>(g_job.timeout);
-  for (int spins = 0;; ++spins) {
-    int flag = 0;
-    MPI_Test(&s_->request, &flag, MPI_STATUS_IGNORE);
-    if (flag) break;
-    if (std::chrono::steady_clock::now() > deadline)
+  for (int spins = 0; s_->test && !s_->test(); ++spins) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      if (s_->on_timeout) s_->on_timeout();
+      s_->test = nullptr;
+      s_->done = true;
       EMBER_FAIL(s_->op, "did not complete within the timeout of ", g_job.timeout, " s on ", where(),
                  ": another rank died, hangs, or called a different collective; the job cannot continue");
+    }
     if (spins > 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
   }
-#endif
-  s_->done = true;
-  if (s_->finish) s_->finish();
-  s_->finish = nullptr;
-  s_->keep.clear();
+  complete(*s_);
 }
 
 bool Work::is_completed() {
   if (!s_ || s_->done) return true;
-#if EMBER_WITH_MPI
-  int flag = 0;
-  MPI_Test(&s_->request, &flag, MPI_STATUS_IGNORE);
-  if (flag) {
-    s_->done = true;
-    if (s_->finish) s_->finish();
-    s_->finish = nullptr;
-    s_->keep.clear();
-  }
-#endif
+  if (!s_->test || s_->test()) complete(*s_);
   return s_->done;
 }
 
@@ -206,6 +226,9 @@ double timeout() { return g_job.timeout; }
 
 void finalize() {
   if (!g_job.initialized || g_job.finalized) return;
+#if EMBER_WITH_CUDA
+  detail::nccl_finalize();
+#endif
 #if EMBER_WITH_MPI
   if (g_job.mpi) MPI_Finalize();
 #endif
@@ -217,10 +240,7 @@ void barrier() {
   check_ready("dist.barrier");
   if (g_job.world == 1) return;
 #if EMBER_WITH_MPI
-  auto s = std::make_shared<Work::State>();
-  s->op = "dist.barrier";
-  MPI_Ibarrier(MPI_COMM_WORLD, &s->request);
-  Work(s).wait();
+  Work(mpi_work("dist.barrier", [](MPI_Request* r) { MPI_Ibarrier(MPI_COMM_WORLD, r); })).wait();
 #endif
 }
 
@@ -235,10 +255,9 @@ void check_same_everywhere([[maybe_unused]] const char* op, [[maybe_unused]] con
   for (int64_t d : t.shape()) h = (h ^ static_cast<uint64_t>(d)) * 1099511628211ULL;
   const int64_t mine[4] = {t.numel(), static_cast<int64_t>(t.dtype()), t.dim(), static_cast<int64_t>(h >> 1)};
   std::vector<int64_t> all(static_cast<size_t>(4 * g_job.world));
-  auto s = std::make_shared<Work::State>();
-  s->op = op;
-  MPI_Iallgather(mine, 4, MPI_INT64_T, all.data(), 4, MPI_INT64_T, MPI_COMM_WORLD, &s->request);
-  Work(s).wait();
+  Work(mpi_work(op, [&](MPI_Request* r) {
+    MPI_Iallgather(mine, 4, MPI_INT64_T, all.data(), 4, MPI_INT64_T, MPI_COMM_WORLD, r);
+  })).wait();
   for (int r = 0; r < g_job.world; ++r) {
     const int64_t* o = &all[static_cast<size_t>(4 * r)];
     EMBER_CHECK(std::equal(o, o + 4, mine), op, "tensors differ across ranks: rank ", g_job.rank, " has ",
@@ -256,26 +275,37 @@ Work all_reduce_unchecked(Tensor& t, ReduceOp op, const char* name) {
   check_ready(name);
   check_tensor(name, t);
   EMBER_CHECK(op != ReduceOp::avg || is_floating(t.dtype()), name, "avg needs a float tensor, got ", t.str());
+#if EMBER_WITH_CUDA
+  if (use_nccl(t)) return nccl_all_reduce(t, op, name);
+#endif
   if (g_job.world == 1) return completed(nullptr);
 #if EMBER_WITH_MPI
   const double world = g_job.world;
   Tensor target = t;
   Staged st = stage(t);
-  auto s = std::make_shared<Work::State>();
-  s->op = name;
-  s->keep = {st.work, target};
   Tensor work = st.work;
   const bool staged = st.staged;
+  auto s = mpi_work(name, [&](MPI_Request* r) {
+    MPI_Iallreduce(MPI_IN_PLACE, work.data_ptr(), static_cast<int>(work.numel()), mpi_type(work.dtype()),
+                   mpi_op(op, work.dtype()), MPI_COMM_WORLD, r);
+  });
+  s->keep = {work, target};
   s->finish = [work, target, op, world, staged]() mutable {
     NoGradGuard ng;
     if (op == ReduceOp::avg) work.mul_(1.0 / world);
     if (staged) target.copy_(work);
   };
-  MPI_Iallreduce(MPI_IN_PLACE, work.data_ptr(), static_cast<int>(work.numel()), mpi_type(work.dtype()),
-                 mpi_op(op, work.dtype()), MPI_COMM_WORLD, &s->request);
   return Work(s);
 #else
   return completed(nullptr);
+#endif
+}
+
+void broadcast_bytes([[maybe_unused]] void* data, [[maybe_unused]] int bytes, [[maybe_unused]] const char* op) {
+  check_ready(op);
+  if (g_job.world == 1) return;
+#if EMBER_WITH_MPI
+  Work(mpi_work(op, [&](MPI_Request* r) { MPI_Ibcast(data, bytes, MPI_BYTE, 0, MPI_COMM_WORLD, r); })).wait();
 #endif
 }
 }  // namespace detail
@@ -294,20 +324,22 @@ Work broadcast_async(Tensor& t, int root) {
   check_tensor(op, t);
   EMBER_CHECK(root >= 0 && root < g_job.world, op, "root ", root, " is not a rank of a world of ", g_job.world);
   check_same_everywhere(op, t);
+#if EMBER_WITH_CUDA
+  if (use_nccl(t)) return detail::nccl_broadcast(t, root, op);
+#endif
   if (g_job.world == 1) return completed(nullptr);
 #if EMBER_WITH_MPI
   Staged st = stage(t);
-  auto s = std::make_shared<Work::State>();
-  s->op = op;
   Tensor work = st.work, target = t;
+  auto s = mpi_work(op, [&](MPI_Request* r) {
+    MPI_Ibcast(work.data_ptr(), static_cast<int>(work.numel()), mpi_type(work.dtype()), root, MPI_COMM_WORLD, r);
+  });
   s->keep = {work, target};
   if (st.staged)
     s->finish = [work, target]() mutable {
       NoGradGuard ng;
       target.copy_(work);
     };
-  MPI_Ibcast(work.data_ptr(), static_cast<int>(work.numel()), mpi_type(work.dtype()), root, MPI_COMM_WORLD,
-             &s->request);
   return Work(s);
 #else
   return completed(nullptr);
@@ -321,19 +353,34 @@ std::vector<Tensor> all_gather(const Tensor& t) {
   check_tensor(op, t);
   check_same_everywhere(op, t);
   NoGradGuard ng;
-  if (g_job.world == 1) return {t.detach().clone()};
   std::vector<Tensor> out;
+#if EMBER_WITH_CUDA
+  if (use_nccl(t)) {
+    const Tensor all = detail::nccl_all_gather(t, op);
+    for (int r = 0; r < g_job.world; ++r) out.push_back(all.select(0, r).clone());
+    return out;
+  }
+#endif
+  if (g_job.world == 1) return {t.detach().clone()};
 #if EMBER_WITH_MPI
   Staged st = stage(t);
   Tensor all = empty({g_job.world, t.numel()}, TensorOptions(st.work.dtype()).with_device(t.device()));
-  auto s = std::make_shared<Work::State>();
-  s->op = op;
-  MPI_Iallgather(st.work.data_ptr(), static_cast<int>(t.numel()), mpi_type(st.work.dtype()), all.data_ptr(),
-                 static_cast<int>(t.numel()), mpi_type(st.work.dtype()), MPI_COMM_WORLD, &s->request);
-  Work(s).wait();
+  Work(mpi_work(op, [&](MPI_Request* r) {
+    MPI_Iallgather(st.work.data_ptr(), static_cast<int>(t.numel()), mpi_type(st.work.dtype()), all.data_ptr(),
+                   static_cast<int>(t.numel()), mpi_type(st.work.dtype()), MPI_COMM_WORLD, r);
+  })).wait();
   for (int r = 0; r < g_job.world; ++r) out.push_back(to_dtype(all.select(0, r).reshape(t.shape()), t.dtype()).clone());
 #endif
   return out;
+}
+
+bool nccl_available(std::string* why) {
+#if EMBER_WITH_CUDA
+  return detail::nccl_available(why);
+#else
+  if (why != nullptr) *why = "this ember was built without CUDA";
+  return false;
+#endif
 }
 
 std::vector<int64_t> split_rows(int64_t n, int world) {
@@ -354,6 +401,14 @@ Tensor reduce_scatter(const Tensor& t, ReduceOp op_kind) {
   const std::vector<int64_t> rows = split_rows(t.size(0), g_job.world);
   int64_t start = 0;
   for (int r = 0; r < g_job.rank; ++r) start += rows[static_cast<size_t>(r)];
+#if EMBER_WITH_CUDA
+  if (use_nccl(t)) {
+    // ncclReduceScatter needs equal counts; uneven rows reduce everything and keep this rank's.
+    Tensor all = t.detach().clone();
+    detail::nccl_all_reduce(all, op_kind, op).wait();
+    return all.narrow(0, start, rows[static_cast<size_t>(g_job.rank)]).clone();
+  }
+#endif
   if (g_job.world == 1) return t.detach().clone();
   Tensor mine;
 #if EMBER_WITH_MPI
@@ -364,11 +419,10 @@ Tensor reduce_scatter(const Tensor& t, ReduceOp op_kind) {
   Shape shape = t.shape();
   shape[0] = rows[static_cast<size_t>(g_job.rank)];
   Tensor out = empty(shape, TensorOptions(st.work.dtype()).with_device(t.device()));
-  auto s = std::make_shared<Work::State>();
-  s->op = op;
-  MPI_Ireduce_scatter(st.work.data_ptr(), out.data_ptr(), counts.data(), mpi_type(out.dtype()),
-                      mpi_op(op_kind, out.dtype()), MPI_COMM_WORLD, &s->request);
-  Work(s).wait();
+  Work(mpi_work(op, [&](MPI_Request* r) {
+    MPI_Ireduce_scatter(st.work.data_ptr(), out.data_ptr(), counts.data(), mpi_type(out.dtype()),
+                        mpi_op(op_kind, out.dtype()), MPI_COMM_WORLD, r);
+  })).wait();
   if (op_kind == ReduceOp::avg) out.mul_(1.0 / g_job.world);
   mine = to_dtype(out, t.dtype());
 #endif

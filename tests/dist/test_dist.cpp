@@ -46,6 +46,74 @@ Batch global_batch(int64_t rows, int step) {
   return {x, y};
 }
 
+// Two sequence models: conv1d -> relu -> mean over time -> linear, and LSTM -> last step -> linear.
+struct ConvNet : nn::Module {
+  explicit ConvNet(uint64_t seed) {
+    Generator g(seed);
+    conv = register_module("conv", std::make_shared<nn::Conv1d>(3, 5, 3, nn::Conv1dOptions{.padding = 1}, &g));
+    fc = register_module("fc", std::make_shared<nn::Linear>(5, 3, true, &g));
+  }
+  Tensor forward(const Tensor& x) { return fc->forward(mean(relu(conv->forward(x)), {2})); }
+  std::shared_ptr<nn::Conv1d> conv;
+  std::shared_ptr<nn::Linear> fc;
+};
+struct LstmNet : nn::Module {
+  explicit LstmNet(uint64_t seed) {
+    Generator g(seed);
+    lstm = register_module("lstm", std::make_shared<nn::LSTM>(
+                                       nn::RNNOptions{.input_size = 3, .hidden_size = 6, .batch_first = true}, &g));
+    fc = register_module("fc", std::make_shared<nn::Linear>(6, 3, true, &g));
+  }
+  Tensor forward(const Tensor& x) {
+    const Tensor out = lstm->forward(x).output;  // (N, T, H)
+    return fc->forward(out.select(1, out.size(1) - 1));
+  }
+  std::shared_ptr<nn::LSTM> lstm;
+  std::shared_ptr<nn::Linear> fc;
+};
+Batch sequence_batch(int64_t rows, int step, Shape shape) {
+  Generator g(2000 + static_cast<uint64_t>(step));
+  Tensor x = randn(shape, DType::f32, &g);
+  Tensor y = randint(0, 3, {rows}, DType::i64, &g);
+  return {x, y};
+}
+
+// DDP on W ranks, each on its B rows of a global batch, against one process on all W B rows
+// (same initial parameters: DDP broadcasts rank 0's, so the others start from different ones
+// on purpose): 5 SGD-with-momentum steps, then every parameter matches the reference within f32
+// rounding of the reduction order and is bit-identical across ranks.
+template <class Make, class Data>
+void check_ddp_equivalence(Make make, Data data) {
+  const int64_t B = 4;  // rows per rank
+  auto ref = make(42);
+  auto model = make(42 + static_cast<uint64_t>(R()));
+  nn::DistributedDataParallel ddp(*model, {.bucket_cap_mb = 0.0005, .first_bucket_mb = 0.0002});
+  CHECK(ddp.num_buckets() > 1);
+  optim::SGD opt(model->parameters(), {.lr = 0.5, .momentum = 0.9});
+  optim::SGD ref_opt(ref->parameters(), {.lr = 0.5, .momentum = 0.9});
+  for (int step = 0; step < 5; ++step) {
+    const Batch all = data(B * W(), step);
+    opt.zero_grad();
+    nn::cross_entropy(model->forward(all.x.narrow(0, R() * B, B)), all.y.narrow(0, R() * B, B)).backward();
+    opt.step();
+    ref_opt.zero_grad();
+    nn::cross_entropy(ref->forward(all.x), all.y).backward();
+    ref_opt.step();
+    const nn::DDPStats& st = ddp.last_stats();
+    CHECK(st.buckets == ddp.num_buckets());
+    REQUIRE(!st.bucket_started.empty());
+    CHECK(st.bucket_started.front() <= st.backward_finished);  // the first bucket went out during backward
+  }
+  const auto mine = model->named_parameters(), want = ref->named_parameters();
+  REQUIRE(mine.size() == want.size());
+  for (size_t i = 0; i < mine.size(); ++i) {
+    CAPTURE(mine[i].first);
+    CHECK(allclose(mine[i].second, want[i].second, 1e-4, 1e-5));
+    const std::vector<Tensor> every = dist::all_gather(mine[i].second);
+    for (const Tensor& t : every) CHECK(equal(t, every.front()));  // bit-identical across ranks
+  }
+}
+
 }  // namespace
 
 TEST_SUITE("dist") {
@@ -163,32 +231,17 @@ TEST_SUITE("dist") {
   }
 
   TEST_CASE("DDP: W ranks on shards give the parameters of one process on the whole batch") {
-    const int64_t B = 4;  // rows per rank
-    auto ref = mlp(42);
-    auto model = mlp(42 + static_cast<uint64_t>(R()));  // different on purpose: DDP broadcasts rank 0's
-    nn::DistributedDataParallel ddp(*model, {.bucket_cap_mb = 0.0005, .first_bucket_mb = 0.0002});
-    CHECK(ddp.num_buckets() > 1);
-    optim::SGD opt(model->parameters(), {.lr = 0.5, .momentum = 0.9});
-    optim::SGD ref_opt(ref->parameters(), {.lr = 0.5, .momentum = 0.9});
-    for (int step = 0; step < 5; ++step) {
-      const Batch all = global_batch(B * W(), step);
-      opt.zero_grad();
-      nn::cross_entropy(model->forward(all.x.narrow(0, R() * B, B)), all.y.narrow(0, R() * B, B)).backward();
-      opt.step();
-      ref_opt.zero_grad();
-      nn::cross_entropy(ref->forward(all.x), all.y).backward();
-      ref_opt.step();
-      const nn::DDPStats& st = ddp.last_stats();
-      CHECK(st.buckets == ddp.num_buckets());
-      REQUIRE(!st.bucket_started.empty());
-      CHECK(st.bucket_started.front() <= st.backward_finished);  // the first bucket went out during backward
+    SUBCASE("MLP") {
+      check_ddp_equivalence([](uint64_t seed) { return mlp(seed); },
+                            [](int64_t rows, int step) { return global_batch(rows, step); });
     }
-    const auto mine = model->parameters(), want = ref->parameters();
-    for (size_t i = 0; i < mine.size(); ++i) {
-      CAPTURE(i);
-      CHECK(allclose(mine[i], want[i], 1e-4, 1e-5));
-      const std::vector<Tensor> every = dist::all_gather(mine[i]);
-      for (const Tensor& t : every) CHECK(equal(t, every.front()));  // bit-identical across ranks
+    SUBCASE("conv1d model") {
+      check_ddp_equivalence([](uint64_t seed) { return std::make_shared<ConvNet>(seed); },
+                            [](int64_t rows, int step) { return sequence_batch(rows, step, {rows, 3, 10}); });
+    }
+    SUBCASE("LSTM model") {
+      check_ddp_equivalence([](uint64_t seed) { return std::make_shared<LstmNet>(seed); },
+                            [](int64_t rows, int step) { return sequence_batch(rows, step, {rows, 7, 3}); });
     }
   }
 
@@ -260,5 +313,53 @@ TEST_SUITE("dist") {
     CHECK(equal(model->parameters().front(), before));
     scaler.update();
     CHECK(scaler.get_scale() == 128.0);
+  }
+
+  TEST_CASE("NCCL: every collective's CUDA path against the CPU (a world of 1 on a GPU)") {
+    // Two ranks cannot share one GPU under NCCL, so on a one-GPU machine this is the NCCL path
+    // with a world of 1: the communicator, stream ordering, staging and every collective.
+    if (!cuda::is_available() || W() != 1) {
+      MESSAGE("skipped: needs a GPU and a world of 1");
+      return;
+    }
+    std::string why;
+    const bool nccl = dist::nccl_available(&why);
+    MESSAGE("NCCL: " << (nccl ? std::string("available") : why));
+    CHECK(nccl);  // the GPU machines ship NCCL; without it the CUDA path below is not NCCL's
+    const Device gpu = Device::cuda(0);
+    for (DType dt : {DType::f32, DType::bf16, DType::f16, DType::i64}) {
+      CAPTURE(dtype_name(dt));
+      const Tensor host = rank_values(0, 37, dt);
+      for (dist::ReduceOp op : {dist::ReduceOp::sum, dist::ReduceOp::max, dist::ReduceOp::min}) {
+        Tensor t = host.to(gpu) * 1;  // made by a kernel on the compute stream just before
+        dist::all_reduce(t, op);
+        CHECK(equal(t.to(Device::cpu()), host));
+      }
+    }
+    Tensor m = rank_values(0, 24, DType::f32).reshape({4, 6}).to(gpu);
+    Tensor strided = m.transpose(0, 1);
+    dist::all_reduce(strided, dist::ReduceOp::avg);
+    CHECK(equal(m.to(Device::cpu()), rank_values(0, 24, DType::f32).reshape({4, 6})));
+    Tensor flags = from_vector<bool>({true, false, true}, {3}, DType::boolean).to(gpu);
+    dist::all_reduce(flags, dist::ReduceOp::max);
+    CHECK(flags.to(Device::cpu()).to_vector<bool>() == std::vector<bool>{true, false, true});
+    Tensor b = rank_values(0, 10, DType::f32).to(gpu);
+    dist::broadcast_async(b, 0).wait();
+    CHECK(equal(b.to(Device::cpu()), rank_values(0, 10, DType::f32)));
+    const std::vector<Tensor> g = dist::all_gather(m);
+    REQUIRE(g.size() == 1);
+    CHECK(g[0].device() == gpu);
+    CHECK(equal(g[0].to(Device::cpu()), m.to(Device::cpu())));
+    const Tensor rs = dist::reduce_scatter(m, dist::ReduceOp::sum);
+    CHECK(equal(rs.to(Device::cpu()), m.to(Device::cpu())));
+    // DDP on the GPU: the bucket all-reduces go through NCCL; one rank's average is its gradient.
+    auto model = mlp(3), ref = mlp(3);
+    model->to(gpu);
+    nn::DistributedDataParallel ddp(*model);
+    const Batch all = global_batch(8, 0);
+    nn::cross_entropy(model->forward(all.x.to(gpu)), all.y.to(gpu)).backward();
+    nn::cross_entropy(ref->forward(all.x), all.y).backward();
+    const auto mine = model->parameters(), want = ref->parameters();
+    for (size_t i = 0; i < mine.size(); ++i) CHECK(allclose(mine[i].grad().to(Device::cpu()), want[i].grad(), 1e-4, 1e-5));
   }
 }
