@@ -76,23 +76,31 @@ bool nccl_available(std::string* why = nullptr);
 std::vector<int64_t> split_rows(int64_t n, int world);
 
 // Each rank's share of a data set of n samples, for one epoch: with shuffle, a permutation of
-// 0..n-1 drawn from (seed, epoch), the same on every rank; padded (repeating its start) to a
-// multiple of the world size so every rank takes the same number of steps; rank r takes
-// elements r, r + world, r + 2 world, ...
+// 0..n-1 drawn from (seed, epoch), the same on every rank and for every world size; padded
+// (repeating its start) to a multiple of the world size so every rank takes the same number of
+// steps; rank r takes positions start + r, start + r + world, ... of it. When every rank takes
+// B samples per step, step s covers positions [start + s B W, start + (s + 1) B W): the
+// samples consumed so far are a count of positions, the same whatever the world size. That
+// count is what a checkpoint keeps (TrainingState::data_position) and set_start resumes from,
+// also with another number of ranks.
 class DistributedSampler {
  public:
   DistributedSampler(int64_t n, bool shuffle = true, uint64_t seed = 0, int rank = -1, int world_size = -1);
   void set_epoch(int64_t epoch) { epoch_ = epoch; }
+  // Skips the first `position` positions of this epoch's order (0 <= position <= n); set_epoch
+  // does not reset it: set it back to 0 for the next epoch.
+  void set_start(int64_t position);
   std::vector<int64_t> indices() const;
-  int64_t num_samples() const;  // per rank
-  int64_t total_size() const;   // padded, over all ranks
+  int64_t num_samples() const;  // per rank, from the start position
+  int64_t total_size() const;   // padded, over all ranks, from the start position
+  int64_t start() const { return start_; }
 
  private:
   int64_t n_;
   bool shuffle_;
   uint64_t seed_;
   int rank_, world_;
-  int64_t epoch_ = 0;
+  int64_t epoch_ = 0, start_ = 0;
 };
 
 }  // namespace ember::dist

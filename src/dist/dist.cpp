@@ -1,5 +1,5 @@
 // dist (ember/dist.h): the job (rank, world) and the collectives: host-memory tensors over MPI
-// here, CUDA tensors handed to the NCCL path (src/cuda/nccl.cpp). Every collective is
+// here, CUDA tensors handed to the NCCL path (src/dist/nccl.cpp). Every collective is
 // non-blocking underneath (MPI_I*, NCCL on its own stream), so the blocking forms and
 // Work::wait share one loop that tests for completion and gives up after the job's timeout.
 #include "ember/dist.h"
@@ -437,7 +437,13 @@ DistributedSampler::DistributedSampler(int64_t n, bool shuffle, uint64_t seed, i
               " is not a rank of a world of ", world_);
 }
 
-int64_t DistributedSampler::num_samples() const { return (n_ + world_ - 1) / world_; }
+void DistributedSampler::set_start(int64_t position) {
+  EMBER_CHECK(position >= 0 && position <= n_, "DistributedSampler.set_start", "position ", position,
+              " is outside the epoch's ", n_, " samples");
+  start_ = position;
+}
+
+int64_t DistributedSampler::num_samples() const { return (n_ - start_ + world_ - 1) / world_; }
 int64_t DistributedSampler::total_size() const { return num_samples() * world_; }
 
 std::vector<int64_t> DistributedSampler::indices() const {
@@ -448,9 +454,10 @@ std::vector<int64_t> DistributedSampler::indices() const {
     const std::vector<float> keys = rand({n_}, {}, &g).to_vector<float>();
     std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
   }
-  for (int64_t i = n_; i < total_size(); ++i) order.push_back(order[static_cast<size_t>(i % n_)]);
+  // Positions past the end wrap to the epoch's first ones (padding).
   std::vector<int64_t> mine;
-  for (int64_t i = rank_; i < total_size(); i += world_) mine.push_back(order[static_cast<size_t>(i)]);
+  const int64_t end = start_ + total_size();
+  for (int64_t i = start_ + rank_; i < end; i += world_) mine.push_back(order[static_cast<size_t>(i % n_)]);
   return mine;
 }
 

@@ -1,5 +1,5 @@
 // What the collectives share below the public API: a collective in flight (Work::State), the
-// job, and the NCCL side (src/cuda/nccl.cpp in CUDA builds) that dist.cpp hands CUDA tensors to.
+// job, and the NCCL side (src/dist/nccl.cpp, CUDA builds) that dist.cpp hands CUDA tensors to.
 #pragma once
 #include <chrono>
 #include <functional>

@@ -4,9 +4,11 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <exception>
 #include <vector>
 
 #include "ember/core/error.h"
+#include "ember/dist.h"
 #include "ember/io/safetensors.h"
 #include "ember/ops/ops.h"
 #include "core/untrusted_text.h"
@@ -87,7 +89,22 @@ StateDict checkpoint_state_dict(const nn::Module& model, const optim::Optimizer&
 
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& opt,
                      const optim::LRScheduler* sched, const TrainingState& state, const amp::GradScaler* scaler) {
-  save_safetensors(path, checkpoint_state_dict(model, opt, sched, state, scaler));
+  if (dist::world_size() == 1) return save_safetensors(path, checkpoint_state_dict(model, opt, sched, state, scaler));
+  // A job: rank 0 writes (DDP keeps every rank's model and optimizer identical), then every
+  // rank learns whether it worked, so no rank goes on (or reads the file) after a failed save.
+  std::exception_ptr error;
+  if (dist::rank() == 0) {
+    try {
+      save_safetensors(path, checkpoint_state_dict(model, opt, sched, state, scaler));
+    } catch (const Error&) {
+      error = std::current_exception();
+    }
+  }
+  Tensor failed = full({1}, error ? 1.0 : 0.0, DType::i32);
+  dist::all_reduce(failed, dist::ReduceOp::max);
+  if (error) std::rethrow_exception(error);
+  EMBER_CHECK(failed.item<int64_t>() == 0, "io.save_checkpoint", "rank 0 could not write ", path,
+              " (its error says why); this is rank ", dist::rank(), " of ", dist::world_size());
 }
 
 namespace {

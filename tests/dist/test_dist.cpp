@@ -225,6 +225,31 @@ TEST_SUITE("dist") {
       for (int64_t i = 0; i < 10; ++i) CHECK(seen.count(i) >= 1);
       CHECK(static_cast<int64_t>(seen.size()) == per * world);
     }
+    // A start position is a count of samples, the same for every world size: the 2-rank run's
+    // first 8 positions, then any world from position 8 on, cover the epoch exactly once
+    // (before padding).
+    std::vector<int64_t> first;
+    for (int64_t k = 0; k < 4; ++k)
+      for (int r = 0; r < 2; ++r) {
+        dist::DistributedSampler s(20, true, 4, r, 2);
+        first.push_back(s.indices()[static_cast<size_t>(k)]);
+      }
+    for (int world : {1, 2, 3}) {
+      CAPTURE(world);
+      std::multiset<int64_t> seen(first.begin(), first.end());
+      for (int r = 0; r < world; ++r) {
+        dist::DistributedSampler s(20, true, 4, r, world);
+        s.set_start(8);
+        CHECK(s.num_samples() == (12 + world - 1) / world);
+        const auto idx = s.indices();
+        seen.insert(idx.begin(), idx.end());
+      }
+      std::set<int64_t> distinct(seen.begin(), seen.end());
+      CHECK(distinct.size() == 20u);
+      CHECK(static_cast<int64_t>(seen.size()) == 8 + (12 + world - 1) / world * world);  // padding only
+    }
+    dist::DistributedSampler bad(20);
+    CHECK_THROWS_WITH_AS(bad.set_start(21), doctest::Contains("outside the epoch"), Error);
     dist::DistributedSampler a(50, true, 1, 0, 1), b(50, true, 1, 0, 1);
     b.set_epoch(1);
     CHECK(a.indices() != b.indices());

@@ -65,6 +65,10 @@ struct TrainingState {
 // .safetensors file (format version 2), atomically (io::save_safetensors: a temporary file renamed over path), so
 // a crash while saving leaves the previous checkpoint intact.
 // A GradScaler (mixed precision) is saved too when given.
+// In a job of several ranks (ember/dist.h) every rank calls it: rank 0 writes (DDP keeps the
+// ranks' models and optimizers identical), and it returns on every rank once the file is in
+// place, or throws on every rank when rank 0 could not write it. Every rank loads the same file
+// with load_checkpoint; the job may have another world size then (docs/distributed.md).
 void save_checkpoint(const std::string& path, const nn::Module& model, const optim::Optimizer& opt,
                      const optim::LRScheduler* sched, const TrainingState& state,
                      const amp::GradScaler* scaler = nullptr);

@@ -1,4 +1,5 @@
-// The NCCL path of ember/dist.h: collectives on CUDA tensors (src/dist/internal.h).
+// The NCCL path of ember/dist.h: collectives on CUDA tensors (src/dist/internal.h). Compiled
+// in CUDA builds only (the whole file is empty without EMBER_WITH_CUDA).
 //
 // NCCL is loaded at run time (dlopen of libnccl.so.2, or EMBER_NCCL_LIBRARY), so linking
 // ember never needs it and a machine without it still runs everything but CUDA collectives;
@@ -7,6 +8,7 @@
 // = 0): every NCCL call returns at once and completion is polled, so a dead or hanging rank
 // ends in the job's timeout error (after ncclCommAbort) instead of a hang, during
 // initialisation as well as in a collective.
+#if EMBER_WITH_CUDA
 #include <cuda_runtime.h>
 #include <dlfcn.h>
 
@@ -259,6 +261,15 @@ Tensor buffer_for(const Tensor& t) {
   return t.is_contiguous() ? t : contiguous(t.detach()).clone();
 }
 
+// What finishes a collective on a staged buffer: copying the result into the caller's tensor.
+std::function<void()> copy_back(Tensor work, Tensor target) {
+  if (work.is_same(target)) return nullptr;
+  return [work, target]() mutable {
+    NoGradGuard ng;
+    target.copy_(work);
+  };
+}
+
 }  // namespace
 
 bool nccl_available(std::string* why) {
@@ -269,7 +280,6 @@ bool nccl_available(std::string* why) {
 
 Work nccl_all_reduce(Tensor& t, ReduceOp op, const char* name) {
   Tensor work = buffer_for(t), target = t;
-  const bool staged = !work.is_same(t);
   const DType dt = t.dtype();
   return launch(
       name, work, {work, target},
@@ -277,16 +287,11 @@ Work nccl_all_reduce(Tensor& t, ReduceOp op, const char* name) {
         return api().all_reduce(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(dt),
                                 nccl_op(op, dt), comm, stream);
       },
-      staged ? std::function<void()>([work, target]() mutable {
-        NoGradGuard ng;
-        target.copy_(work);
-      })
-             : std::function<void()>());
+      copy_back(work, target));
 }
 
 Work nccl_broadcast(Tensor& t, int root, const char* name) {
   Tensor work = buffer_for(t), target = t;
-  const bool staged = !work.is_same(t);
   const DType dt = t.dtype();
   return launch(
       name, work, {work, target},
@@ -294,11 +299,7 @@ Work nccl_broadcast(Tensor& t, int root, const char* name) {
         return api().broadcast(work.data_ptr(), work.data_ptr(), static_cast<size_t>(work.numel()), nccl_type(dt),
                                root, comm, stream);
       },
-      staged ? std::function<void()>([work, target]() mutable {
-        NoGradGuard ng;
-        target.copy_(work);
-      })
-             : std::function<void()>());
+      copy_back(work, target));
 }
 
 Tensor nccl_all_gather(const Tensor& t, const char* name) {
@@ -359,3 +360,5 @@ void nccl_finalize() {}
 #endif
 
 }  // namespace ember::dist::detail
+
+#endif  // EMBER_WITH_CUDA
