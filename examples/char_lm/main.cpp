@@ -21,6 +21,12 @@
 // text at the end. --resume continues a run from its checkpoint; without a --minutes stop the
 // continued run is the one that was never stopped, bit for bit, on the same device and threads
 // (--stop-after N stops at step N as if interrupted; a CTest checks the bit-for-bit claim).
+//
+// --dist: data-parallel under mpirun or srun (docs/distributed.md). Every rank draws the same
+// --batch windows and trains on every W-th of them (DDP averages the gradients), so W ranks
+// follow the one-process run up to f32 rounding (dropout masks aside); only rank 0 prints, the
+// --minutes stop is agreed by all ranks, rank 0 writes the checkpoint.
+//   mpirun -np 2 build/release/examples/char_lm/char_lm --dist
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -28,6 +34,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -55,7 +62,7 @@ struct Args {
   double lr = 3e-3, dropout = 0.0, minutes = 4.0, temperature = 0.7;
   int64_t log_every = 50, eval_every = 250, sample = 400, threads = 0, stop_after = 0;
   uint64_t seed = 1234;
-  bool resume = false, help = false;
+  bool resume = false, help = false, dist = false;
   std::optional<DType> amp;  // --amp: autocast's low dtype
 };
 
@@ -93,7 +100,9 @@ void usage(std::ostream& o) {
        "  --amp M            mixed precision: bf16, f16 (with dynamic loss scaling) or off (default off)\n"
        "  --checkpoint PATH  checkpoint file (default char_lm.ckpt.safetensors; \"\" = none)\n"
        "  --resume           continue from --checkpoint (same model, preset and flags)\n"
-       "  --stop-after N     stop after step N with a checkpoint, as if interrupted (then --resume)\n";
+       "  --stop-after N     stop after step N with a checkpoint, as if interrupted (then --resume)\n"
+       "  --dist             data-parallel: run under mpirun/srun; --batch stays the global batch,\n"
+       "                     only rank 0 prints\n";
 }
 
 Args parse_args(int argc, char** argv) {
@@ -115,6 +124,10 @@ Args parse_args(int argc, char** argv) {
     }
     if (f == "--resume") {
       a.resume = true;
+      continue;
+    }
+    if (f == "--dist") {
+      a.dist = true;
       continue;
     }
     EMBER_CHECK(i + 1 < argc, "char_lm", f, " needs a value (see --help)");
@@ -187,7 +200,7 @@ Corpus load_corpus(const std::string& dir) {
   Tensor all = from_vector(ids, {n});
   c.train = all.narrow(0, 0, n - n_val).contiguous();
   c.val = all.narrow(0, n - n_val, n_val).contiguous();
-  std::printf("data: %zu verses, %lld bytes (%lld train, %lld held out), vocabulary %zu bytes, from %s\n",
+  example::say("data: %zu verses, %lld bytes (%lld train, %lld held out), vocabulary %zu bytes, from %s\n",
               verses.size(), static_cast<long long>(n), static_cast<long long>(n - n_val),
               static_cast<long long>(n_val), c.vocab.size(), dir.c_str());
   return c;
@@ -326,14 +339,20 @@ int run(const Args& a, Device device) {
   Generator init_gen(a.seed), data_gen(a.seed ^ 0x5eed5eedULL);  // init_gen also draws dropout masks
   CharLM model(a, V, &init_gen);
   if (a.model == "transformer")
-    std::printf("model: transformer, d_model %lld, %lld layers, %lld heads, feed-forward %lld, context %lld\n",
+    example::say("model: transformer, d_model %lld, %lld layers, %lld heads, feed-forward %lld, context %lld\n",
                 static_cast<long long>(a.d_model), static_cast<long long>(a.layers), static_cast<long long>(a.heads),
                 static_cast<long long>(a.ff), static_cast<long long>(a.context));
   else
-    std::printf("model: LSTM, hidden %lld, %lld layer(s), context %lld\n", static_cast<long long>(a.hidden),
+    example::say("model: LSTM, hidden %lld, %lld layer(s), context %lld\n", static_cast<long long>(a.hidden),
                 static_cast<long long>(a.lstm_layers), static_cast<long long>(a.context));
   model.to(device);
-  std::printf("%lld parameters; AdamW lr %g (warmup, cosine decay), batch %lld, %lld steps%s; device %s, %d threads\n",
+  std::optional<nn::DistributedDataParallel> ddp;  // --dist: rank 0's parameters, averaged gradients
+  if (a.dist) {
+    ddp.emplace(model);
+    example::say("dist: %d ranks (rank 0 prints), %d gradient buckets, global batch %lld\n", dist::world_size(),
+                 ddp->num_buckets(), static_cast<long long>(a.batch));
+  }
+  example::say("%lld parameters; AdamW lr %g (warmup, cosine decay), batch %lld, %lld steps%s; device %s, %d threads\n",
               static_cast<long long>(model.parameter_count()), a.lr, static_cast<long long>(a.batch),
               static_cast<long long>(a.steps), a.minutes > 0 ? " or the --minutes limit" : "", device.str().c_str(),
               cpu::num_threads());
@@ -361,7 +380,7 @@ int run(const Args& a, Device device) {
     init_gen.manual_seed(std::stoull(seed->second));
     init_gen.set_offset(std::stoull(offset->second));
     step = st.step;
-    std::printf("resumed from %s at step %lld\n", a.checkpoint.c_str(), static_cast<long long>(step));
+    example::say("resumed from %s at step %lld\n", a.checkpoint.c_str(), static_cast<long long>(step));
   }
   auto save = [&] {
     if (a.checkpoint.empty()) return;
@@ -381,7 +400,8 @@ int run(const Args& a, Device device) {
   int64_t loss_n = 0, window_steps = 0;  // steps since the last progress line / since window_start
   while (step < a.steps) {
     Tensor starts = randint(0, n_train - T - 1, {a.batch}, DType::i64, &data_gen);
-    Tensor w = windows(corpus.train, starts, T).to(device);  // (B, T + 1)
+    const example::Shard mine = example::shard_of(starts);  // this rank's windows (all in one process)
+    Tensor w = windows(corpus.train, mine.rows, T).to(device);  // (B, T + 1)
     Tensor loss;
     {
       // --amp: GEMMs, attention and the recurrence in the low dtype; softmax, norms, the loss in f32.
@@ -390,26 +410,31 @@ int run(const Args& a, Device device) {
       loss = nn::cross_entropy(logits.reshape({-1, V}), w.narrow(1, 1, T).reshape({-1}));
     }
     opt.zero_grad();
-    scaler.scale(loss).backward();
+    scaler.scale(mine.weight == 1.0 ? loss : loss * mine.weight).backward();
     scaler.unscale_(opt);  // clip the true gradients
     optim::clip_grad_norm_(model.parameters(), 1.0);
     scaler.step(opt);  // skipped (f16) when a gradient overflowed
     scaler.update();
     sched.step();
     ++step;
-    loss_sum += loss.item<double>();
-    ++loss_n;
+    if (mine.count > 0) {
+      loss_sum += loss.item<double>() * static_cast<double>(mine.count);
+      loss_n += mine.count;
+    }
     ++window_steps;
 
     const auto now = std::chrono::steady_clock::now();
     const double minutes = std::chrono::duration<double>(now - train_start).count() / 60.0;
-    const bool out_of_time = a.minutes > 0 && minutes >= a.minutes;
+    bool out_of_time = a.minutes > 0 && minutes >= a.minutes;
+    if (a.minutes > 0 && dist::world_size() > 1)  // every rank stops at the same step
+      out_of_time = example::sum_over_ranks({out_of_time ? 1.0 : 0.0})[0] > 0;
     if (step % a.log_every == 0 || step == a.steps || out_of_time) {
       const double secs = std::chrono::duration<double>(now - window_start).count();
+      const std::vector<double> tot = example::sum_over_ranks({loss_sum, static_cast<double>(loss_n)});
       char scale[48] = "";
       if (scaler.is_enabled()) std::snprintf(scale, sizeof scale, " scale %g", scaler.get_scale());
-      std::printf("step %lld/%lld loss %.4f lr %.2e %.0f tokens/s (%.1f min)%s\n", static_cast<long long>(step),
-                  static_cast<long long>(a.steps), loss_sum / static_cast<double>(loss_n), opt.lr(0),
+      example::say("step %lld/%lld loss %.4f lr %.2e %.0f tokens/s (%.1f min)%s\n", static_cast<long long>(step),
+                  static_cast<long long>(a.steps), tot[0] / tot[1], opt.lr(0),
                   static_cast<double>(window_steps * a.batch * T) / std::max(secs, 1e-9), minutes, scale);
       std::fflush(stdout);
       loss_sum = 0;
@@ -419,7 +444,7 @@ int run(const Args& a, Device device) {
     }
     if (step % a.eval_every == 0 || step == a.steps || out_of_time) {
       val_loss = evaluate(model, corpus.val, T, a.batch, device);
-      std::printf("step %lld held-out loss %.4f (%.3f bits/byte)\n", static_cast<long long>(step), val_loss,
+      example::say("step %lld held-out loss %.4f (%.3f bits/byte)\n", static_cast<long long>(step), val_loss,
                   val_loss / std::log(2.0));
       std::fflush(stdout);
       save();
@@ -427,20 +452,20 @@ int run(const Args& a, Device device) {
       window_start = std::chrono::steady_clock::now();
     }
     if (out_of_time) {
-      std::printf("stopped at the --minutes limit (%.1f min) after %lld of %lld steps\n", a.minutes,
+      example::say("stopped at the --minutes limit (%.1f min) after %lld of %lld steps\n", a.minutes,
                   static_cast<long long>(step), static_cast<long long>(a.steps));
       break;
     }
     if (step == a.stop_after && step < a.steps) {
       save();
-      std::printf("stopped after step %lld (--stop-after); continue with --resume\n", static_cast<long long>(step));
+      example::say("stopped after step %lld (--stop-after); continue with --resume\n", static_cast<long long>(step));
       return 0;
     }
   }
   if (std::isnan(val_loss)) val_loss = evaluate(model, corpus.val, T, a.batch, device);
-  std::printf("final held-out loss %.4f (%.3f bits/byte)\n", val_loss, val_loss / std::log(2.0));
-  if (a.sample > 0) std::printf("sample:\n%s\n", generate(model, corpus, a, device).c_str());
-  std::printf("total time: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  example::say("final held-out loss %.4f (%.3f bits/byte)\n", val_loss, val_loss / std::log(2.0));
+  if (a.sample > 0 && dist::rank() == 0) example::say("sample:\n%s\n", generate(model, corpus, a, device).c_str());
+  example::say("total time: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;
 }
 
@@ -453,13 +478,16 @@ int main(int argc, char** argv) {
       usage(std::cout);
       return 0;
     }
-    const Device device(args.device);
+    if (args.dist) dist::init();
+    const Device device = example::rank_device(args.device);  // --dist: "cuda" is this rank's GPU
     if (device.is_cuda() && !cuda::is_available()) {
       std::fprintf(stderr, "no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
                    cuda::built_with_cuda() ? "built" : "not built");
       return 1;
     }
-    return run(args, device);
+    const int rc = run(args, device);
+    dist::finalize();
+    return rc;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

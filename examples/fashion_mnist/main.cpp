@@ -19,6 +19,12 @@
 // the length of the whole run (the cosine schedule spans it), so an interrupted
 // `--epochs 2` run resumes with `--epochs 2 --resume`; --stop-after E stops after epoch E as
 // if interrupted. See docs/checkpoints.md.
+//
+// --dist: data-parallel training under mpirun or srun (docs/distributed.md). --batch stays the
+// global batch: each rank takes every W-th row of it and DDP averages the gradients, so W ranks
+// follow the one-process run (up to f32 rounding); only rank 0 prints; rank 0 writes the
+// checkpoint, and a run may resume with another number of ranks.
+//   mpirun -np 2 build/release/examples/fashion_mnist/fashion_mnist --dist
 #include <zlib.h>
 #include <omp.h>
 
@@ -33,6 +39,7 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -174,6 +181,7 @@ struct Args {
   int64_t stop_after = 0;  // 0: run all epochs
   bool help = false;
   std::optional<DType> amp;  // --amp: autocast's low dtype
+  bool dist = false;          // --dist: one rank of an mpirun/srun job
 };
 
 void usage(std::ostream& os) {
@@ -192,6 +200,8 @@ void usage(std::ostream& os) {
         "                 every epoch (default fashion_mnist.ckpt.safetensors; \"\" disables)\n"
         "  --resume       continue from --checkpoint (same --epochs, --batch, --lr, --seed, --limit)\n"
         "  --stop-after E stop after epoch E, as if interrupted (continue with --resume)\n"
+        "  --dist         data-parallel: run under mpirun/srun, one process per GPU or CPU share;\n"
+        "                 --batch stays the global batch, only rank 0 prints\n"
         "  --help         this text\n";
 }
 
@@ -212,6 +222,10 @@ Args parse_args(int argc, char** argv) {
     }
     if (flag == "--resume") {
       a.resume = true;
+      continue;
+    }
+    if (flag == "--dist") {
+      a.dist = true;
       continue;
     }
     EMBER_CHECK(flag == "--data" || flag == "--epochs" || flag == "--batch" || flag == "--lr" ||
@@ -262,18 +276,23 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
   return sum(eq(argmax(logits, 1), labels)).item<int64_t>();
 }
 
+// Test accuracy in percent; in a job each rank scores its share of the test set.
 double evaluate(nn::Sequential& model, const Split& test, Device device) {
   model.eval();
   NoGradGuard no_grad;
+  const std::vector<int64_t> share = dist::split_rows(test.n, dist::world_size());
+  const int64_t first = std::accumulate(share.begin(), share.begin() + dist::rank(), int64_t{0});
+  const int64_t end = first + share[static_cast<size_t>(dist::rank())];
   int64_t correct = 0;
   constexpr int64_t kEvalBatch = 1000;
-  for (int64_t start = 0; start < test.n; start += kEvalBatch) {
-    const int64_t len = std::min(kEvalBatch, test.n - start);
+  for (int64_t start = first; start < end; start += kEvalBatch) {
+    const int64_t len = std::min(kEvalBatch, end - start);
     correct += count_correct(model(test.images.narrow(0, start, len).to(device)),
                              test.labels.narrow(0, start, len).to(device));
   }
   model.train();
-  return 100.0 * static_cast<double>(correct) / static_cast<double>(test.n);
+  const double all = example::sum_over_ranks({static_cast<double>(correct)})[0];
+  return 100.0 * all / static_cast<double>(test.n);
 }
 
 int run(const Args& args, Device device) {
@@ -284,7 +303,7 @@ int run(const Args& args, Device device) {
   const Split test = load_split(args.data, "t10k", 0);
   EMBER_CHECK(train.features == test.features, "fashion_mnist", "train images have ", train.features,
               " pixels but test images have ", test.features);
-  std::printf("data: %lld train, %lld test images of %lld pixels from %s (threads %d, device %s)\n",
+  example::say("data: %lld train, %lld test images of %lld pixels from %s (threads %d, device %s)\n",
               static_cast<long long>(train.n), static_cast<long long>(test.n),
               static_cast<long long>(train.features), args.data.c_str(), omp_get_max_threads(),
               device.str().c_str());
@@ -296,13 +315,22 @@ int run(const Args& args, Device device) {
       .add(std::make_shared<nn::Linear>(256, 128, true, &gen))
       .add(std::make_shared<nn::ReLU>())
       .add(std::make_shared<nn::Linear>(128, kClasses, true, &gen));
-  std::printf("model: %lld -> 256 -> ReLU -> 128 -> ReLU -> %lld, %lld parameters; "
+  example::say("model: %lld -> 256 -> ReLU -> 128 -> ReLU -> %lld, %lld parameters; "
               "SGD lr %g (cosine to 0) momentum 0.9, batch %lld\n",
               static_cast<long long>(train.features), static_cast<long long>(kClasses),
               static_cast<long long>(model.parameter_count()), args.lr,
               static_cast<long long>(args.batch));
 
   model.to(device);  // before the optimizer: its momentum buffers follow the parameters
+  // --dist: every rank starts from rank 0's parameters; gradients are averaged over the ranks in
+  // buckets during backward.
+  std::optional<nn::DistributedDataParallel> ddp;
+  if (args.dist) {
+    ddp.emplace(model);
+    example::say("dist: %d ranks (rank 0 prints), %d gradient buckets, global batch %lld (%lld per rank)\n",
+                 dist::world_size(), ddp->num_buckets(), static_cast<long long>(args.batch),
+                 static_cast<long long>(args.batch / dist::world_size()));
+  }
   optim::SGD opt(model.parameters(), {.lr = args.lr, .momentum = 0.9, .weight_decay = 0.0});
   const int64_t steps = (train.n + args.batch - 1) / args.batch;
   // Cosine decay from lr to 0 over the whole run, one schedule step per optimizer step: the
@@ -332,7 +360,7 @@ int run(const Args& args, Device device) {
     first_epoch = st.epoch + 1;
     global_step = st.step;
     if (auto it = st.extra.find("test_acc"); it != st.extra.end()) test_acc = std::stod(it->second);
-    std::printf("resumed from %s: %lld/%lld epochs done, step %lld, lr %.6g\n", args.checkpoint.c_str(),
+    example::say("resumed from %s: %lld/%lld epochs done, step %lld, lr %.6g\n", args.checkpoint.c_str(),
                 static_cast<long long>(st.epoch), static_cast<long long>(args.epochs),
                 static_cast<long long>(global_step), opt.lr(0));
     std::fflush(stdout);
@@ -348,9 +376,9 @@ int run(const Args& args, Device device) {
     for (int64_t step = 1; step <= steps; ++step) {
       const int64_t start = (step - 1) * args.batch;
       const int64_t len = std::min(args.batch, train.n - start);
-      const Tensor idx = perm.narrow(0, start, len);
-      const Tensor x = index_select(train.images, 0, idx).to(device);  // (B, 784)
-      const Tensor y = index_select(train.labels, 0, idx).to(device);  // (B)
+      const example::Shard mine = example::shard_of(perm.narrow(0, start, len));  // all of it in one process
+      const Tensor x = index_select(train.images, 0, mine.rows).to(device);  // (B, 784)
+      const Tensor y = index_select(train.labels, 0, mine.rows).to(device);  // (B)
 
       Tensor logits, loss;
       {
@@ -360,29 +388,29 @@ int run(const Args& args, Device device) {
         loss = nn::cross_entropy(logits, y);
       }
       opt.zero_grad();
-      scaler.scale(loss).backward();
+      scaler.scale(mine.weight == 1.0 ? loss : loss * mine.weight).backward();
       scaler.step(opt);  // skipped (f16) when a gradient overflowed
       scaler.update();
       sched.step();
       ++global_step;
 
-      loss_sum += loss.item<double>() * static_cast<double>(len);
-      {
+      if (mine.count > 0) {
         NoGradGuard no_grad;
+        loss_sum += loss.item<double>() * static_cast<double>(mine.count);
         correct += count_correct(logits, y);
       }
-      seen += len;
+      seen += mine.count;
       if (step % kLogEvery == 0 || step == steps) {
         const auto now = std::chrono::steady_clock::now();
         const double secs = std::chrono::duration<double>(now - window_start).count();
+        const std::vector<double> tot =
+            example::sum_over_ranks({loss_sum, static_cast<double>(correct), static_cast<double>(seen)});
         char scale[48] = "";
         if (scaler.is_enabled()) std::snprintf(scale, sizeof scale, " scale %g", scaler.get_scale());
-        std::printf("epoch %lld/%lld step %lld/%lld loss %.4f acc %.1f%% %.0f samples/s%s\n",
+        example::say("epoch %lld/%lld step %lld/%lld loss %.4f acc %.1f%% %.0f samples/s%s\n",
                     static_cast<long long>(epoch), static_cast<long long>(args.epochs),
                     static_cast<long long>(step), static_cast<long long>(steps),
-                    loss_sum / static_cast<double>(seen),
-                    100.0 * static_cast<double>(correct) / static_cast<double>(seen),
-                    static_cast<double>(seen) / std::max(secs, 1e-9), scale);
+                    tot[0] / tot[2], 100.0 * tot[1] / tot[2], tot[2] / std::max(secs, 1e-9), scale);
         std::fflush(stdout);
         loss_sum = 0.0;
         correct = seen = 0;
@@ -390,7 +418,7 @@ int run(const Args& args, Device device) {
       }
     }
     test_acc = evaluate(model, test, device);
-    std::printf("epoch %lld test_acc %.2f%%\n", static_cast<long long>(epoch), test_acc);
+    example::say("epoch %lld test_acc %.2f%%\n", static_cast<long long>(epoch), test_acc);
     std::fflush(stdout);
     if (!args.checkpoint.empty()) {
       io::TrainingState st = io::TrainingState::from(shuffle_gen);  // where the next epoch draws
@@ -404,12 +432,12 @@ int run(const Args& args, Device device) {
     }
   }
   if (last_epoch < args.epochs)
-    std::printf("stopped after epoch %lld of %lld (--stop-after); continue with --resume\n",
+    example::say("stopped after epoch %lld of %lld (--stop-after); continue with --resume\n",
                 static_cast<long long>(last_epoch), static_cast<long long>(args.epochs));
 
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("final test accuracy: %.2f%%\n", test_acc);
-  std::printf("total time: %.1f s\n", total);
+  example::say("final test accuracy: %.2f%%\n", test_acc);
+  example::say("total time: %.1f s\n", total);
   return 0;
 }
 
@@ -422,7 +450,9 @@ int main(int argc, char** argv) {
       usage(std::cout);
       return 0;
     }
-    const Device device(args.device);  // "cpu", "cuda", "cuda:N"; throws on anything else
+    if (args.dist) dist::init();
+    // "cpu", "cuda", "cuda:N"; throws on anything else. --dist: "cuda" is this rank's GPU.
+    const Device device = example::rank_device(args.device);
     if (device.is_cuda()) {
       if (!cuda::is_available()) {
         std::fprintf(stderr, "no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
@@ -435,7 +465,9 @@ int main(int argc, char** argv) {
         return 1;
       }
     }
-    return run(args, device);
+    const int rc = run(args, device);
+    dist::finalize();
+    return rc;
   } catch (const ember::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
