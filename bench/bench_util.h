@@ -62,12 +62,18 @@ inline int parse_positive(const char* flag, const char* value) {
 struct Instance {
   std::function<void()> step;
   std::function<double()> last_loss;
+  std::function<std::vector<std::string>()> notes;  // optional: extra result lines (a size sweep)
 };
 
+// `ranks` > 1: a data-parallel workload, run as that many processes under mpirun (ember-bench
+// launches itself; rank 0's step times count). `threads` > 0 pins its thread count per rank
+// instead of --threads.
 struct Workload {
   std::string name;
   std::string what;
   std::function<Instance()> make;
+  int ranks = 1;
+  int threads = 0;
 };
 
 // Each binary (ember-bench, ember-bench-torch) has its own registry. A workload file registers
@@ -79,8 +85,8 @@ inline std::vector<Workload>& registry() {
 }
 
 struct Register {
-  Register(std::string name, std::string what, std::function<Instance()> make) {
-    registry().push_back({std::move(name), std::move(what), std::move(make)});
+  Register(std::string name, std::string what, std::function<Instance()> make, int ranks = 1, int threads = 0) {
+    registry().push_back({std::move(name), std::move(what), std::move(make), ranks, threads});
   }
 };
 

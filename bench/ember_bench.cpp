@@ -8,6 +8,9 @@
 // invocation with the same flags and a ratio line (ember / torch; below 1.0 = ember faster)
 // is printed per workload. Output contract: the last lines are one `NAME MEDIAN_MS` per
 // workload, nothing after them.
+//
+// Data-parallel workloads (D1_allreduce, D2_ddp_mlp) run as 2 processes: ember-bench starts
+// itself under `mpirun -np 2` (hidden flag --dist-child) and reads rank 0's figures back.
 #include <omp.h>
 
 #include <cmath>
@@ -141,6 +144,7 @@ struct Args {
   int threads = bench::kDefaultThreads;
   int steps = bench::kDefaultSteps;
   std::string amp = "off";  // --amp: every step under autocast with this low dtype
+  bool dist_child = false;  // run as one rank of the job ember-bench started for a D workload
   std::string dtype() const { return amp == "off" ? "f32" : "f32+autocast-" + amp; }
 };
 
@@ -172,6 +176,7 @@ Args parse_args(int argc, char** argv) {
     };
     if (s == "--list") a.list = true;
     else if (s == "--no-peer") a.peer = false;
+    else if (s == "--dist-child") a.dist_child = true;
     else if (s == "--filter") a.filter = value();
     else if (s == "--json") a.json = value();
     else if (s == "--threads") a.threads = bench::parse_positive("--threads", value());
@@ -212,14 +217,13 @@ std::filesystem::path peer_path(const char* argv0) {
   return self.parent_path() / "ember-bench-torch";
 }
 
-// Runs the libtorch peer with the same flags and reads its `stats NAME MIN MEDIAN MAX STEPS`
-// lines. Returns false (with a message) when it fails.
-bool run_peer(const std::filesystem::path& exe, const Args& a, std::vector<Result>& out) {
-  std::string cmd = shell_quote(exe.string()) + " --stats --threads " + std::to_string(a.threads) +
-                    " --steps " + std::to_string(a.steps) + " --filter " + shell_quote(a.filter);
+// Runs `cmd` and reads its `stats NAME MIN MEDIAN MAX STEPS LOSS` lines (as `library`) and
+// `note TEXT` lines. Returns false (with a message) when it fails.
+bool run_stats(const std::string& cmd, const std::string& library, std::vector<Result>& out,
+               std::vector<std::string>* notes = nullptr) {
   FILE* p = popen(cmd.c_str(), "r");
   if (!p) {
-    std::printf("libtorch peer could not be started: %s\n", cmd.c_str());
+    std::printf("%s could not be started: %s\n", library.c_str(), cmd.c_str());
     return false;
   }
   std::string text;
@@ -227,7 +231,7 @@ bool run_peer(const std::filesystem::path& exe, const Args& a, std::vector<Resul
   while (size_t n = std::fread(buf, 1, sizeof buf, p)) text.append(buf, n);
   int status = pclose(p);
   if (status != 0) {
-    std::printf("libtorch peer failed (status %d); its output:\n%s", status, text.c_str());
+    std::printf("%s failed (status %d); its output:\n%s", cmd.c_str(), status, text.c_str());
     return false;
   }
   std::istringstream lines(text);
@@ -236,12 +240,76 @@ bool run_peer(const std::filesystem::path& exe, const Args& a, std::vector<Resul
     std::istringstream f(line);
     std::string tag;
     Result r;
-    r.library = "torch";
-    if (f >> tag && tag == "stats" &&
-        f >> r.name >> r.stats.min_ms >> r.stats.median_ms >> r.stats.max_ms >> r.stats.steps >> r.loss)
+    r.library = library;
+    if (!(f >> tag)) continue;
+    if (tag == "note" && notes != nullptr) notes->push_back(line.substr(5));
+    if (tag == "stats" && f >> r.name >> r.stats.min_ms >> r.stats.median_ms >> r.stats.max_ms >> r.stats.steps) {
+      std::string loss;
+      f >> loss;
+      r.loss = (loss.empty() || loss == "nan") ? NAN : std::stod(loss);
       out.push_back(r);
+    }
   }
   return true;
+}
+
+// Runs the libtorch peer with the same flags.
+bool run_peer(const std::filesystem::path& exe, const Args& a, std::vector<Result>& out) {
+  return run_stats(shell_quote(exe.string()) + " --stats --threads " + std::to_string(a.threads) + " --steps " +
+                       std::to_string(a.steps) + " --filter " + shell_quote(a.filter) + " 2>&1",
+                   "torch", out);
+}
+
+// A workload of several ranks: this binary again, under mpirun, as --dist-child.
+bool run_ranks(const char* argv0, const bench::Workload& w, const Args& a, Result& r,
+               std::vector<std::string>& notes) {
+  FILE* probe = popen("command -v mpirun 2>/dev/null", "r");
+  char found[512] = {0};
+  const bool have = probe != nullptr && std::fgets(found, sizeof found, probe) != nullptr;
+  if (probe != nullptr) pclose(probe);
+  if (!have) {
+    notes.push_back(w.name + " skipped: it runs " + std::to_string(w.ranks) +
+                    " processes under mpirun, which is not installed (apt-get install openmpi-bin)");
+    return false;
+  }
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) self = std::filesystem::absolute(argv0, ec);
+  const int threads = w.threads > 0 ? w.threads : a.threads;
+  const std::string cmd = "mpirun --allow-run-as-root --oversubscribe -np " + std::to_string(w.ranks) +
+                          " -x OMP_NUM_THREADS=" + std::to_string(threads) + " " + shell_quote(self.string()) +
+                          " --dist-child --no-peer --amp " + a.amp + " --threads " + std::to_string(threads) +
+                          " --steps " + std::to_string(a.steps) + " --filter " + shell_quote("^" + w.name + "$") +
+                          " 2>&1";
+  std::vector<Result> got;
+  if (!run_stats(cmd, "ember", got, &notes) || got.empty()) return false;
+  r = got.front();
+  return true;
+}
+
+// One rank of a D workload's job: rank 0 prints the stats and notes run_ranks reads.
+int dist_child(const Args& a, const std::vector<const Workload*>& chosen) {
+  ember::dist::init();
+  int rc = 0;
+  for (const Workload* w : chosen) {
+    if (w->ranks != ember::dist::world_size()) continue;
+    try {
+      Instance inst = w->make();
+      const bench::Stats s = bench::time_steps(inst.step, bench::kWarmupSteps, a.steps);
+      if (ember::dist::rank() == 0) {
+        if (inst.notes)
+          for (const std::string& n : inst.notes()) std::printf("note %s\n", n.c_str());
+        std::printf("stats %s %.6f %.6f %.6f %d %.6f\n", w->name.c_str(), s.min_ms, s.median_ms, s.max_ms, s.steps,
+                    inst.last_loss());
+      }
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "%s failed on rank %d: %s\n", w->name.c_str(), ember::dist::rank(), e.what());
+      rc = 1;
+    }
+  }
+  std::fflush(stdout);
+  ember::dist::finalize();
+  return rc;
 }
 
 void print_result(const Result& r) {
@@ -299,14 +367,28 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  omp_set_num_threads(a.threads);
+  if (a.dist_child) {
+    omp_set_num_threads(a.threads);
+    return dist_child(a, chosen);
+  }
   std::printf("ember-bench  commit %s  device cpu  dtype %s  threads %d  steps %d (+%d warm-up)\n",
               current_commit().c_str(), a.dtype().c_str(), a.threads, a.steps, bench::kWarmupSteps);
   std::fflush(stdout);
 
   std::vector<Result> results;
+  std::vector<std::string> notes;
   for (const Workload* w : chosen) {
     Result r{w->name, "ember", {}, NAN};
+    if (w->ranks > 1) {
+      if (!run_ranks(argv[0], *w, a, r, notes)) {
+        std::fprintf(stderr, "%s: no result (see above)\n", w->name.c_str());
+        continue;
+      }
+      print_result(r);
+      results.push_back(r);
+      continue;
+    }
+    omp_set_num_threads(w->threads > 0 ? w->threads : a.threads);
     try {
       Instance inst = w->make();
       std::function<void()> step = inst.step;
@@ -325,9 +407,24 @@ int main(int argc, char** argv) {
     results.push_back(r);
   }
   const size_t n_ember = results.size();
+  omp_set_num_threads(a.threads);
 
-  std::vector<std::string> notes;
   std::map<std::string, double> ratios;
+  {
+    const Result *ddp = nullptr, *one = nullptr;
+    for (const Result& r : results) {
+      if (r.name == "D2_ddp_mlp") ddp = &r;
+      if (r.name == "D2_ddp_mlp_1rank") one = &r;
+    }
+    if (ddp != nullptr && one != nullptr && one->stats.median_ms > 0) {
+      char line[200];
+      std::snprintf(line, sizeof line,
+                    "D2_ddp_mlp overhead of data parallelism (2 ranks x 1 thread / 1 rank x 1 thread, 128 rows each) "
+                    "%.2fx (target <= 1.15)",
+                    ddp->stats.median_ms / one->stats.median_ms);
+      notes.push_back(line);
+    }
+  }
   if (a.peer) {
     auto exe = peer_path(argv[0]);
     std::error_code ec;

@@ -158,7 +158,7 @@ void Work::wait() {
       EMBER_FAIL(s_->op, "did not complete within the timeout of ", g_job.timeout, " s on ", where(),
                  ": another rank died, hangs, or called a different collective; the job cannot continue");
     }
-    if (spins > 64) std::this_thread::sleep_for(std::chrono::microseconds(50));
+    if (spins > 64) std::this_thread::yield();
   }
   complete(*s_);
 }
@@ -194,6 +194,10 @@ void init(const InitOptions& o) {
   job.timeout = o.timeout;
   if (env_world > 1 || (o.world_size > 1)) {
 #if EMBER_WITH_MPI
+    // OpenMPI's non-blocking all-reduce (libnbc, which every ember all-reduce is) picks a
+    // binomial tree by default, 2.3x slower than a ring at 64 MiB on 2 ranks and 3x at 4 MiB
+    // (docs/perf/dist.md). Ring unless the user chose (the variable or --mca on mpirun).
+    setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", /*overwrite=*/0);
     int provided = 0;
     MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &job.rank);

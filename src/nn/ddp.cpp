@@ -149,6 +149,9 @@ void DistributedDataParallel::on_ready(size_t k) {
   }
   --buckets_[bucket_of_[k]].pending;
   start_ready_buckets();
+  // MPI moves a non-blocking collective forward only inside MPI calls: testing the buckets in
+  // flight at every gradient-ready hook lets them progress between backward ops.
+  for (size_t i = 0; i < next_bucket_; ++i) buckets_[i].work.is_completed();
 }
 
 void DistributedDataParallel::start_ready_buckets() {
