@@ -19,7 +19,8 @@
 #   step that no longer fits is skipped, and the summary says so):
 #     build     configure build/device (Release, EMBER_CUDA=ON, archs 90, Ninja, .deps and the
 #               cuDNN of PyTorch's wheel), then only the targets run below, `ninja -k 0` (300 s)
-#     tests     the whole ember_tests binary, every suite, EMBER_TEST_DEVICE=cuda (180 s)
+#     tests     the whole ember_tests binary, every suite, EMBER_TEST_DEVICE=cuda (180 s); then
+#               ember_dist_tests as one process: NCCL with a world of 1 (60 s)
 #     example   fashion_mnist 2 epochs (60 s); char_lm --model lstm, then transformer, 250 steps
 #               or 1 minute each (150 s each)
 #     bench     ember-gpu-bench, ember-conv-gpu-bench, ember-lstm_gpu_bench,
@@ -339,15 +340,34 @@ if [[ -z $cudnn ]]; then
   done
 fi
 echo "cudnn: ${cudnn:-not found: the cuDNN comparison benches will not be built}"
+# NCCL (dist collectives on CUDA tensors): ember needs nccl.h at build time and loads
+# libnccl.so.2 at run time: the toolkit's, else the one in PyTorch's wheel (nvidia/nccl).
+NCCL_DEF=()
+nccl=""
+for d in /usr/include /usr/local/cuda/include; do [[ -f $d/nccl.h ]] && { nccl="system $d/nccl.h"; break; }; done
+if [[ -z $nccl ]]; then
+  for sp in $(timeout 30 python3 -c 'import site; print("\n".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null); do
+    h=$(find "$sp/nvidia" -maxdepth 4 -name nccl.h -path '*/include/*' -print -quit 2>/dev/null)
+    [[ -n $h ]] || continue
+    src=$(dirname "$(dirname "$h")")
+    NCCL_DEF=("-DEMBER_NCCL_INCLUDE_DIR=$src/include")
+    so=$(find "$src/lib" -maxdepth 1 -name 'libnccl.so*' | sort | head -n 1)
+    [[ -n $so ]] && export EMBER_NCCL_LIBRARY=$so
+    nccl="PyTorch's wheel $src (library ${so:-not found})"
+    break
+  done
+fi
+echo "nccl: ${nccl:-not found: CUDA collectives will report that NCCL is missing}"
 PREFIX_PATH=$(IFS=';'; echo "${PREFIXES[*]}")
 
 # --- build -------------------------------------------------------------------------------------
-TARGETS=(ember_tests fashion_mnist char_lm ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench
+TARGETS=(ember_tests ember_dist_tests fashion_mnist char_lm ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench
          ember-attention_gpu_bench ember-softmax_gpu_bench)
 [[ $QUICK == 0 ]] && TARGETS+=(ember-bench)
 binary() {  # target -> its executable in the build dir
   case $1 in
     ember_tests) echo "$BUILD_DIR/tests/ember_tests" ;;
+    ember_dist_tests) echo "$BUILD_DIR/tests/dist/ember_dist_tests" ;;
     fashion_mnist|char_lm) echo "$BUILD_DIR/examples/$1/$1" ;;
     *) echo "$BUILD_DIR/bench/$1" ;;
   esac
@@ -359,7 +379,8 @@ if has build; then
   gen=()
   command -v ninja >/dev/null && [[ ! -f $BUILD_DIR/CMakeCache.txt ]] && gen=(-G Ninja)
   if ! run_cmd configure 20 120 "$LOGS/build.log" cmake -S . -B "$BUILD_DIR" "${gen[@]}" -DCMAKE_BUILD_TYPE=Release \
-      -DEMBER_CUDA="$CUDA_MODE" -DEMBER_CUDA_ARCHS="$ARCHS" -DEMBER_BENCH_TORCH=OFF "-DCMAKE_PREFIX_PATH=$PREFIX_PATH"; then
+      -DEMBER_CUDA="$CUDA_MODE" -DEMBER_CUDA_ARCHS="$ARCHS" -DEMBER_BENCH_TORCH=OFF "-DCMAKE_PREFIX_PATH=$PREFIX_PATH" \
+      "${NCCL_DEF[@]}"; then
     BUILD_OK=0
   elif [[ $RC != 0 ]]; then
     tail -n 20 "$LOGS/build.log"
@@ -424,6 +445,20 @@ if has tests; then
       record tests FAIL "ember saw no GPU, the GPU cases were skipped: $counts"
     elif [[ $RC == 0 && -n $counts ]]; then record tests ok "$counts (${DUR}s)"
     else record tests FAIL "exit $RC: ${counts:-no doctest summary} (${DUR}s)"
+    fi
+  fi
+fi
+
+# The dist suite as one process: on a GPU its NCCL case runs every collective's CUDA path and
+# DDP through NCCL with a world of 1 (two ranks cannot share one GPU).
+if has tests && [[ -n ${BUILT[ember_dist_tests]:-} ]]; then
+  banner "dist: $(binary ember_dist_tests) (a world of 1; NCCL on the GPU)"
+  if run_cmd dist 10 60 "$LOGS/dist.txt" "$(binary ember_dist_tests)" --duration=false; then
+    grep -a -E 'NCCL|skipped' "$LOGS/dist.txt" | head -n 5
+    counts=$(doctest_counts "$LOGS/dist.txt")
+    if timed_out; then record dist FAIL "timeout after ${DUR}s"
+    elif [[ $RC == 0 && -n $counts ]]; then record dist ok "$counts (${DUR}s)"
+    else record dist FAIL "exit $RC: ${counts:-no doctest summary} (${DUR}s)"
     fi
   fi
 fi
