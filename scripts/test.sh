@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command (also what CI runs, via .ci/run):
-#   1. scripts/setup.sh (installs missing Debian packages)
+#   1. scripts/setup.sh (installs missing Debian packages) and scripts/fetch_data.sh (the
+#      examples' real data from Debian packages, into .cache/data, for their smoke tests)
 #   2. the `release` preset: configure, build, ctest
 #   3. the `asan` preset (AddressSanitizer + UBSan): configure, build, ctest
 #      (skipped when EMBER_SKIP_ASAN=1)
@@ -13,6 +14,7 @@ step() { echo; echo "=== $* ($((SECONDS - start))s)"; }
 
 step "setup"
 bash scripts/setup.sh
+bash scripts/fetch_data.sh emboss-test r-bioc-rcpi infernal r-cran-seqinr transdecoder python-matplotlib-data
 
 for preset in release asan; do
   if [[ "$preset" == asan && "${EMBER_SKIP_ASAN:-0}" == 1 ]]; then

@@ -42,7 +42,6 @@ int env_int(const char* name) {
   return static_cast<int>(x);
 }
 
-
 void check_ready(const char* op) {
   EMBER_CHECK(!g_job.finalized, op, "dist::finalize() was called: no more collectives");
 }
