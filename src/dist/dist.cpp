@@ -52,16 +52,13 @@ void check_tensor(const char* op, const Tensor& t) {
   EMBER_CHECK(t.defined(), op, "needs a defined tensor (", where(), ")");
 }
 
+#if EMBER_WITH_CUDA
 // CUDA tensors go through NCCL; at a world of 1 too when NCCL is there (the same code path as
 // a real job), else a world of 1 has nothing to do.
 bool use_nccl(const Tensor& t) {
-  if (!t.device().is_cuda()) return false;
-#if EMBER_WITH_CUDA
-  return g_job.world > 1 || detail::nccl_available();
-#else
-  return false;
-#endif
+  return t.device().is_cuda() && (g_job.world > 1 || detail::nccl_available());
 }
+#endif
 
 #if EMBER_WITH_MPI
 MPI_Datatype mpi_type(DType t) {
