@@ -40,6 +40,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/training.h"
 #include "ember/ember.h"
 #include "sword_ztext.h"
 
@@ -367,11 +368,8 @@ int run(const Args& a, Device device) {
   if (a.resume) {
     io::TrainingState st;
     io::load_checkpoint(a.checkpoint, model, opt, &sched, st, &scaler);
-    for (const auto& [key, want] : identity) {
-      auto it = st.extra.find(key);
-      EMBER_CHECK(it != st.extra.end() && it->second == want, "char_lm", a.checkpoint, " was written by a run with ",
-                  key, " = ", it == st.extra.end() ? "?" : it->second, ", this run has ", want);
-    }
+    example::check_run_identity("char_lm", a.checkpoint, st.extra, identity,
+                                "resume with the same model, preset and flags");
     st.apply_to(data_gen);
     // The model's generator draws the dropout masks: restore it too.
     auto seed = st.extra.find("model_rng_seed"), offset = st.extra.find("model_rng_offset");
@@ -479,12 +477,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (args.dist) dist::init();
-    const Device device = example::rank_device(args.device);  // --dist: "cuda" is this rank's GPU
-    if (device.is_cuda() && !cuda::is_available()) {
-      std::fprintf(stderr, "no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
-                   cuda::built_with_cuda() ? "built" : "not built");
-      return 1;
-    }
+    const Device device = example::usable_device("char_lm", args.device);
     const int rc = run(args, device);
     dist::finalize();
     return rc;

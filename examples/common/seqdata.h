@@ -18,6 +18,7 @@
 #include <zlib.h>
 
 #include "ember/ember.h"
+#include "training.h"
 
 namespace example {
 
@@ -151,17 +152,14 @@ inline SplitIdx split_by_key(const std::vector<std::string>& keys, double val_fr
   std::vector<const std::vector<int64_t>*> order;
   for (const auto& [k, v] : groups) order.push_back(&v);
   ember::Generator g(seed);
-  const std::vector<float> r = ember::rand({static_cast<int64_t>(order.size())}, {}, &g).to_vector<float>();
-  std::vector<size_t> perm(order.size());
-  std::iota(perm.begin(), perm.end(), size_t{0});
-  std::stable_sort(perm.begin(), perm.end(), [&](size_t a, size_t b) { return r[a] < r[b]; });
+  const std::vector<int64_t> perm = shuffled_order(static_cast<int64_t>(order.size()), g);
   SplitIdx s;
   const double n = static_cast<double>(keys.size());
-  for (size_t p : perm) {
+  for (int64_t p : perm) {
     auto& dst = static_cast<double>(s.test.size()) < test_frac * n ? s.test
                 : static_cast<double>(s.val.size()) < val_frac * n ? s.val
                                                                     : s.train;
-    dst.insert(dst.end(), order[p]->begin(), order[p]->end());
+    dst.insert(dst.end(), order[static_cast<size_t>(p)]->begin(), order[static_cast<size_t>(p)]->end());
   }
   return s;
 }

@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/training.h"
 #include "ember/ember.h"
 #include "ember/io/checkpoint.h"
 
@@ -252,15 +253,6 @@ Args parse_args(int argc, char** argv) {
 
 // --- training ---------------------------------------------------------------------------------
 
-// A permutation of 0..n-1 from gen: sort n uniform keys (ties keep index order). Drawing from an
-// ember Generator makes the data order a (seed, offset) pair that a checkpoint can restore.
-std::vector<int64_t> shuffled_order(int64_t n, Generator& gen) {
-  const std::vector<float> keys = rand({n}, {}, &gen).to_vector<float>();
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
-  return order;
-}
 
 // What a checkpoint must agree on to be continued by this run.
 std::map<std::string, std::string> run_identity(const Args& args, int64_t train_n) {
@@ -348,12 +340,8 @@ int run(const Args& args, Device device) {
   if (args.resume) {
     io::TrainingState st;
     io::load_checkpoint(args.checkpoint, model, opt, &sched, st, &scaler);
-    for (const auto& [key, want] : identity) {
-      auto it = st.extra.find(key);
-      EMBER_CHECK(it != st.extra.end() && it->second == want, "fashion_mnist", args.checkpoint,
-                  " was written by a run with ", key, " = ", it == st.extra.end() ? "?" : it->second,
-                  ", this run has ", want, ": resume with the same --epochs, --batch, --lr, --seed and --limit");
-    }
+    example::check_run_identity("fashion_mnist", args.checkpoint, st.extra, identity,
+                                "resume with the same --epochs, --batch, --lr, --seed and --limit");
     EMBER_CHECK(st.data_position == 0, "fashion_mnist", args.checkpoint,
                 " was saved inside an epoch (data_position ", st.data_position, "); this program resumes at epoch ends");
     st.apply_to(shuffle_gen);
@@ -368,7 +356,7 @@ int run(const Args& args, Device device) {
   const int64_t last_epoch = args.stop_after > 0 ? std::min(args.stop_after, args.epochs) : args.epochs;
 
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
-    const Tensor perm = from_vector(shuffled_order(train.n, shuffle_gen), {train.n});
+    const Tensor perm = from_vector(example::shuffled_order(train.n, shuffle_gen), {train.n});
 
     double loss_sum = 0.0;
     int64_t correct = 0, seen = 0;
@@ -452,19 +440,7 @@ int main(int argc, char** argv) {
     }
     if (args.dist) dist::init();
     // "cpu", "cuda", "cuda:N"; throws on anything else. --dist: "cuda" is this rank's GPU.
-    const Device device = example::rank_device(args.device);
-    if (device.is_cuda()) {
-      if (!cuda::is_available()) {
-        std::fprintf(stderr, "no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
-                     cuda::built_with_cuda() ? "built" : "not built");
-        return 1;
-      }
-      if (device.index >= cuda::device_count()) {
-        std::fprintf(stderr, "no CUDA device %s: %d visible (cuda:0 to cuda:%d); run with --device cuda:0 or cpu\n",
-                     device.str().c_str(), cuda::device_count(), cuda::device_count() - 1);
-        return 1;
-      }
-    }
+    const Device device = example::usable_device("fashion_mnist", args.device);
     const int rc = run(args, device);
     dist::finalize();
     return rc;

@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/training.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
 #include "ember/cpu.h"
@@ -341,13 +342,6 @@ std::shared_ptr<nn::Sequential> make_model(const Args& a, Generator* gen) {
   return m;
 }
 
-std::vector<int64_t> shuffled_order(int64_t n, Generator& gen) {
-  const std::vector<float> keys = rand({n}, {}, &gen).to_vector<float>();
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t i, int64_t j) { return keys[i] < keys[j]; });
-  return order;
-}
 
 // Accuracy of the model on a split (a fraction).
 double accuracy(nn::Sequential& model, const Tensor& x, const Tensor& y, Device device, const Args& a) {
@@ -374,23 +368,6 @@ double share_equal(const std::vector<int64_t>& guess, const std::vector<int64_t>
   return static_cast<double>(c) / static_cast<double>(y.size());
 }
 
-std::string join(const std::vector<double>& v) {
-  std::string s;
-  char buf[40];
-  for (double x : v) {
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-    if (!s.empty()) s += ',';
-    s += buf;
-  }
-  return s;
-}
-std::vector<double> split_doubles(const std::string& s) {
-  std::vector<double> v;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) v.push_back(std::stod(item));
-  return v;
-}
 
 std::map<std::string, std::string> run_identity(const Args& a, const Dataset& d) {
   char buf[200];
@@ -475,12 +452,8 @@ int run(const Args& a, Device device) {
   if (a.resume) {
     io::TrainingState st;
     io::load_checkpoint(a.checkpoint, *model, opt, &sched, st, &scaler);
-    for (const auto& [key, want] : identity) {
-      auto it = st.extra.find(key);
-      EMBER_CHECK(it != st.extra.end() && it->second == want, kProg, a.checkpoint, " was written by a run with ", key,
-                  " = ", it == st.extra.end() ? "?" : it->second, ", this run has ", want,
-                  ": resume with the same data, window and training flags");
-    }
+    example::check_run_identity(kProg, a.checkpoint, st.extra, identity,
+                                "resume with the same data, window and training flags");
     for (const char* k : {"model_rng_seed", "model_rng_offset", "best_epoch", "best_val", "test_at_best", "hist_loss", "hist_val"})
       EMBER_CHECK(st.extra.count(k), kProg, a.checkpoint, " lacks train.extra.", k, " (not written by price_cnn?)");
     st.apply_to(shuffle_gen);
@@ -491,8 +464,8 @@ int run(const Args& a, Device device) {
     best_epoch = std::stoll(st.extra["best_epoch"]);
     best_val = std::stod(st.extra["best_val"]);
     test_at_best = std::stod(st.extra["test_at_best"]);
-    hist_loss = split_doubles(st.extra["hist_loss"]);
-    hist_val = split_doubles(st.extra["hist_val"]);
+    hist_loss = example::parse_numbers(kProg, st.extra["hist_loss"], a.checkpoint + " train.extra.hist_loss");
+    hist_val = example::parse_numbers(kProg, st.extra["hist_val"], a.checkpoint + " train.extra.hist_val");
     example::say("resumed from %s: %lld/%lld epochs done, best validation accuracy so far %.4f (epoch %lld)\n",
                  a.checkpoint.c_str(), static_cast<long long>(st.epoch), static_cast<long long>(a.epochs), best_val,
                  static_cast<long long>(best_epoch));
@@ -501,7 +474,7 @@ int run(const Args& a, Device device) {
   example::Progress progress(a.epochs, (last_epoch - first_epoch + 1) * steps, std::max<int64_t>(1, steps));
 
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
-    const Tensor perm = from_vector(shuffled_order(tr.n, shuffle_gen), {tr.n});
+    const Tensor perm = from_vector(example::shuffled_order(tr.n, shuffle_gen), {tr.n});
     double loss_sum = 0;
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t start = step * a.batch, len = std::min(a.batch, tr.n - start);
@@ -543,10 +516,10 @@ int run(const Args& a, Device device) {
       st.extra["model_rng_seed"] = std::to_string(gen.seed());
       st.extra["model_rng_offset"] = std::to_string(gen.offset());
       st.extra["best_epoch"] = std::to_string(best_epoch);
-      st.extra["best_val"] = join({best_val});
-      st.extra["test_at_best"] = join({test_at_best});
-      st.extra["hist_loss"] = join(hist_loss);
-      st.extra["hist_val"] = join(hist_val);
+      st.extra["best_val"] = example::format_numbers({best_val});
+      st.extra["test_at_best"] = example::format_numbers({test_at_best});
+      st.extra["hist_loss"] = example::format_numbers(hist_loss);
+      st.extra["hist_val"] = example::format_numbers(hist_val);
       io::save_checkpoint(a.checkpoint, *model, opt, &sched, st, &scaler);
     }
   }
@@ -587,18 +560,7 @@ int main(int argc, char** argv) {
       usage(std::cout);
       return 0;
     }
-    const Device device = example::rank_device(args.device);
-    if (device.is_cuda()) {
-      if (!cuda::is_available()) {
-        std::fprintf(stderr, "error: [price_cnn] no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
-                     cuda::built_with_cuda() ? "built" : "not built");
-        return 1;
-      }
-      if (device.index >= cuda::device_count()) {
-        std::fprintf(stderr, "error: [price_cnn] no CUDA device %s: %d visible\n", device.str().c_str(), cuda::device_count());
-        return 1;
-      }
-    }
+    const Device device = example::usable_device(kProg, args.device);
     return run(args, device);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/training.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
 #include "ember/cpu.h"
@@ -320,32 +321,7 @@ Scores evaluate(SiamesePairNet& net, const Tensor& tokens, const std::vector<Pai
 
 // --- the run ----------------------------------------------------------------------------------
 
-std::vector<int64_t> shuffled_order(int64_t n, Generator& gen) {
-  const std::vector<float> keys = rand({n}, {}, &gen).to_vector<float>();
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
-  return order;
-}
 
-std::string join(const std::vector<double>& v) {
-  std::string s;
-  for (double x : v) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-    if (!s.empty()) s.push_back(',');
-    s.append(buf);
-  }
-  return s;
-}
-std::vector<double> split_doubles(const std::string& s) {
-  std::vector<double> v;
-  std::stringstream in(s);
-  std::string item;
-  while (std::getline(in, item, ','))
-    if (!item.empty()) v.push_back(std::stod(item));
-  return v;
-}
 
 std::string count_line(const std::vector<Pair>& p) {
   int64_t pos = 0;
@@ -489,19 +465,16 @@ int run(const Args& a, Device device) {
   if (a.resume) {
     io::TrainingState st;
     io::load_checkpoint(a.checkpoint, model, opt, &sched, st, &scaler);
-    for (const auto& [key, want] : identity) {
-      auto it = st.extra.find(key);
-      EMBER_CHECK(it != st.extra.end() && it->second == want, kProg, a.checkpoint, " was written by a run with ", key,
-                  " = ", it == st.extra.end() ? "?" : it->second, ", this run has ", want,
-                  ": resume with the same data, --preset, --epochs, --batch, --lr, --window, --crop, --lstm, --seed and --amp");
-    }
+    example::check_run_identity(
+        kProg, a.checkpoint, st.extra, identity,
+        "resume with the same data, --preset, --epochs, --batch, --lr, --window, --crop, --lstm, --seed and --amp");
     st.apply_to(shuffle_gen);
     init_gen.manual_seed(std::stoull(st.extra.at("model_rng_seed")));
     init_gen.set_offset(std::stoull(st.extra.at("model_rng_offset")));
     best_val = std::stod(st.extra.at("best_val"));
     best_epoch = std::stoll(st.extra.at("best_epoch"));
-    loss_hist = split_doubles(st.extra.at("loss_hist"));
-    val_hist = split_doubles(st.extra.at("val_hist"));
+    loss_hist = example::parse_numbers(kProg, st.extra.at("loss_hist"), a.checkpoint + " train.extra.loss_hist");
+    val_hist = example::parse_numbers(kProg, st.extra.at("val_hist"), a.checkpoint + " train.extra.val_hist");
     first_epoch = st.epoch + 1;
     example::say("resumed from %s: %lld/%lld epochs done, best validation accuracy %.4f (epoch %lld)\n",
                  a.checkpoint.c_str(), static_cast<long long>(st.epoch), static_cast<long long>(c.epochs), best_val,
@@ -512,7 +485,7 @@ int run(const Args& a, Device device) {
   // Training.
   example::Progress progress(c.epochs, std::max<int64_t>(1, (last_epoch - first_epoch + 1) * steps), 20);
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
-    const std::vector<int64_t> order = shuffled_order(n_train, shuffle_gen);
+    const std::vector<int64_t> order = example::shuffled_order(n_train, shuffle_gen);
     double loss_sum = 0;
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t start = step * c.batch, len = std::min(c.batch, n_train - start);
@@ -571,8 +544,8 @@ int run(const Args& a, Device device) {
       std::snprintf(bv, sizeof bv, "%.17g", best_val);
       st.extra["best_val"] = bv;
       st.extra["best_epoch"] = std::to_string(best_epoch);
-      st.extra["loss_hist"] = join(loss_hist);
-      st.extra["val_hist"] = join(val_hist);
+      st.extra["loss_hist"] = example::format_numbers(loss_hist);
+      st.extra["val_hist"] = example::format_numbers(val_hist);
       io::save_checkpoint(a.checkpoint, model, opt, &sched, st, &scaler);
     }
   }
@@ -630,19 +603,7 @@ int main(int argc, char** argv) {
       usage(std::cout);
       return 0;
     }
-    const Device device = example::rank_device(args.device);
-    if (device.is_cuda()) {
-      if (!cuda::is_available()) {
-        std::fprintf(stderr, "error: [%s] no CUDA GPU is available (CUDA backend %s); run with --device cpu\n", kProg,
-                     cuda::built_with_cuda() ? "built" : "not built");
-        return 1;
-      }
-      if (device.index >= cuda::device_count()) {
-        std::fprintf(stderr, "error: [%s] no CUDA device %s (%d visible)\n", kProg, device.str().c_str(),
-                     cuda::device_count());
-        return 1;
-      }
-    }
+    const Device device = example::usable_device(kProg, args.device);
     return run(args, device);
   } catch (const std::exception& e) {
     std::fflush(stdout);

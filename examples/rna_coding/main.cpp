@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/training.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
 #include "ember/cpu.h"
@@ -493,31 +494,7 @@ std::string errors_by_origin(const SplitData& s, const std::string& hits) {
   return out;
 }
 
-std::vector<int64_t> shuffled_order(int64_t n, Generator& gen) {
-  const std::vector<float> keys = rand({n}, {}, &gen).to_vector<float>();
-  std::vector<int64_t> order(static_cast<size_t>(n));
-  std::iota(order.begin(), order.end(), int64_t{0});
-  std::stable_sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return keys[a] < keys[b]; });
-  return order;
-}
 
-std::string join_numbers(const std::vector<double>& v) {
-  std::string s;
-  for (double x : v) {
-    char buf[40];
-    std::snprintf(buf, sizeof buf, "%.17g", x);
-    if (!s.empty()) s.push_back(',');
-    s.append(buf);
-  }
-  return s;
-}
-std::vector<double> split_numbers(const std::string& s) {
-  std::vector<double> v;
-  std::stringstream ss(s);
-  std::string tok;
-  while (std::getline(ss, tok, ',')) v.push_back(std::stod(tok));
-  return v;
-}
 
 // FNV-1a over the training windows and labels: a resumed run must train on the same data.
 std::string data_digest(const SplitData& tr) {
@@ -644,16 +621,11 @@ int run(const Args& a, Device device) {
   if (a.resume) {
     io::TrainingState st;
     io::load_checkpoint(a.checkpoint, *model, opt, &sched, st, &scaler);
-    for (const auto& [k, want] : identity) {
-      auto it = st.extra.find(k);
-      EMBER_CHECK(it != st.extra.end() && it->second == want, kProg, a.checkpoint, " was written by a run with ", k,
-                  " = ", it == st.extra.end() ? "?" : it->second, ", this run has ", want,
-                  ": resume with the same data and flags");
-    }
+    example::check_run_identity(kProg, a.checkpoint, st.extra, identity, "resume with the same data and flags");
     st.apply_to(shuffle_gen);
     drop_gen.set_offset(std::stoull(st.extra.at("dropout_offset")));
-    hist_loss = split_numbers(st.extra.at("hist_loss"));
-    hist_val = split_numbers(st.extra.at("hist_val"));
+    hist_loss = example::parse_numbers(kProg, st.extra.at("hist_loss"), a.checkpoint + " train.extra.hist_loss");
+    hist_val = example::parse_numbers(kProg, st.extra.at("hist_val"), a.checkpoint + " train.extra.hist_val");
     best_val = std::stod(st.extra.at("best_val"));
     test_at_best = std::stod(st.extra.at("test_at_best"));
     best_epoch = std::stoll(st.extra.at("best_epoch"));
@@ -668,7 +640,7 @@ int run(const Args& a, Device device) {
   example::Progress progress(a.epochs, std::max<int64_t>(1, (last_epoch - first_epoch + 1) * steps),
                              std::max<int64_t>(1, steps / 3));
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
-    const Tensor perm = from_vector(shuffled_order(tr.n, shuffle_gen), {tr.n});
+    const Tensor perm = from_vector(example::shuffled_order(tr.n, shuffle_gen), {tr.n});
     double loss_sum = 0;
     for (int64_t step = 0; step < steps; ++step) {
       const int64_t start = step * a.batch, len = std::min(a.batch, tr.n - start);
@@ -708,8 +680,8 @@ int run(const Args& a, Device device) {
       st.step = epoch * steps;
       st.extra = identity;
       st.extra["dropout_offset"] = std::to_string(drop_gen.offset());
-      st.extra["hist_loss"] = join_numbers(hist_loss);
-      st.extra["hist_val"] = join_numbers(hist_val);
+      st.extra["hist_loss"] = example::format_numbers(hist_loss);
+      st.extra["hist_val"] = example::format_numbers(hist_val);
       st.extra["best_val"] = fmt(best_val);
       st.extra["best_epoch"] = std::to_string(best_epoch);
       st.extra["test_at_best"] = fmt(test_at_best);
@@ -747,19 +719,7 @@ int main(int argc, char** argv) {
       usage(std::cout);
       return 0;
     }
-    const Device device(args.device);
-    if (device.is_cuda()) {
-      if (!cuda::is_available()) {
-        std::fprintf(stderr, "error: no CUDA GPU is available (this build: CUDA backend %s); run with --device cpu\n",
-                     cuda::built_with_cuda() ? "built" : "not built");
-        return 1;
-      }
-      if (device.index >= cuda::device_count()) {
-        std::fprintf(stderr, "error: no CUDA device %s: %d visible; run with --device cuda:0 or cpu\n",
-                     device.str().c_str(), cuda::device_count());
-        return 1;
-      }
-    }
+    const Device device = example::usable_device(kProg, args.device);
     return run(args, device);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
