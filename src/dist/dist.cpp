@@ -95,7 +95,8 @@ Staged stage(const Tensor& t) {
   NoGradGuard ng;
   const bool low = t.dtype() == DType::f16 || t.dtype() == DType::bf16;
   if (!low && t.is_contiguous()) return {t, false};
-  return {contiguous(to_dtype(t.detach(), low ? DType::f32 : t.dtype())).clone(), true};
+  // Both make new memory: to_dtype converts, contiguous copies a strided tensor.
+  return {contiguous(to_dtype(t.detach(), low ? DType::f32 : t.dtype())), true};
 }
 #endif
 

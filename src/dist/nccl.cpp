@@ -146,10 +146,10 @@ void wait_ready(const char* op, std::chrono::steady_clock::time_point start) {
   }
 }
 
-void check_call(const char* op, ncclResult_t r, const char* what, std::chrono::steady_clock::time_point start) {
+void check_call(const char* op, ncclResult_t r, std::chrono::steady_clock::time_point start) {
   if (r == ncclSuccess) return;
   if (r == ncclInProgress) return wait_ready(op, start);
-  abort_and_fail(op, std::string(what) + " failed: " + nccl_error(r));
+  abort_and_fail(op, "NCCL failed: " + nccl_error(r));
 }
 
 Comm& comm_for(const Tensor& t, const char* op) {
@@ -229,7 +229,7 @@ Work launch(const char* op, const Tensor& work, std::vector<Tensor> keep, Call c
   EventPtr ready = make_event(), done = make_event();
   EMBER_CUDA_CHECK(cudaEventRecord(ready.get(), cuda::current_stream(c.device)));
   EMBER_CUDA_CHECK(cudaStreamWaitEvent(c.stream, ready.get(), 0));
-  check_call(op, call(c.comm, c.stream), op, start);
+  check_call(op, call(c.comm, c.stream), start);
   EMBER_CUDA_CHECK(cudaEventRecord(done.get(), c.stream));
   auto s = std::make_shared<Work::State>();
   s->op = op;
@@ -254,11 +254,11 @@ Work launch(const char* op, const Tensor& work, std::vector<Tensor> keep, Call c
   return Work(s);
 }
 
-// The buffer NCCL works on: t itself when contiguous (and not boolean, whose bytes are staged
-// in a u8-compatible copy only when strided), else a contiguous copy.
+// The buffer NCCL works on: t itself when contiguous, else a contiguous copy (finish copies the
+// result back).
 Tensor buffer_for(const Tensor& t) {
   NoGradGuard ng;
-  return t.is_contiguous() ? t : contiguous(t.detach()).clone();
+  return t.is_contiguous() ? t : contiguous(t.detach());
 }
 
 // What finishes a collective on a staged buffer: copying the result into the caller's tensor.

@@ -130,6 +130,7 @@ void DistributedDataParallel::on_ready(size_t k) {
     }
     ready_.assign(params_.size(), false);
     next_bucket_ = 0;
+    oldest_in_flight_ = 0;
     stats_ = DDPStats{};
     std::weak_ptr<bool> alive = alive_;
     queue_backward_callback([this, alive] {
@@ -149,9 +150,9 @@ void DistributedDataParallel::on_ready(size_t k) {
   }
   --buckets_[bucket_of_[k]].pending;
   start_ready_buckets();
-  // MPI moves a non-blocking collective forward only inside MPI calls: testing the buckets in
-  // flight at every gradient-ready hook lets them progress between backward ops.
-  for (size_t i = 0; i < next_bucket_; ++i) buckets_[i].work.is_completed();
+  // MPI moves non-blocking collectives forward only inside MPI calls: one test of the oldest
+  // bucket in flight at every gradient-ready hook lets them all progress between backward ops.
+  while (oldest_in_flight_ < next_bucket_ && buckets_[oldest_in_flight_].work.is_completed()) ++oldest_in_flight_;
 }
 
 void DistributedDataParallel::start_ready_buckets() {

@@ -90,7 +90,8 @@ class DistributedDataParallel {
   std::vector<Tensor> views_;  // views_[k]: parameter k's place in its bucket (its .grad)
   std::vector<Bucket> buckets_;
   std::vector<bool> ready_;
-  size_t next_bucket_ = 0;
+  size_t next_bucket_ = 0;       // the next bucket to start
+  size_t oldest_in_flight_ = 0;  // started buckets before it have completed
   bool in_backward_ = false;
   bool sync_ = true;
   std::shared_ptr<bool> alive_;
