@@ -10,6 +10,7 @@
 //   w.wait();                                       // ember::Error after InitOptions::timeout
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -49,6 +50,10 @@ class Work {
   explicit Work(std::shared_ptr<State> s) : s_(std::move(s)) {}
   void wait();
   bool is_completed();  // tests without blocking
+  // Runs f on this rank once the collective completed (after what the collective itself does
+  // then), from wait() or is_completed(); at once when it already has.
+  void then(std::function<void()> f);
+
  private:
   std::shared_ptr<State> s_;
 };
@@ -61,11 +66,15 @@ Work all_reduce_async(Tensor& t, ReduceOp op = ReduceOp::sum);
 // In place: every rank's t becomes root's.
 void broadcast(Tensor& t, int root = 0);
 Work broadcast_async(Tensor& t, int root = 0);
-// Every rank's t, in rank order (same shape and dtype on every rank).
+// Every rank's t, in rank order (same shape and dtype on every rank). The async form fills
+// `out` when the Work completes; `out` must outlive it.
 std::vector<Tensor> all_gather(const Tensor& t);
+Work all_gather_async(const Tensor& t, std::vector<Tensor>& out);
 // Reduces t over ranks and gives each rank its slice of dim 0: rank r gets rows
 // [offset_r, offset_r + rows_r) where the first (size(0) % world) ranks get one row more.
+// The async form sets `out` when the Work completes; `out` must outlive it.
 Tensor reduce_scatter(const Tensor& t, ReduceOp op = ReduceOp::sum);
+Work reduce_scatter_async(const Tensor& t, Tensor& out, ReduceOp op = ReduceOp::sum);
 
 // Whether collectives on CUDA tensors can run here: a CUDA build with nccl.h, and libnccl.so.2
 // loadable now (EMBER_NCCL_LIBRARY names another file). `why` says what is missing. At a world

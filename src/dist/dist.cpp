@@ -160,6 +160,19 @@ void Work::wait() {
   complete(*s_);
 }
 
+void Work::then(std::function<void()> f) {
+  if (!s_) s_ = std::make_shared<State>();  // a default Work has completed
+  if (s_->done || !s_->test) {
+    if (!s_->done) complete(*s_);
+    f();
+    return;
+  }
+  s_->finish = [first = std::move(s_->finish), f = std::move(f)]() {
+    if (first) first();
+    f();
+  };
+}
+
 bool Work::is_completed() {
   if (!s_ || s_->done) return true;
   if (!s_->test || s_->test()) complete(*s_);
@@ -348,30 +361,52 @@ Work broadcast_async(Tensor& t, int root) {
 }
 void broadcast(Tensor& t, int root) { broadcast_async(t, root).wait(); }
 
-std::vector<Tensor> all_gather(const Tensor& t) {
+Work all_gather_async(const Tensor& t, std::vector<Tensor>& out) {
   const char* op = "dist.all_gather";
   check_ready(op);
   check_tensor(op, t);
   check_same_everywhere(op, t);
   NoGradGuard ng;
-  std::vector<Tensor> out;
+  out.clear();
+  const int world = g_job.world;
+  const Shape shape = t.shape();
+  const DType dtype = t.dtype();
+  // `all` holds every rank's copy along dim 0; each becomes one tensor of t's shape and dtype.
+  auto unpack = [&out, world, shape, dtype](const Tensor& all) {
+    NoGradGuard inner;
+    out.clear();
+    for (int r = 0; r < world; ++r) out.push_back(to_dtype(all.select(0, r).reshape(shape), dtype).clone());
+  };
 #if EMBER_WITH_CUDA
   if (use_nccl(t)) {
-    const Tensor all = detail::nccl_all_gather(t, op);
-    for (int r = 0; r < g_job.world; ++r) out.push_back(all.select(0, r).clone());
-    return out;
+    Tensor all;
+    Work w = detail::nccl_all_gather(t, all, op);
+    w.then([unpack, all]() mutable { unpack(all); });
+    return w;
   }
 #endif
-  if (g_job.world == 1) return {t.detach().clone()};
+  if (world == 1) {
+    out = {t.detach().clone()};
+    return completed(nullptr);
+  }
 #if EMBER_WITH_MPI
   Staged st = stage(t);
-  Tensor all = empty({g_job.world, t.numel()}, TensorOptions(st.work.dtype()).with_device(t.device()));
-  Work(mpi_work(op, [&](MPI_Request* r) {
+  Tensor all = empty({world, t.numel()}, TensorOptions(st.work.dtype()).with_device(t.device()));
+  auto s = mpi_work(op, [&](MPI_Request* r) {
     MPI_Iallgather(st.work.data_ptr(), static_cast<int>(t.numel()), mpi_type(st.work.dtype()), all.data_ptr(),
                    static_cast<int>(t.numel()), mpi_type(st.work.dtype()), MPI_COMM_WORLD, r);
-  })).wait();
-  for (int r = 0; r < g_job.world; ++r) out.push_back(to_dtype(all.select(0, r).reshape(t.shape()), t.dtype()).clone());
+  });
+  s->keep = {st.work, all};
+  s->finish = [unpack, all]() { unpack(all); };
+  return Work(s);
+#else
+  return completed(nullptr);
 #endif
+}
+
+std::vector<Tensor> all_gather(const Tensor& t) {
+  std::vector<Tensor> out;
+  all_gather_async(t, out).wait();
   return out;
 }
 
@@ -391,7 +426,7 @@ std::vector<int64_t> split_rows(int64_t n, int world) {
   return r;
 }
 
-Tensor reduce_scatter(const Tensor& t, ReduceOp op_kind) {
+Work reduce_scatter_async(const Tensor& t, Tensor& out, ReduceOp op_kind) {
   const char* op = "dist.reduce_scatter";
   check_ready(op);
   check_tensor(op, t);
@@ -400,34 +435,52 @@ Tensor reduce_scatter(const Tensor& t, ReduceOp op_kind) {
   check_same_everywhere(op, t);
   NoGradGuard ng;
   const std::vector<int64_t> rows = split_rows(t.size(0), g_job.world);
+  const int64_t mine = rows[static_cast<size_t>(g_job.rank)];
   int64_t start = 0;
   for (int r = 0; r < g_job.rank; ++r) start += rows[static_cast<size_t>(r)];
 #if EMBER_WITH_CUDA
   if (use_nccl(t)) {
     // ncclReduceScatter needs equal counts; uneven rows reduce everything and keep this rank's.
     Tensor all = t.detach().clone();
-    detail::nccl_all_reduce(all, op_kind, op).wait();
-    return all.narrow(0, start, rows[static_cast<size_t>(g_job.rank)]).clone();
+    Work w = detail::nccl_all_reduce(all, op_kind, op);
+    w.then([&out, all, start, mine]() { out = all.narrow(0, start, mine).clone(); });
+    return w;
   }
 #endif
-  if (g_job.world == 1) return t.detach().clone();
-  Tensor mine;
+  if (g_job.world == 1) {
+    out = t.detach().clone();
+    return completed(nullptr);
+  }
 #if EMBER_WITH_MPI
   Staged st = stage(t);
   const int64_t row = t.size(0) > 0 ? t.numel() / t.size(0) : 0;
   std::vector<int> counts;
   for (int64_t r : rows) counts.push_back(static_cast<int>(r * row));
   Shape shape = t.shape();
-  shape[0] = rows[static_cast<size_t>(g_job.rank)];
-  Tensor out = empty(shape, TensorOptions(st.work.dtype()).with_device(t.device()));
-  Work(mpi_work(op, [&](MPI_Request* r) {
-    MPI_Ireduce_scatter(st.work.data_ptr(), out.data_ptr(), counts.data(), mpi_type(out.dtype()),
-                        mpi_op(op_kind, out.dtype()), MPI_COMM_WORLD, r);
-  })).wait();
-  if (op_kind == ReduceOp::avg) out.mul_(1.0 / g_job.world);
-  mine = to_dtype(out, t.dtype());
+  shape[0] = mine;
+  Tensor part = empty(shape, TensorOptions(st.work.dtype()).with_device(t.device()));
+  auto s = mpi_work(op, [&](MPI_Request* r) {
+    MPI_Ireduce_scatter(st.work.data_ptr(), part.data_ptr(), counts.data(), mpi_type(part.dtype()),
+                        mpi_op(op_kind, part.dtype()), MPI_COMM_WORLD, r);
+  });
+  s->keep = {st.work, part};
+  const DType dtype = t.dtype();
+  const double world = g_job.world;
+  s->finish = [&out, part, op_kind, world, dtype]() mutable {
+    NoGradGuard inner;
+    if (op_kind == ReduceOp::avg) part.mul_(1.0 / world);
+    out = to_dtype(part, dtype);
+  };
+  return Work(s);
+#else
+  return completed(nullptr);
 #endif
-  return mine;
+}
+
+Tensor reduce_scatter(const Tensor& t, ReduceOp op_kind) {
+  Tensor out;
+  reduce_scatter_async(t, out, op_kind).wait();
+  return out;
 }
 
 DistributedSampler::DistributedSampler(int64_t n, bool shuffle, uint64_t seed, int rank, int world_size)

@@ -44,8 +44,9 @@ void broadcast_bytes(void* data, int bytes, const char* op);
 bool nccl_available(std::string* why = nullptr);
 Work nccl_all_reduce(Tensor& t, ReduceOp op, const char* name);
 Work nccl_broadcast(Tensor& t, int root, const char* name);
-// Every rank's contiguous copy of t, stacked along a new dim 0.
-Tensor nccl_all_gather(const Tensor& t, const char* name);
+// Every rank's contiguous copy of t, stacked along a new dim 0 into `all` (set at once; its
+// values are there when the Work completes).
+Work nccl_all_gather(const Tensor& t, Tensor& all, const char* name);
 // Ends the communicator (at dist::finalize); nothing when none was made.
 void nccl_finalize();
 

@@ -302,20 +302,19 @@ Work nccl_broadcast(Tensor& t, int root, const char* name) {
       copy_back(work, target));
 }
 
-Tensor nccl_all_gather(const Tensor& t, const char* name) {
+Work nccl_all_gather(const Tensor& t, Tensor& all, const char* name) {
   Tensor work = buffer_for(t);
   Shape shape = t.shape();
   shape.insert(shape.begin(), dist::world_size());
   Tensor out = empty(shape, TensorOptions(t.dtype()).with_device(t.device()));
-  launch(
+  all = out;
+  return launch(
       name, work, {work, out},
       [&](ncclComm_t comm, cudaStream_t stream) {
         return api().all_gather(work.data_ptr(), out.data_ptr(), static_cast<size_t>(work.numel()),
                                 nccl_type(t.dtype()), comm, stream);
       },
-      nullptr)
-      .wait();
-  return out;
+      nullptr);
 }
 
 void nccl_finalize() {
@@ -354,7 +353,7 @@ bool nccl_available(std::string* why) {
 }
 Work nccl_all_reduce(Tensor&, ReduceOp, const char* name) { no_nccl(name); }
 Work nccl_broadcast(Tensor&, int, const char* name) { no_nccl(name); }
-Tensor nccl_all_gather(const Tensor&, const char* name) { no_nccl(name); }
+Work nccl_all_gather(const Tensor&, Tensor&, const char* name) { no_nccl(name); }
 void nccl_finalize() {}
 
 #endif

@@ -199,6 +199,23 @@ TEST_SUITE("dist") {
     Tensor want = zeros({7, 2});
     for (int r = 0; r < W(); ++r) want = want + rank_values(r, 14, DType::f32).reshape({7, 2});
     CHECK(allclose(mine, want.narrow(0, start, mine.size(0))));
+
+    // The async forms fill their outputs at completion; `then` runs after that, once.
+    std::vector<Tensor> g2;
+    Tensor mine2;
+    int thens = 0;
+    dist::Work wg = dist::all_gather_async(rank_values(R(), 3, DType::bf16), g2);
+    dist::Work wr = dist::reduce_scatter_async(rows, mine2, dist::ReduceOp::avg);
+    wr.then([&] { thens += mine2.defined() ? 1 : 100; });
+    wg.wait();
+    wr.wait();
+    wr.wait();
+    CHECK(thens == 1);
+    REQUIRE(static_cast<int>(g2.size()) == W());
+    for (int r = 0; r < W(); ++r) CHECK(equal(g2[static_cast<size_t>(r)], rank_values(r, 3, DType::bf16)));
+    CHECK(allclose(mine2, want.narrow(0, start, mine.size(0)) * (1.0 / W()), 1e-5, 1e-6));
+    wr.then([&] { ++thens; });  // already complete: runs at once
+    CHECK(thens == 2);
   }
 
   TEST_CASE("tensors that differ across ranks are an error on every rank, not a hang") {
@@ -377,6 +394,14 @@ TEST_SUITE("dist") {
     CHECK(equal(g[0].to(Device::cpu()), m.to(Device::cpu())));
     const Tensor rs = dist::reduce_scatter(m, dist::ReduceOp::sum);
     CHECK(equal(rs.to(Device::cpu()), m.to(Device::cpu())));
+    std::vector<Tensor> ga;
+    Tensor rsa;
+    dist::Work w1 = dist::all_gather_async(m, ga), w2 = dist::reduce_scatter_async(m, rsa, dist::ReduceOp::max);
+    w1.wait();
+    w2.wait();
+    REQUIRE(ga.size() == 1);
+    CHECK(equal(ga[0].to(Device::cpu()), m.to(Device::cpu())));
+    CHECK(equal(rsa.to(Device::cpu()), m.to(Device::cpu())));
     // DDP on the GPU: the bucket all-reduces go through NCCL; one rank's average is its gradient.
     auto model = mlp(3), ref = mlp(3);
     model->to(gpu);
