@@ -14,7 +14,7 @@ step() { echo; echo "=== $* ($((SECONDS - start))s)"; }
 
 step "setup"
 bash scripts/setup.sh
-bash scripts/fetch_data.sh emboss-test r-bioc-rcpi infernal r-cran-seqinr transdecoder python-matplotlib-data
+bash scripts/fetch_data.sh emboss-test r-bioc-rcpi infernal r-cran-seqinr transdecoder python-matplotlib-data wordnet-base trans-de-en dict-gcide
 
 for preset in release asan; do
   if [[ "$preset" == asan && "${EMBER_SKIP_ASAN:-0}" == 1 ]]; then
