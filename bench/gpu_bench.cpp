@@ -151,14 +151,25 @@ double rel_err(const Tensor& x, const Tensor& y) {
   return std::sqrt(num / (den > 0 ? den : 1));
 }
 
-void gemm_ember_case(benchmark::State& state, GemmShape s, DType t) {
+// One of ember's GEMM paths through ember::matmul: `backend` ember (with the Hopper kernel's
+// tile setting `sm90_tile`: -1 automatic, 0 off = the mma.sync kernel, 128/256 fixed) or
+// fastest (the default back-end choice, which may pick cuBLAS). The kernel that ran is reported
+// as a label.
+void gemm_ember_case(benchmark::State& state, GemmShape s, DType t,
+                     ember::cuda::GemmBackend backend = ember::cuda::GemmBackend::ember, int sm90_tile = -1) {
   guarded(state, [&] {
     const ember::cuda::GemmBackend prev = ember::cuda::gemm_backend();
-    ember::cuda::set_gemm_backend(ember::cuda::GemmBackend::ember);
+    const int prev_tile = ember::cuda::gemm_sm90_tile();
+    ember::cuda::set_gemm_backend(backend);
+    ember::cuda::set_gemm_sm90_tile(sm90_tile);
     struct Restore {
       ember::cuda::GemmBackend b;
-      ~Restore() { ember::cuda::set_gemm_backend(b); }
-    } restore{prev};
+      int tile;
+      ~Restore() {
+        ember::cuda::set_gemm_backend(b);
+        ember::cuda::set_gemm_sm90_tile(tile);
+      }
+    } restore{prev, prev_tile};
     GemmOperands o = make_operands(s, t);
     Tensor c;
     const double total = time_on_device(state, [&] { c = ember::matmul(o.a, o.b); });
@@ -169,6 +180,8 @@ void gemm_ember_case(benchmark::State& state, GemmShape s, DType t) {
     Tensor ref = ember::empty({s.M, s.N}, on_gpu(t));
     cublas_matmul(o, ref, false);
     state.counters["rel_err"] = rel_err(c, ref);
+    c = ember::matmul(o.a, o.b);
+    state.SetLabel(ember::cuda::last_gemm_kernel());
   });
 }
 
@@ -252,6 +265,17 @@ void register_all() {
     reg("G1_gemm/bf16/" + s.name + "/cublas",
         [s](benchmark::State& st) { gemm_cublas_case(st, s, DType::bf16, false); });
     reg("G1_gemm/bf16/" + s.name + "/ember", [s](benchmark::State& st) { gemm_ember_case(st, s, DType::bf16); });
+    // The numbered steps of the Hopper kernel (docs/perf/gemm-sm90.md): v1 the mma.sync kernel,
+    // v2 wgmma with 128-wide tiles, v3 256-wide tiles; and the default back-end choice.
+    using GB = ember::cuda::GemmBackend;
+    reg("G1_gemm/bf16/" + s.name + "/ember_v1_mma",
+        [s](benchmark::State& st) { gemm_ember_case(st, s, DType::bf16, GB::ember, 0); });
+    reg("G1_gemm/bf16/" + s.name + "/ember_v2_wgmma128",
+        [s](benchmark::State& st) { gemm_ember_case(st, s, DType::bf16, GB::ember, 128); });
+    reg("G1_gemm/bf16/" + s.name + "/ember_v3_wgmma256",
+        [s](benchmark::State& st) { gemm_ember_case(st, s, DType::bf16, GB::ember, 256); });
+    reg("G1_gemm/bf16/" + s.name + "/default",
+        [s](benchmark::State& st) { gemm_ember_case(st, s, DType::bf16, GB::fastest); });
   }
   for (const GemmShape& s : gemm_shapes()) {
     reg("G1_gemm/f32/" + s.name + "/cublas",
@@ -259,6 +283,9 @@ void register_all() {
     reg("G1_gemm/f32/" + s.name + "/cublas_tf32",
         [s](benchmark::State& st) { gemm_cublas_case(st, s, DType::f32, true); });
     reg("G1_gemm/f32/" + s.name + "/ember", [s](benchmark::State& st) { gemm_ember_case(st, s, DType::f32); });
+    reg("G1_gemm/f32/" + s.name + "/default", [s](benchmark::State& st) {
+      gemm_ember_case(st, s, DType::f32, ember::cuda::GemmBackend::fastest);
+    });
   }
   reg("mem/copy_d2d/256MB", copy_case);
   reg("mem/add/f32/64M", add_case);

@@ -24,15 +24,26 @@
 #include <algorithm>
 #include <atomic>
 #include <climits>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "cuda/kernels.h"
 #include "prim/primitives.h"
 #include "prim/registry.h"
 #include "cuda/runtime.h"
 #include "ember/cuda.h"
+#include "cuda/gemm_select.h"
 #include "gemm_mma.cuh"
+#ifdef EMBER_WITH_SM90A
+#include "sm90/gemm_wgmma.h"
+#endif
 
 namespace ember::cuda {
 
@@ -250,7 +261,10 @@ void bmm_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Tenso
   const bool acc = bias.defined();
   const void* beta = acc ? &one_f : &zero_f;
   switch (a.dtype()) {
-    case DType::f32: type = CUDA_R_32F; compute = CUBLAS_COMPUTE_32F; break;
+    case DType::f32:
+      type = CUDA_R_32F;
+      compute = allow_tf32() ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+      break;
     case DType::f16: type = CUDA_R_16F; compute = CUBLAS_COMPUTE_32F; break;
     case DType::bf16: type = CUDA_R_16BF; compute = CUBLAS_COMPUTE_32F; break;
     case DType::f64:
@@ -272,6 +286,7 @@ void bmm_cublas(const Tensor& a, const Tensor& b, const Tensor& out, const Tenso
       static_cast<int>(la.ld), static_cast<long long>(batch_stride(a)), beta, out.data_ptr(), type,
       static_cast<int>(m), static_cast<long long>(B == 1 ? 0 : n * m), static_cast<int>(B), compute,
       CUBLAS_GEMM_DEFAULT));
+  note_gemm_kernel("cublas");
 }
 
 // ---- hand-written -------------------------------------------------------------------------
@@ -295,6 +310,7 @@ void launch_simt(const Tensor& a, const Tensor& b, const Tensor& out, const T* b
   gemm_simt_kernel<T, Acc, kBM, kBN, 8, kTM, kTN><<<gemm_grid(M, N, B, kBM, kBN), kSimtThreads, 0, stream>>>(
       oa, ob, static_cast<T*>(out.data_ptr()), bias, M, N, K, B);
   EMBER_CUDA_LAUNCH_CHECK();
+  note_gemm_kernel("simt");
 }
 
 // Raises the kernel's dynamic shared-memory limit once per device (over the 48 KB default).
@@ -315,6 +331,7 @@ void launch_mma_variant(const TcOperand<T>& oa, const TcOperand<T>& ob, T* out, 
   gemm_mma_kernel<T, kAK, kBK><<<gemm_grid(M, N, B, kTcBM, kTcBN), kTcThreads, tc_smem_bytes(kAK, kBK), stream>>>(
       oa, ob, out, bias, M, N, K, B, pair_store);
   EMBER_CUDA_LAUNCH_CHECK();
+  note_gemm_kernel("mma");
 }
 
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -325,9 +342,43 @@ bool mma_eligible(const Tensor& t, const Layout& l) {
   return aligned16(t.data_ptr()) && l.ld % 8 == 0 && batch_stride(t) % 8 == 0;
 }
 
+#ifdef EMBER_WITH_SM90A
+// ---- the Hopper kernel (kernels/sm90/) ----------------------------------------------------
+
+sm90::Operand sm90_operand(const Tensor& t, const Layout& l, int64_t rows, bool k_major_when_row_major) {
+  return {t.data_ptr(), rows, l.ld, batch_stride(t), l.row_major == k_major_when_row_major};
+}
+
+// The first time a (device, dtype, layouts, tile) combination would run the sm_90a kernel, it
+// runs it once on a small product with ragged edges, a K tail and two batches, beside the
+// mma.sync kernel; if the two disagree, that combination keeps the mma.sync kernel for the rest
+// of the process and says so on stderr. A safety net for a kernel that is new on a device.
+bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t stream);
+
+// Runs the product on the sm_90a kernel and returns true, or returns false when it does not
+// apply (not a 9.0 device, layout or alignment it cannot take, turned off, failed its check).
+template <class T>
+bool try_sm90(const Tensor& a, const Tensor& b, const Tensor& out, const T* bias, const Layout& la, const Layout& lb,
+              cudaStream_t stream) {
+  const int setting = gemm_sm90_tile();
+  if (setting == 0) return false;
+  const int64_t B = a.size(0), M = a.size(1), K = a.size(2), N = b.size(2);
+  const sm90::Operand oa = sm90_operand(a, la, M, true), ob = sm90_operand(b, lb, N, false);
+  if (sm90::wgmma_unsupported(true, oa, ob, K, B, current_device()) != nullptr) return false;
+  const int tile = setting > 0 ? setting : (N > 128 ? 256 : 128);
+  if (!sm90_self_check(a.dtype(), la.row_major, lb.row_major, tile, stream)) return false;
+  sm90::bmm_wgmma(std::is_same_v<T, __nv_bfloat16>, oa, ob, out.data_ptr(), bias, M, N, K, B, tile, stream);
+  note_gemm_kernel("wgmma");
+  return true;
+}
+#endif
+
 template <class T>
 void launch_half(const Tensor& a, const Tensor& b, const Tensor& out, const T* bias, const Layout& la,
                  const Layout& lb, cudaStream_t stream) {
+#ifdef EMBER_WITH_SM90A
+  if (try_sm90<T>(a, b, out, bias, la, lb, stream)) return;
+#endif
   if (!mma_eligible(a, la) || !mma_eligible(b, lb)) {
     launch_simt<T, float, 128, 128, 8, 8>(a, b, out, bias, stream);
     return;
@@ -364,6 +415,115 @@ void bmm_ember(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor
   }
 }
 
+#ifdef EMBER_WITH_SM90A
+bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t stream) {
+  using Key = std::tuple<int, int, bool, bool, int>;
+  static std::mutex mu;
+  static std::map<Key, bool> verdicts;
+  const int device = current_device();
+  const Key key{device, static_cast<int>(dt), a_row, b_row, tile};
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = verdicts.find(key);
+    if (it != verdicts.end()) return it->second;
+  }
+  // 2 x (200 x 136) @ (136 x tile + 72): partial tiles in M and N, a K tail of 8, both tile
+  // widths' column counts, two batches. Raw device buffers: this layer makes no tensors.
+  const int64_t B = 2, M = 200, K = 136, N = tile + 72;
+  const int64_t na = B * M * K, nb = B * K * N, nc = B * M * N;
+  // Multiples of 1/8 in [-1, 1], deterministic.
+  auto value = [](int64_t i, unsigned seed) {
+    return static_cast<float>(((static_cast<uint64_t>(i) * 2654435761u + seed) >> 7) % 17) / 8.f - 1.f;
+  };
+  std::vector<uint16_t> host(static_cast<size_t>(na + nb));
+  for (int64_t i = 0; i < na + nb; ++i) {
+    const float v = value(i, i < na ? 1u : 2u);
+    host[i] = dt == DType::bf16 ? __nv_bfloat16_raw(__float2bfloat16(v)).x : __half_raw(__float2half(v)).x;
+  }
+  void* dev = nullptr;
+  EMBER_CUDA_CHECK(cudaMalloc(&dev, static_cast<size_t>(na + nb + 2 * nc) * 2));
+  uint16_t* pa = static_cast<uint16_t*>(dev);
+  uint16_t* pb = pa + na;
+  uint16_t* c_sm90 = pb + nb;
+  uint16_t* c_mma = c_sm90 + nc;
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(pa, host.data(), static_cast<size_t>(na + nb) * 2, cudaMemcpyHostToDevice, stream));
+  // Row-major a is (M, K) with ld K, column-major a is stored (K, M) with ld M; likewise b.
+  const Layout la{a_row, a_row ? K : M}, lb{b_row, b_row ? N : K};
+  const sm90::Operand oa{pa, M, la.ld, M * K, a_row}, ob{pb, N, lb.ld, K * N, !b_row};
+  sm90::bmm_wgmma(dt == DType::bf16, oa, ob, c_sm90, nullptr, M, N, K, B, tile, stream);
+  auto run_mma = [&](auto tag) {
+    using T = decltype(tag);
+    TcOperand<T> ta{reinterpret_cast<const T*>(pa), la.ld, M * K, M};
+    TcOperand<T> tb{reinterpret_cast<const T*>(pb), lb.ld, K * N, N};
+    T* po = reinterpret_cast<T*>(c_mma);
+    if (a_row && !b_row) launch_mma_variant<T, true, true>(ta, tb, po, nullptr, M, N, K, B, true, stream);
+    else if (a_row) launch_mma_variant<T, true, false>(ta, tb, po, nullptr, M, N, K, B, true, stream);
+    else if (!b_row) launch_mma_variant<T, false, true>(ta, tb, po, nullptr, M, N, K, B, true, stream);
+    else launch_mma_variant<T, false, false>(ta, tb, po, nullptr, M, N, K, B, true, stream);
+  };
+  if (dt == DType::bf16) run_mma(__nv_bfloat16{});
+  else run_mma(__half{});
+  std::vector<uint16_t> back(static_cast<size_t>(2 * nc));
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(back.data(), c_sm90, static_cast<size_t>(2 * nc) * 2, cudaMemcpyDeviceToHost, stream));
+  EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
+  EMBER_CUDA_CHECK(cudaFree(dev));
+  auto as_float = [&](uint16_t bits) {
+    if (dt == DType::bf16) {
+      __nv_bfloat16_raw r;
+      r.x = bits;
+      return __bfloat162float(__nv_bfloat16(r));
+    }
+    __half_raw r;
+    r.x = bits;
+    return __half2float(__half(r));
+  };
+  std::vector<float> x(static_cast<size_t>(nc)), y(static_cast<size_t>(nc));
+  for (int64_t i = 0; i < nc; ++i) {
+    x[i] = as_float(back[i]);
+    y[i] = as_float(back[nc + i]);
+  }
+  // The inputs are multiples of 1/8 in [-1, 1] and K = 136, so every partial sum is a multiple
+  // of 1/64 below 136 in size: exact in f32 whatever the summation order. Both kernels round the
+  // same exact value once, so any difference at all is a bug.
+  int64_t wrong = 0;
+  double worst = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (x[i] == y[i]) continue;  // NaN never compares equal, so it counts as wrong
+    ++wrong;
+    const double d = std::fabs(double(x[i]) - double(y[i]));
+    worst = std::isnan(d) || d > worst ? d : worst;
+  }
+  const bool ok = wrong == 0;
+  if (!ok)
+    std::fprintf(stderr,
+                 "ember: the sm_90a GEMM (%s, a %s, b %s, tile %d) disagreed with the mma.sync kernel on device %d "
+                 "(%lld of %lld values differ, largest difference %g); that combination uses the mma.sync kernel "
+                 "from now on\n",
+                 dtype_name(dt), a_row ? "row-major" : "column-major", b_row ? "row-major" : "column-major", tile,
+                 device, static_cast<long long>(wrong), static_cast<long long>(nc), worst);
+  std::lock_guard<std::mutex> lock(mu);
+  return verdicts.emplace(key, ok).first->second;
+}
+#endif
+
+// Milliseconds per call of one back end on this product (GemmBackend::fastest): one warm-up
+// call (first-use costs: cuBLAS heuristics, the sm_90a self-check), then 3 timed calls.
+double time_backend(GemmBackend be, const std::function<void(GemmBackend)>& run, cudaStream_t stream) {
+  run(be);
+  cudaEvent_t start, stop;
+  EMBER_CUDA_CHECK(cudaEventCreate(&start));
+  EMBER_CUDA_CHECK(cudaEventCreate(&stop));
+  EMBER_CUDA_CHECK(cudaEventRecord(start, stream));
+  for (int i = 0; i < 3; ++i) run(be);
+  EMBER_CUDA_CHECK(cudaEventRecord(stop, stream));
+  EMBER_CUDA_CHECK(cudaEventSynchronize(stop));
+  float ms = 0;
+  EMBER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return ms / 3.0;
+}
+
 }  // namespace
 
 void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias) {
@@ -392,11 +552,27 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias
     return;
   }
   const Layout la = layout_of(a, "a", a, b), lb = layout_of(b, "b", a, b);
-  if (gemm_backend() == GemmBackend::cublas) {
-    bmm_cublas(a, b, out, bias, la, lb);
-  } else {
-    bmm_ember(a, b, out, bias, la, lb, stream);
+  auto run = [&](GemmBackend be) {
+    if (be == GemmBackend::cublas) bmm_cublas(a, b, out, bias, la, lb);
+    else bmm_ember(a, b, out, bias, la, lb, stream);
+  };
+  GemmBackend be = gemm_backend();
+  if (be == GemmBackend::fastest) {
+    const GemmKey key = gemm_key(out.device().index, a.dtype(), la.row_major, lb.row_major, B, n, m, k,
+                                 bias.defined(), allow_tf32());
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    EMBER_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
+    if (!gemm_chooser().lookup(key, &be)) {
+      if (capture != cudaStreamCaptureStatusNone) {
+        be = GemmBackend::cublas;  // nothing can be timed inside a graph capture
+      } else {
+        // Each timed call writes the whole output, so whichever runs last leaves it correct;
+        // the chosen back end then runs once more below.
+        be = gemm_chooser().choose(key, [&](GemmBackend cand) { return time_backend(cand, run, stream); });
+      }
+    }
   }
+  run(be);
 }
 
 void register_gemm_kernels() {

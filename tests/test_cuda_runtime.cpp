@@ -46,6 +46,116 @@ TEST_SUITE("cuda_runtime") {
     }
   }
 
+  // The Hopper kernel (kernels/sm90/) against the CPU: both 16-bit types, the four operand
+  // layouts, both tile widths, partial tiles in M, N and K, K = 1 and products smaller than a
+  // tile (operands in padded storage so their leading dimensions stay 16-byte multiples),
+  // batches, a bias, and operands it must refuse (odd leading dimension, broadcast batch).
+  TEST_CASE("the sm_90a GEMM matches the CPU, and what it refuses falls back" * doctest::skip(no_gpu())) {
+    PoisonGuard poison;
+    GemmGuard gemm(ecuda::GemmBackend::ember);
+    const int tile_before = ecuda::gemm_sm90_tile();
+    const bool hopper = ecuda::compute_capability() == 90;
+    if (!hopper) MESSAGE("not a compute capability 9.0 device: only the fallbacks are checked");
+    struct Case {
+      int64_t b, m, n, k;
+    };
+    const std::vector<Case> cases = {{1, 200, 320, 136}, {2, 131, 259, 72}, {1, 5, 3, 16}, {1, 64, 64, 1},
+                                     {3, 128, 128, 64}, {1, 512, 512, 512}};
+    // A (b, rows, cols) operand in storage whose last dim is padded to a multiple of 8.
+    auto padded = [](const Tensor& x) {
+      const int64_t cols = x.size(2), pad = (cols + 7) / 8 * 8;
+      Tensor store = zeros({x.size(0), x.size(1), pad}, TensorOptions(x.dtype()).with_device(x.device()));
+      Tensor view = slice(store, 2, 0, cols);
+      view.copy_(x);
+      return view;
+    };
+    for (DType dt : {DType::bf16, DType::f16}) {
+      for (int tile : {128, 256}) {
+        ecuda::set_gemm_sm90_tile(tile);
+        for (const Case& c : cases) {
+          for (bool a_row : {true, false}) {
+            for (bool b_row : {true, false}) {
+              Leaves l = make_leaves({{c.b, c.m, c.k}, {c.b, c.k, c.n}}, dt, 7, false);
+              // Column-major operands: transposed views of padded (b, cols, rows) storage.
+              Tensor a = a_row ? padded(l.dev[0]) : padded(contiguous(l.dev[0].transpose(1, 2))).transpose(1, 2);
+              Tensor b = b_row ? padded(l.dev[1]) : padded(contiguous(l.dev[1].transpose(1, 2))).transpose(1, 2);
+              Tensor got = bmm(a, b);
+              const std::string ran = ecuda::last_gemm_kernel();
+              const std::string ctx = std::string(dtype_name(dt)) + " tile " + std::to_string(tile) + " (" +
+                                      std::to_string(c.b) + ", " + std::to_string(c.m) + ", " + std::to_string(c.k) +
+                                      ") @ (" + std::to_string(c.k) + ", " + std::to_string(c.n) + ") a " +
+                                      (a_row ? "row" : "col") + " b " + (b_row ? "row" : "col");
+              if (hopper) CHECK_MESSAGE(ran == "wgmma", ctx << " ran " << ran);
+              Tol tol = base_tol(dt);
+              tol.atol += tol.rtol * std::sqrt(static_cast<double>(c.k));
+              tol.rtol *= 4;
+              check_matches(ctx, got, bmm(l.cpu[0], l.cpu[1]), tol);
+            }
+          }
+        }
+      }
+      // With a bias (Linear's fused epilogue), x @ W^T: both operands K-major.
+      {
+        Leaves l = make_leaves({{300, 96}, {136, 96}, {136}}, dt, 8, false);
+        Tensor got = linear(l.dev[0], l.dev[1], l.dev[2]);
+        if (hopper) CHECK(std::string(ecuda::last_gemm_kernel()) == "wgmma");
+        Tol tol = base_tol(dt);
+        tol.atol += tol.rtol * std::sqrt(96.0);
+        tol.rtol *= 4;
+        check_matches(std::string(dtype_name(dt)) + " linear with bias", got, linear(l.cpu[0], l.cpu[1], l.cpu[2]), tol);
+      }
+      // Refused: a leading dimension of 53 elements (not 16-byte aligned) and a broadcast batch.
+      {
+        Leaves l = make_leaves({{2, 37, 53}, {2, 53, 29}, {1, 53, 32}}, dt, 9, false);
+        Tensor got = bmm(l.dev[0], l.dev[1]);
+        CHECK(std::string(ecuda::last_gemm_kernel()) != "wgmma");
+        check_matches(std::string(dtype_name(dt)) + " odd leading dimension", got, bmm(l.cpu[0], l.cpu[1]),
+                      base_tol(dt));
+        Tensor a = padded(contiguous(slice(l.dev[0], 2, 0, 48)));
+        Tensor got_b = bmm(contiguous(a), slice(l.dev[2], 1, 0, 48).expand({2, 48, 32}));
+        CHECK(std::string(ecuda::last_gemm_kernel()) != "wgmma");
+        check_matches(std::string(dtype_name(dt)) + " broadcast batch", got_b,
+                      bmm(contiguous(slice(l.cpu[0], 2, 0, 48)), slice(l.cpu[2], 1, 0, 48).expand({2, 48, 32})),
+                      base_tol(dt));
+      }
+    }
+    // Turned off: the mma.sync kernel takes the same product.
+    ecuda::set_gemm_sm90_tile(0);
+    Leaves l = make_leaves({{1, 128, 64}, {1, 64, 128}}, DType::bf16, 10, false);
+    Tensor got = bmm(l.dev[0], l.dev[1]);
+    CHECK(std::string(ecuda::last_gemm_kernel()) == "mma");
+    check_matches("sm90 off", got, bmm(l.cpu[0], l.cpu[1]), base_tol(DType::bf16));
+    ecuda::set_gemm_sm90_tile(tile_before);
+  }
+
+  // GemmBackend::fastest on a real device: a new class of product is timed once (one new
+  // decision), the answer is right whichever back end won, and the same class is not timed again.
+  TEST_CASE("the fastest-backend choice times each class once and stays correct" * doctest::skip(no_gpu())) {
+    GemmGuard gemm(ecuda::GemmBackend::fastest);
+    ecuda::reset_gemm_choices();
+    for (DType dt : {DType::f32, DType::bf16}) {
+      Leaves l = make_leaves({{192, 320}, {320, 96}}, dt, 11, false);
+      const size_t before = ecuda::gemm_choice_count();
+      Tensor first = matmul(l.dev[0], l.dev[1]);
+      CHECK(ecuda::gemm_choice_count() == before + 1);
+      Tensor again = matmul(l.dev[0], l.dev[1]);
+      CHECK(ecuda::gemm_choice_count() == before + 1);
+      Tol tol = base_tol(dt);
+      tol.atol += tol.rtol * std::sqrt(320.0);
+      check_matches(std::string(dtype_name(dt)) + " fastest", first, matmul(l.cpu[0], l.cpu[1]), tol);
+      check_matches(std::string(dtype_name(dt)) + " fastest again", again, first, {0, 0});
+    }
+    // TF32 is a different class for f32 and stays within its documented error.
+    const bool tf32 = ecuda::allow_tf32();
+    ecuda::set_allow_tf32(true);
+    Leaves l = make_leaves({{192, 320}, {320, 96}}, DType::f32, 12, false);
+    const size_t before = ecuda::gemm_choice_count();
+    Tensor got = matmul(l.dev[0], l.dev[1]);
+    CHECK(ecuda::gemm_choice_count() == before + 1);
+    check_matches("f32 with TF32", got, matmul(l.cpu[0], l.cpu[1]), {1e-2, 0.1});
+    ecuda::set_allow_tf32(tf32);
+  }
+
   TEST_CASE("caching allocator: statistics, cache reuse, empty_cache" * doctest::skip(no_gpu())) {
     PoisonGuard poison;
     ecuda::synchronize();

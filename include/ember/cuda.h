@@ -12,6 +12,8 @@ namespace ember::cuda {
 bool built_with_cuda();  // was the CUDA backend compiled in?
 bool is_available();     // built with CUDA and at least one GPU visible
 int device_count();      // 0 when none
+// major * 10 + minor of a device (90 for H100/H200); -1: the current device.
+int compute_capability(int device = -1);
 void synchronize(int device = -1);  // -1: the current device
 
 // Debugging aid for tests: when on, every new device allocation is filled with 0xFF bytes
@@ -97,10 +99,36 @@ bool is_pinned(const Tensor& t);
 // on the current stream without waiting; with pinned host memory the host returns at once.
 void copy_async(const Tensor& src, const Tensor& dst);
 
-// Which GEMM matmul uses on CUDA: ember's hand-written kernels (default) or cuBLAS. The
-// initial choice comes from the environment variable EMBER_GEMM=ember|cublas.
-enum class GemmBackend { ember, cublas };
+// Which GEMM matmul uses on CUDA (docs/gemm.md):
+//   fastest (default)  for each class of product (dtype, operand layouts, batched or not, bias,
+//                      TF32, sizes rounded up to powers of two) both back ends are timed once on
+//                      the current stream and the faster one is kept for the rest of the process;
+//                      during CUDA-graph capture nothing is timed and cuBLAS runs
+//   ember              ember's hand-written kernels (kernels/gemm.cu, kernels/sm90/)
+//   cublas             cuBLAS
+// The initial choice comes from the environment variable EMBER_GEMM=fastest|ember|cublas.
+enum class GemmBackend { ember, cublas, fastest };
 void set_gemm_backend(GemmBackend b);
 GemmBackend gemm_backend();
+// Forgets the fastest-backend decisions made so far (they are re-measured at the next use).
+void reset_gemm_choices();
+// How many fastest-backend decisions are cached.
+std::size_t gemm_choice_count();
+
+// TF32 for f32 matmuls (like PyTorch's allow_tf32): off by default; EMBER_ALLOW_TF32=1 turns it
+// on at start-up. When on, cuBLAS multiplies f32 inputs rounded to TF32 (10 mantissa bits,
+// relative error up to 2^-11 per input) with f32 accumulation; ember's own f32 kernel stays
+// exact f32, so with `fastest` TF32 products usually go to cuBLAS.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
+// The Hopper GEMM (sm_90a: TMA + wgmma) for f16/bf16 within the ember back end: -1 picks the
+// tile width by N (default), 0 turns it off (the mma.sync kernel runs), 128 or 256 fixes the
+// tile width. EMBER_GEMM_SM90=auto|off|128|256 sets it at start-up. Ignored on other GPUs.
+void set_gemm_sm90_tile(int tile);
+int gemm_sm90_tile();
+// The kernel that computed this thread's last CUDA GEMM: "cublas", "wgmma", "mma", "simt" or
+// "none" (for tests and benches).
+const char* last_gemm_kernel();
 
 }  // namespace ember::cuda

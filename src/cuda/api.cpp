@@ -115,9 +115,31 @@ std::atomic<int> g_gemm_backend{kGemmUnset};
 
 GemmBackend gemm_backend_from_env() {
   const char* v = std::getenv("EMBER_GEMM");
-  if (v == nullptr || *v == '\0' || std::strcmp(v, "ember") == 0) return GemmBackend::ember;
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "fastest") == 0) return GemmBackend::fastest;
+  if (std::strcmp(v, "ember") == 0) return GemmBackend::ember;
   if (std::strcmp(v, "cublas") == 0) return GemmBackend::cublas;
-  EMBER_FAIL("cuda", "EMBER_GEMM=\"", v, "\" is not a GEMM backend; use EMBER_GEMM=ember or EMBER_GEMM=cublas");
+  EMBER_FAIL("cuda", "EMBER_GEMM=\"", v,
+             "\" is not a GEMM backend; use EMBER_GEMM=fastest (the default), EMBER_GEMM=ember or EMBER_GEMM=cublas");
+}
+
+bool flag_from_env(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "0") == 0) return false;
+  if (std::strcmp(v, "1") == 0) return true;
+  EMBER_FAIL("cuda", name, "=\"", v, "\" is not a flag; use ", name, "=1 or ", name, "=0");
+}
+
+constexpr int kTileUnset = -2;
+std::atomic<int> g_sm90_tile{kTileUnset};
+std::atomic<int> g_tf32{-1};
+
+int sm90_tile_from_env() {
+  const char* v = std::getenv("EMBER_GEMM_SM90");
+  if (v == nullptr || *v == '\0' || std::strcmp(v, "auto") == 0) return -1;
+  if (std::strcmp(v, "off") == 0 || std::strcmp(v, "0") == 0) return 0;
+  if (std::strcmp(v, "128") == 0) return 128;
+  if (std::strcmp(v, "256") == 0) return 256;
+  EMBER_FAIL("cuda", "EMBER_GEMM_SM90=\"", v, "\" is not a setting; use auto, off, 128 or 256");
 }
 }  // namespace
 
@@ -131,6 +153,38 @@ GemmBackend gemm_backend() {
     if (g_gemm_backend.compare_exchange_strong(v, from_env)) v = from_env;
   }
   return static_cast<GemmBackend>(v);
+}
+
+int compute_capability(int device) {
+  if (device < 0) device = current_device();
+  int major = 0, minor = 0;
+  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+  return major * 10 + minor;
+}
+
+void set_allow_tf32(bool allow) { g_tf32.store(allow ? 1 : 0); }
+bool allow_tf32() {
+  int v = g_tf32.load();
+  if (v < 0) {
+    const int from_env = flag_from_env("EMBER_ALLOW_TF32") ? 1 : 0;
+    if (g_tf32.compare_exchange_strong(v, from_env)) v = from_env;
+  }
+  return v == 1;
+}
+
+void set_gemm_sm90_tile(int tile) {
+  EMBER_CHECK(tile == -1 || tile == 0 || tile == 128 || tile == 256, "cuda::set_gemm_sm90_tile",
+              "tile must be -1 (automatic), 0 (off), 128 or 256, got ", tile);
+  g_sm90_tile.store(tile);
+}
+int gemm_sm90_tile() {
+  int v = g_sm90_tile.load();
+  if (v == kTileUnset) {
+    const int from_env = sm90_tile_from_env();
+    if (g_sm90_tile.compare_exchange_strong(v, from_env)) v = from_env;
+  }
+  return v;
 }
 
 }  // namespace ember::cuda

@@ -35,5 +35,10 @@ bool is_pinned(const Tensor&) { return false; }
 void copy_async(const Tensor&, const Tensor&) { no_cuda("copy_async"); }
 void set_gemm_backend(GemmBackend) { no_cuda("cuda::set_gemm_backend"); }
 GemmBackend gemm_backend() { return GemmBackend::ember; }
+void set_allow_tf32(bool) { no_cuda("cuda::set_allow_tf32"); }
+bool allow_tf32() { return false; }
+void set_gemm_sm90_tile(int) { no_cuda("cuda::set_gemm_sm90_tile"); }
+int gemm_sm90_tile() { return -1; }
+int compute_capability(int) { no_cuda("cuda::compute_capability"); }
 
 }  // namespace ember::cuda
