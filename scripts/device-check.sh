@@ -559,6 +559,18 @@ if has memcheck; then
       else record "$name" ok "$summary; tests under it: $tests (${DUR}s)"
       fi
     done
+    # Shared-memory races in the GEMM kernels (the sm_90a kernel's mbarrier ring above all).
+    name="racecheck gemm"
+    if run_cmd "$name" 40 "$SAN_TIMEOUT" "$LOGS/racecheck.txt" env "${gpu_env[@]}" compute-sanitizer --tool racecheck \
+        --error-exitcode 86 --print-limit 50 "$TESTS_BIN" --test-suite=cuda_runtime \
+        "--test-case=*sm_90a*,*two GEMM backends*"; then
+      summary=$(last_block "$LOGS/racecheck.txt" | grep -a 'ERROR SUMMARY' | tail -n 1 | sed 's/=* *//')
+      if timed_out; then record "$name" timeout "after ${DUR}s (--sanitizer-timeout)"
+      elif [[ $RC == 86 ]] || [[ -n $summary && $summary != "ERROR SUMMARY: 0 errors" ]]; then
+        record "$name" FAIL "${summary:-exit $RC}, see racecheck.txt (${DUR}s)"
+      else record "$name" ok "${summary:-exit $RC} (${DUR}s)"
+      fi
+    fi
   fi
 fi
 
