@@ -130,6 +130,44 @@ TEST_SUITE("amp") {
     }
   }
 
+  // An LSTM inside an autocast region takes an input or an initial state that another autocast
+  // op produced in the low dtype (a Linear that builds h0 from a context vector, an embedding
+  // followed by an autocast projection): the recurrence casts its operands itself.
+  TEST_CASE("LSTM under autocast takes low-precision states and inputs, with gradients") {
+    for (const Device& dev : amp_devices()) {
+      CAPTURE(dev.str());
+      Generator g(21);
+      nn::RNNOptions o;
+      o.input_size = 6;
+      o.hidden_size = 5;
+      o.batch_first = true;
+      nn::LSTM lstm(o, &g);
+      lstm.to(dev);
+      nn::Linear init(4, 5, true, &g);
+      init.to(dev);
+      const Tensor x = randn({3, 7, 6}, DType::f32, &g).to(dev).requires_grad_();
+      const Tensor z = randn({3, 4}, DType::f32, &g).to(dev);
+      Tensor out;
+      {
+        amp::AutocastGuard autocast(dev, DType::bf16);
+        const Tensor h0 = init(z).unsqueeze(0);  // bf16: an autocast Linear
+        REQUIRE(h0.dtype() == DType::bf16);
+        const Tensor c0 = zeros_like(h0);
+        out = lstm.forward(x, h0, c0).output;                  // f32 input, bf16 states
+        const Tensor again = lstm.forward(x.to(DType::bf16), h0, c0).output;  // bf16 input too
+        CHECK(again.shape() == out.shape());
+      }
+      CHECK(out.shape() == Shape{3, 7, 5});
+      sum(out.to(DType::f32)).backward();
+      REQUIRE(x.grad().defined());
+      REQUIRE(init.weight.grad().defined());
+      CHECK(std::isfinite(sum(abs(x.grad().to(DType::f32))).item<double>()));
+      // Outside autocast the strict rule stands: a bf16 state for an f32 LSTM is an error.
+      const Tensor h_bf16 = zeros({1, 3, 5}, TensorOptions(DType::bf16).with_device(dev));
+      CHECK_THROWS_WITH_AS(lstm.forward(x.detach(), h_bf16, Tensor()), doctest::Contains("must match the input"), Error);
+    }
+  }
+
   TEST_CASE("a parameter used twice in one autocast region is cast once; the cache ends with the region") {
     const Device dev = ember_test::test_device();
     Generator g(3);

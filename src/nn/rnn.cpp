@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ember/core/error.h"
+#include "ember/ops/autocast.h"
 #include "ember/ops/ops.h"
 
 namespace ember::nn {
@@ -70,16 +71,25 @@ RNNResult RNNBase::run(const Tensor& x, const Tensor& h0, const Tensor& c0, cons
   EMBER_CHECK(x.dim() == 3 && x.size(2) == opts_.input_size, op, "input must be ",
               opts_.batch_first ? "(N, T, input_size)" : "(T, N, input_size)", " with input_size = ",
               opts_.input_size, ", got ", shape_str(x.shape()));
-  EMBER_CHECK(x.dtype() == w0.dtype() && x.device() == w0.device(), op, "input ", describe(x),
-              " must have the parameters' dtype and device (weight_ih_l0 ", describe(w0), ")");
+  // Under autocast the ops cast their operands to the region's low dtype themselves, so an input
+  // or a state already in that dtype (the output of another autocast op) is as good as one in
+  // the parameters' dtype.
+  const bool autocast = amp::is_autocast_enabled(x.device());
+  auto dtype_ok = [&](DType dt, DType want) {
+    return dt == want || (autocast && dt == amp::autocast_dtype(x.device()));
+  };
+  EMBER_CHECK(dtype_ok(x.dtype(), w0.dtype()) && x.device() == w0.device(), op, "input ", describe(x),
+              " must have the parameters' dtype and device (weight_ih_l0 ", describe(w0), ")",
+              autocast ? " or the autocast dtype" : "");
   const int64_t T = opts_.batch_first ? x.size(1) : x.size(0), N = opts_.batch_first ? x.size(0) : x.size(1);
   const Shape state_shape{L * D, N, H};
   auto check_state = [&](const char* what, const Tensor& s) {
     if (!s.defined()) return;
     EMBER_CHECK(s.shape() == state_shape, op, what, " must be (num_layers * num_directions, N, H) = ",
                 shape_str(state_shape), ", got ", shape_str(s.shape()), " (input ", shape_str(x.shape()), ")");
-    EMBER_CHECK(s.dtype() == x.dtype() && s.device() == x.device(), op, what, " ", describe(s),
-                " must match the input ", describe(x), " in dtype and device");
+    EMBER_CHECK((dtype_ok(s.dtype(), x.dtype()) || dtype_ok(s.dtype(), w0.dtype())) && s.device() == x.device(), op,
+                what, " ", describe(s), " must match the input ", describe(x), " in dtype and device",
+                autocast ? " (or have the autocast dtype)" : "");
   };
   check_state("h0", h0);
   EMBER_CHECK(!c0.defined() || mode_ == RNNMode::lstm, op, "c0 ", describe(c0), " given, but only LSTM has a cell state");
