@@ -416,6 +416,8 @@ void bmm_ember(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor
 }
 
 #ifdef EMBER_WITH_SM90A
+bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device, cudaStream_t stream);
+
 bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t stream) {
   using Key = std::tuple<int, int, bool, bool, int>;
   static std::mutex mu;
@@ -427,6 +429,18 @@ bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t st
     auto it = verdicts.find(key);
     if (it != verdicts.end()) return it->second;
   }
+  bool ok = false;
+  try {
+    ok = sm90_self_check_run(dt, a_row, b_row, tile, device, stream);
+  } catch (const Error& e) {  // e.g. the driver refused a tensor map: fall back, and say why
+    std::fprintf(stderr, "ember: the sm_90a GEMM self-check failed on device %d: %s; using the mma.sync kernel\n",
+                 device, e.what());
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  return verdicts.emplace(key, ok).first->second;
+}
+
+bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device, cudaStream_t stream) {
   // 2 x (200 x 136) @ (136 x tile + 72): partial tiles in M and N, a K tail of 8, both tile
   // widths' column counts, two batches. Raw device buffers: this layer makes no tensors.
   const int64_t B = 2, M = 200, K = 136, N = tile + 72;
@@ -442,6 +456,10 @@ bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t st
   }
   void* dev = nullptr;
   EMBER_CUDA_CHECK(cudaMalloc(&dev, static_cast<size_t>(na + nb + 2 * nc) * 2));
+  struct Release {  // freed on every way out, errors included
+    void* p;
+    ~Release() { cudaFree(p); }
+  } release{dev};
   uint16_t* pa = static_cast<uint16_t*>(dev);
   uint16_t* pb = pa + na;
   uint16_t* c_sm90 = pb + nb;
@@ -466,7 +484,6 @@ bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t st
   std::vector<uint16_t> back(static_cast<size_t>(2 * nc));
   EMBER_CUDA_CHECK(cudaMemcpyAsync(back.data(), c_sm90, static_cast<size_t>(2 * nc) * 2, cudaMemcpyDeviceToHost, stream));
   EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
-  EMBER_CUDA_CHECK(cudaFree(dev));
   auto as_float = [&](uint16_t bits) {
     if (dt == DType::bf16) {
       __nv_bfloat16_raw r;
@@ -501,8 +518,7 @@ bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t st
                  "from now on\n",
                  dtype_name(dt), a_row ? "row-major" : "column-major", b_row ? "row-major" : "column-major", tile,
                  device, static_cast<long long>(wrong), static_cast<long long>(nc), worst);
-  std::lock_guard<std::mutex> lock(mu);
-  return verdicts.emplace(key, ok).first->second;
+  return ok;
 }
 #endif
 
