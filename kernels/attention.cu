@@ -26,7 +26,14 @@
 // different banks. SIMT FMAs, not tensor cores: see docs/attention.md for what is next.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <vector>
 
+#include "attention_mma.cuh"
 #include "common.cuh"
 #include "cuda/kernels.h"
 #include "prim/primitives.h"
@@ -398,16 +405,137 @@ dim3 tile_grid(int64_t n, int tile, int64_t BH) {
   return dim3(static_cast<unsigned>((n + tile - 1) / tile), static_cast<unsigned>(std::min(BH, kMaxGridY)));
 }
 
+// The two forward kernels on raw pointers: the SIMT one above and the tensor-core one
+// (attention_mma.cuh). Same inputs, same outputs (O and the row logsumexp).
+template <class T, int D>
+void launch_forward(bool tensor_cores, const T* q, const T* k, const T* v, T* out, float* lse, const MaskArgs& m,
+                    int64_t BH, int64_t H, float scale_log2, cudaStream_t stream) {
+  if (tensor_cores) {
+    static std::once_flag attr[64];
+    const int dev = current_device();
+    std::call_once(attr[dev % 64], [] {
+      EMBER_CUDA_CHECK(cudaFuncSetAttribute(attn_mma::forward_kernel<T, D, MaskArgs>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, attn_mma::smem_bytes<D>()));
+    });
+    attn_mma::forward_kernel<T, D, MaskArgs>
+        <<<tile_grid(m.Tq, attn_mma::kBQ, BH), attn_mma::kThreads, attn_mma::smem_bytes<D>(), stream>>>(
+            q, k, v, out, lse, m, BH, H, scale_log2);
+  } else {
+    attention_forward_kernel<T, D><<<tile_grid(m.Tq, kFwdBQ, BH), kAttnThreads, 0, stream>>>(q, k, v, out, lse, m, BH, H,
+                                                                                            scale_log2);
+  }
+  EMBER_CUDA_LAUNCH_CHECK();
+}
+
+// EMBER_ATTENTION_KERNEL=mma (default) or simt: which forward kernel runs.
+bool tensor_core_forward_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("EMBER_ATTENTION_KERNEL");
+    if (e == nullptr || *e == '\0' || std::strcmp(e, "mma") == 0) return true;
+    EMBER_CHECK(std::strcmp(e, "simt") == 0, "scaled_dot_product_attention", "EMBER_ATTENTION_KERNEL=\"", e,
+                "\" is not a kernel; use mma (the default) or simt");
+    return false;
+  }();
+  return on;
+}
+
+// The first time a (device, dtype, head dim) would run the tensor-core forward, it runs on a
+// small problem beside the SIMT kernel (ragged query and key tiles, causal with Tk > Tq, key
+// padding); if outputs or logsumexps differ by more than the rounding of P to the
+// input type explains, the tensor-core kernel is not used for that combination in this process
+// and a line on stderr says so. A guard for a kernel that is new on a device.
+template <class T, int D>
+bool tensor_core_forward_checked(cudaStream_t stream) {
+  static std::mutex mu;
+  static std::map<int, bool> verdicts;  // per device
+  const int dev = current_device();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = verdicts.find(dev);
+    if (it != verdicts.end()) return it->second;
+  }
+  bool ok = false;
+  try {
+    constexpr int64_t B = 2, H = 1, Tq = 100, Tk = 150, BH = B * H;
+    const int64_t nq = BH * Tq * D, nk = BH * Tk * D;
+    std::vector<T> host(static_cast<size_t>(nq + 2 * nk));
+    for (size_t i = 0; i < host.size(); ++i)
+      host[i] = static_cast<T>(static_cast<float>(static_cast<int>((i * 2654435761u) >> 9) % 41 - 20) / 16.f);
+    std::vector<unsigned char> pad(static_cast<size_t>(B * Tk), 0);
+    for (int64_t j = 0; j < Tk; ++j) pad[static_cast<size_t>(j)] = j >= 7;  // batch 0: only keys 0..6
+    const size_t bytes_in = host.size() * sizeof(T), bytes_out = static_cast<size_t>(2 * nq) * sizeof(T),
+                 bytes_lse = static_cast<size_t>(2 * BH * Tq) * sizeof(float);
+    Storage buf(bytes_in + bytes_out + bytes_lse + pad.size() + 64, Device::cuda(dev));
+    unsigned char* base = static_cast<unsigned char*>(buf.data());
+    T* dq = reinterpret_cast<T*>(base);
+    T* dk = dq + nq;
+    T* dv = dk + nk;
+    T* o_mma = reinterpret_cast<T*>(base + bytes_in);
+    T* o_simt = o_mma + nq;
+    float* l_mma = reinterpret_cast<float*>(base + bytes_in + bytes_out);
+    float* l_simt = l_mma + BH * Tq;
+    bool* dpad = reinterpret_cast<bool*>(base + bytes_in + bytes_out + bytes_lse);
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(dq, host.data(), bytes_in, cudaMemcpyHostToDevice, stream));
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(dpad, pad.data(), pad.size(), cudaMemcpyHostToDevice, stream));
+    const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(D));
+    for (bool causal : {false, true}) {
+      MaskArgs m{dpad, nullptr, 0, 0, 0, 0, Tq, Tk, causal};
+      launch_forward<T, D>(true, dq, dk, dv, o_mma, l_mma, m, BH, H, scale_log2, stream);
+      launch_forward<T, D>(false, dq, dk, dv, o_simt, l_simt, m, BH, H, scale_log2, stream);
+      std::vector<T> o(static_cast<size_t>(2 * nq));
+      std::vector<float> l(static_cast<size_t>(2 * BH * Tq));
+      EMBER_CUDA_CHECK(cudaMemcpyAsync(o.data(), o_mma, bytes_out, cudaMemcpyDeviceToHost, stream));
+      EMBER_CUDA_CHECK(cudaMemcpyAsync(l.data(), l_mma, bytes_lse, cudaMemcpyDeviceToHost, stream));
+      EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
+      double worst_o = 0, worst_l = 0;
+      bool finite_match = true;
+      for (int64_t i = 0; i < nq; ++i) {
+        const double a = static_cast<float>(o[i]), b = static_cast<float>(o[nq + i]);
+        if (!(std::fabs(a - b) <= 1e30)) finite_match = false;  // NaN or inf on one side
+        worst_o = std::max(worst_o, std::fabs(a - b));
+      }
+      for (int64_t i = 0; i < BH * Tq; ++i) {
+        const float a = l[i], b = l[BH * Tq + i];
+        if (std::isinf(a) || std::isinf(b)) {
+          if (a != b) finite_match = false;
+          continue;
+        }
+        if (!(std::fabs(a - b) <= 1e30)) finite_match = false;
+        worst_l = std::max(worst_l, static_cast<double>(std::fabs(a - b)));
+      }
+      // |O| <= 1.25 here; P rounded to the input type before P V costs about 2^-8 relative.
+      ok = finite_match && worst_o <= 0.03 && worst_l <= 1e-3;
+      if (!ok) {
+        std::fprintf(stderr,
+                     "ember: the tensor-core attention forward (%s, D %d, %s) disagreed with the SIMT kernel on "
+                     "device %d (largest differences: output %g, logsumexp %g); using the SIMT kernel from now on\n",
+                     std::is_same_v<T, __half> ? "f16" : "bf16", D, causal ? "causal" : "full", dev, worst_o, worst_l);
+        break;
+      }
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "ember: the tensor-core attention self-check failed on device %d: %s; using the SIMT kernel\n",
+                 dev, e.what());
+    ok = false;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  return verdicts.emplace(dev, ok).first->second;
+}
+
 template <class T, int D>
 void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p, const Tensor& out,
                    const Tensor& lse) {
   const int64_t BH = p.B * p.H;
   if (BH == 0 || p.Tq == 0) return;
   const float scale_log2 = static_cast<float>(p.scale) * kLog2e;
-  attention_forward_kernel<T, D><<<tile_grid(p.Tq, kFwdBQ, BH), kAttnThreads, 0, current_stream()>>>(
-      static_cast<const T*>(q.data_ptr()), static_cast<const T*>(k.data_ptr()), static_cast<const T*>(v.data_ptr()),
-      static_cast<T*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()), mask_args(p), BH, p.H, scale_log2);
-  EMBER_CUDA_LAUNCH_CHECK();
+  cudaStream_t stream = current_stream();
+  const T *pq = static_cast<const T*>(q.data_ptr()), *pk = static_cast<const T*>(k.data_ptr()),
+          *pv = static_cast<const T*>(v.data_ptr());
+  auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  const bool tc = tensor_core_forward_enabled() && aligned(pq) && aligned(pk) && aligned(pv) &&
+                  tensor_core_forward_checked<T, D>(stream);
+  launch_forward<T, D>(tc, pq, pk, pv, static_cast<T*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()),
+                       mask_args(p), BH, p.H, scale_log2, stream);
 }
 
 template <class T, int D>
