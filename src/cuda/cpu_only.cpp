@@ -34,7 +34,7 @@ Tensor pin_memory(const Tensor&) { no_cuda("pin_memory"); }
 bool is_pinned(const Tensor&) { return false; }
 void copy_async(const Tensor&, const Tensor&) { no_cuda("copy_async"); }
 void set_gemm_backend(GemmBackend) { no_cuda("cuda::set_gemm_backend"); }
-GemmBackend gemm_backend() { return GemmBackend::ember; }
+GemmBackend gemm_backend() { return GemmBackend::fastest; }  // the documented default
 void set_allow_tf32(bool) { no_cuda("cuda::set_allow_tf32"); }
 bool allow_tf32() { return false; }
 void set_gemm_sm90_tile(int) { no_cuda("cuda::set_gemm_sm90_tile"); }
