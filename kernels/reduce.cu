@@ -166,7 +166,7 @@ __global__ void reduce_rows_kernel(const In* x, Out* out, int64_t segments, int6
     const In* row = x + (s / chunks) * R;
     const int64_t begin = (s % chunks) * len, end = min(R, begin + len);
     A acc = reduce_identity<A>(op);
-    for (int64_t i = begin + G::lane(); i < end; i += G::width()) acc = combine(acc, convert<A>(row[i]));
+    row_for_each(row, begin, end, G::lane(), G::width(), [&](In v) { acc = combine(acc, convert<A>(v)); });
     acc = G::allreduce(acc, combine, scratch);
     if (G::lane() == 0) out[s] = convert<Out>(acc);
   }
@@ -227,7 +227,7 @@ __global__ void softmax_rows_kernel(const T* x, T* out, int64_t M, int64_t R, bo
     const T* row = x + m * R;
     T* orow = out + m * R;
     SoftmaxState<A> st{-std::numeric_limits<A>::infinity(), A(0)};
-    for (int64_t i = G::lane(); i < R; i += G::width()) st = softmax_push(st, to_acc(row[i]));
+    row_for_each(row, int64_t{0}, R, G::lane(), G::width(), [&](T v) { st = softmax_push(st, to_acc(v)); });
     st = G::allreduce(st, merge, scratch);
     const A log_sum = std::log(st.s);
     for (int64_t i = G::lane(); i < R; i += G::width()) {

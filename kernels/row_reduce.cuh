@@ -68,4 +68,36 @@ struct RowGroup {
   }
 };
 
+// Calls f(x) for row[i], i in [begin, end) with i = begin + lane + k * width as a strided loop
+// would, but reads the body of the range in 16-byte vectors (the part from the first 16-byte
+// boundary on, in whole vectors): each thread then keeps several wide loads in flight instead
+// of one narrow one, which is what a bandwidth-bound row reduction needs. The head before the
+// boundary and the tail after the last whole vector are read element by element. Elements
+// reach f in a different order than a plain strided loop, so the reduction's order differs;
+// it is still fixed for a given shape and alignment. Element types of 2, 4 or 8 bytes take the
+// vector path; others (bool, 1-byte integers) the plain loop.
+template <class T, class F>
+__device__ __forceinline__ void row_for_each(const T* row, int64_t begin, int64_t end, int lane, int width, F&& f) {
+  constexpr int kSize = static_cast<int>(sizeof(T));
+  if constexpr (kSize == 2 || kSize == 4 || kSize == 8) {
+    constexpr int V = 16 / kSize;
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(row + begin);
+    int64_t head = end - begin;  // misaligned element storage: everything element by element
+    if (addr % kSize == 0) head = min(head, static_cast<int64_t>(((16 - addr % 16) % 16) / kSize));
+    for (int64_t i = begin + lane; i < begin + head; i += width) f(row[i]);
+    const int64_t vb = begin + head, nvec = (end - vb) / V;
+    const uint4* vp = reinterpret_cast<const uint4*>(row + vb);
+#pragma unroll 4
+    for (int64_t k = lane; k < nvec; k += width) {
+      const uint4 bits = vp[k];
+      const T* e = reinterpret_cast<const T*>(&bits);
+#pragma unroll
+      for (int j = 0; j < V; ++j) f(e[j]);
+    }
+    for (int64_t i = vb + nvec * V + lane; i < end; i += width) f(row[i]);
+  } else {
+    for (int64_t i = begin + lane; i < end; i += width) f(row[i]);
+  }
+}
+
 }  // namespace ember::cuda
