@@ -230,10 +230,10 @@ __global__ void softmax_rows_kernel(const T* x, T* out, int64_t M, int64_t R, bo
     row_for_each(row, int64_t{0}, R, G::lane(), G::width(), [&](T v) { st = softmax_push(st, to_acc(v)); });
     st = G::allreduce(st, merge, scratch);
     const A log_sum = std::log(st.s);
-    for (int64_t i = G::lane(); i < R; i += G::width()) {
-      const A shifted = to_acc(row[i]) - st.m;
-      orow[i] = from_acc<T>(log_softmax ? shifted - log_sum : std::exp(shifted) / st.s);
-    }
+    row_map(row, orow, R, G::lane(), G::width(), [&](T v) {
+      const A shifted = to_acc(v) - st.m;
+      return from_acc<T>(log_softmax ? shifted - log_sum : std::exp(shifted) / st.s);
+    });
   }
 }
 

@@ -100,4 +100,36 @@ __device__ __forceinline__ void row_for_each(const T* row, int64_t begin, int64_
   }
 }
 
+// out[i] = f(row[i]) for i in [0, n), strided over `width` lanes like row_for_each: 16-byte
+// vector loads and stores for the body when row and out sit at the same offset within 16
+// bytes (contiguous rows of one length from 16-byte-aligned bases always do), element by
+// element otherwise and for the head and tail.
+template <class T, class F>
+__device__ __forceinline__ void row_map(const T* row, T* out, int64_t n, int lane, int width, F&& f) {
+  constexpr int kSize = static_cast<int>(sizeof(T));
+  if constexpr (kSize == 2 || kSize == 4 || kSize == 8) {
+    constexpr int V = 16 / kSize;
+    const uintptr_t a = reinterpret_cast<uintptr_t>(row), o = reinterpret_cast<uintptr_t>(out);
+    int64_t head = n;
+    if (a % kSize == 0 && a % 16 == o % 16) head = min(head, static_cast<int64_t>(((16 - a % 16) % 16) / kSize));
+    for (int64_t i = lane; i < head; i += width) out[i] = f(row[i]);
+    const int64_t nvec = (n - head) / V;
+    const uint4* vin = reinterpret_cast<const uint4*>(row + head);
+    uint4* vout = reinterpret_cast<uint4*>(out + head);
+#pragma unroll 4
+    for (int64_t k = lane; k < nvec; k += width) {
+      const uint4 bits = vin[k];
+      const T* e = reinterpret_cast<const T*>(&bits);
+      uint4 res;
+      T* r = reinterpret_cast<T*>(&res);
+#pragma unroll
+      for (int j = 0; j < V; ++j) r[j] = f(e[j]);
+      vout[k] = res;
+    }
+    for (int64_t i = head + nvec * V + lane; i < n; i += width) out[i] = f(row[i]);
+  } else {
+    for (int64_t i = lane; i < n; i += width) out[i] = f(row[i]);
+  }
+}
+
 }  // namespace ember::cuda
