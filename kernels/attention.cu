@@ -29,13 +29,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <mutex>
 #include <vector>
 
 #include "attention_mma.cuh"
 #include "common.cuh"
 #include "cuda/kernels.h"
+#include "cuda/once_verdict.h"
 #include "prim/primitives.h"
 #include "prim/registry.h"
 #include "ember/core/storage.h"
@@ -445,81 +445,72 @@ bool tensor_core_forward_enabled() {
 // input type explains, the tensor-core kernel is not used for that combination in this process
 // and a line on stderr says so. A guard for a kernel that is new on a device.
 template <class T, int D>
-bool tensor_core_forward_checked(cudaStream_t stream) {
-  static std::mutex mu;
-  static std::map<int, bool> verdicts;  // per device
-  const int dev = current_device();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = verdicts.find(dev);
-    if (it != verdicts.end()) return it->second;
-  }
-  bool ok = false;
-  try {
-    constexpr int64_t B = 2, H = 1, Tq = 100, Tk = 150, BH = B * H;
-    const int64_t nq = BH * Tq * D, nk = BH * Tk * D;
-    std::vector<T> host(static_cast<size_t>(nq + 2 * nk));
-    for (size_t i = 0; i < host.size(); ++i)
-      host[i] = static_cast<T>(static_cast<float>(static_cast<int>((i * 2654435761u) >> 9) % 41 - 20) / 16.f);
-    std::vector<unsigned char> pad(static_cast<size_t>(B * Tk), 0);
-    for (int64_t j = 0; j < Tk; ++j) pad[static_cast<size_t>(j)] = j >= 7;  // batch 0: only keys 0..6
-    const size_t bytes_in = host.size() * sizeof(T), bytes_out = static_cast<size_t>(2 * nq) * sizeof(T),
-                 bytes_lse = static_cast<size_t>(2 * BH * Tq) * sizeof(float);
-    Storage buf(bytes_in + bytes_out + bytes_lse + pad.size() + 64, Device::cuda(dev));
-    unsigned char* base = static_cast<unsigned char*>(buf.data());
-    T* dq = reinterpret_cast<T*>(base);
-    T* dk = dq + nq;
-    T* dv = dk + nk;
-    T* o_mma = reinterpret_cast<T*>(base + bytes_in);
-    T* o_simt = o_mma + nq;
-    float* l_mma = reinterpret_cast<float*>(base + bytes_in + bytes_out);
-    float* l_simt = l_mma + BH * Tq;
-    bool* dpad = reinterpret_cast<bool*>(base + bytes_in + bytes_out + bytes_lse);
-    EMBER_CUDA_CHECK(cudaMemcpyAsync(dq, host.data(), bytes_in, cudaMemcpyHostToDevice, stream));
-    EMBER_CUDA_CHECK(cudaMemcpyAsync(dpad, pad.data(), pad.size(), cudaMemcpyHostToDevice, stream));
-    const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(D));
-    for (bool causal : {false, true}) {
-      MaskArgs m{dpad, nullptr, 0, 0, 0, 0, Tq, Tk, causal};
-      launch_forward<T, D>(true, dq, dk, dv, o_mma, l_mma, m, BH, H, scale_log2, stream);
-      launch_forward<T, D>(false, dq, dk, dv, o_simt, l_simt, m, BH, H, scale_log2, stream);
-      std::vector<T> o(static_cast<size_t>(2 * nq));
-      std::vector<float> l(static_cast<size_t>(2 * BH * Tq));
-      EMBER_CUDA_CHECK(cudaMemcpyAsync(o.data(), o_mma, bytes_out, cudaMemcpyDeviceToHost, stream));
-      EMBER_CUDA_CHECK(cudaMemcpyAsync(l.data(), l_mma, bytes_lse, cudaMemcpyDeviceToHost, stream));
-      EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
-      double worst_o = 0, worst_l = 0;
-      bool finite_match = true;
-      for (int64_t i = 0; i < nq; ++i) {
-        const double a = static_cast<float>(o[i]), b = static_cast<float>(o[nq + i]);
-        if (!(std::fabs(a - b) <= 1e30)) finite_match = false;  // NaN or inf on one side
-        worst_o = std::max(worst_o, std::fabs(a - b));
-      }
-      for (int64_t i = 0; i < BH * Tq; ++i) {
-        const float a = l[i], b = l[BH * Tq + i];
-        if (std::isinf(a) || std::isinf(b)) {
-          if (a != b) finite_match = false;
-          continue;
-        }
-        if (!(std::fabs(a - b) <= 1e30)) finite_match = false;
-        worst_l = std::max(worst_l, static_cast<double>(std::fabs(a - b)));
-      }
-      // |O| <= 1.25 here; P rounded to the input type before P V costs about 2^-8 relative.
-      ok = finite_match && worst_o <= 0.03 && worst_l <= 1e-3;
-      if (!ok) {
-        std::fprintf(stderr,
-                     "ember: the tensor-core attention forward (%s, D %d, %s) disagreed with the SIMT kernel on "
-                     "device %d (largest differences: output %g, logsumexp %g); using the SIMT kernel from now on\n",
-                     std::is_same_v<T, __half> ? "f16" : "bf16", D, causal ? "causal" : "full", dev, worst_o, worst_l);
-        break;
-      }
+bool tensor_core_forward_check_run(int dev, cudaStream_t stream) {
+  constexpr int64_t B = 2, H = 1, Tq = 100, Tk = 150, BH = B * H;
+  const int64_t nq = BH * Tq * D, nk = BH * Tk * D;
+  std::vector<T> host(static_cast<size_t>(nq + 2 * nk));
+  for (size_t i = 0; i < host.size(); ++i)
+    host[i] = static_cast<T>(static_cast<float>(static_cast<int>((i * 2654435761u) >> 9) % 41 - 20) / 16.f);
+  std::vector<unsigned char> pad(static_cast<size_t>(B * Tk), 0);
+  for (int64_t j = 0; j < Tk; ++j) pad[static_cast<size_t>(j)] = j >= 7;  // batch 0: only keys 0..6
+  const size_t bytes_in = host.size() * sizeof(T), bytes_out = static_cast<size_t>(2 * nq) * sizeof(T),
+               bytes_lse = static_cast<size_t>(2 * BH * Tq) * sizeof(float);
+  Storage buf(bytes_in + bytes_out + bytes_lse + pad.size() + 64, Device::cuda(dev));
+  unsigned char* base = static_cast<unsigned char*>(buf.data());
+  T* dq = reinterpret_cast<T*>(base);
+  T* dk = dq + nq;
+  T* dv = dk + nk;
+  T* o_mma = reinterpret_cast<T*>(base + bytes_in);
+  T* o_simt = o_mma + nq;
+  float* l_mma = reinterpret_cast<float*>(base + bytes_in + bytes_out);
+  float* l_simt = l_mma + BH * Tq;
+  bool* dpad = reinterpret_cast<bool*>(base + bytes_in + bytes_out + bytes_lse);
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(dq, host.data(), bytes_in, cudaMemcpyHostToDevice, stream));
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(dpad, pad.data(), pad.size(), cudaMemcpyHostToDevice, stream));
+  const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(D));
+  for (bool causal : {false, true}) {
+    MaskArgs m{dpad, nullptr, 0, 0, 0, 0, Tq, Tk, causal};
+    launch_forward<T, D>(true, dq, dk, dv, o_mma, l_mma, m, BH, H, scale_log2, stream);
+    launch_forward<T, D>(false, dq, dk, dv, o_simt, l_simt, m, BH, H, scale_log2, stream);
+    std::vector<T> o(static_cast<size_t>(2 * nq));
+    std::vector<float> l(static_cast<size_t>(2 * BH * Tq));
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(o.data(), o_mma, bytes_out, cudaMemcpyDeviceToHost, stream));
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(l.data(), l_mma, bytes_lse, cudaMemcpyDeviceToHost, stream));
+    EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
+    double worst_o = 0, worst_l = 0;
+    bool finite_match = true;
+    for (int64_t i = 0; i < nq; ++i) {
+      const double a = static_cast<float>(o[i]), b = static_cast<float>(o[nq + i]);
+      if (!(std::fabs(a - b) <= 1e30)) finite_match = false;  // NaN or inf on one side
+      worst_o = std::max(worst_o, std::fabs(a - b));
     }
-  } catch (const Error& e) {
-    std::fprintf(stderr, "ember: the tensor-core attention self-check failed on device %d: %s; using the SIMT kernel\n",
-                 dev, e.what());
-    ok = false;
+    for (int64_t i = 0; i < BH * Tq; ++i) {
+      const float a = l[i], b = l[BH * Tq + i];
+      if (std::isinf(a) || std::isinf(b)) {
+        if (a != b) finite_match = false;
+        continue;
+      }
+      if (!(std::fabs(a - b) <= 1e30)) finite_match = false;
+      worst_l = std::max(worst_l, static_cast<double>(std::fabs(a - b)));
+    }
+    // |O| <= 1.25 here; P rounded to the input type before P V costs about 2^-8 relative.
+    if (!(finite_match && worst_o <= 0.03 && worst_l <= 1e-3)) {
+      std::fprintf(stderr,
+                   "ember: the tensor-core attention forward (%s, D %d, %s) disagreed with the SIMT kernel on "
+                   "device %d (largest differences: output %g, logsumexp %g); using the SIMT kernel from now on\n",
+                   std::is_same_v<T, __half> ? "f16" : "bf16", D, causal ? "causal" : "full", dev, worst_o, worst_l);
+      return false;
+    }
   }
-  std::lock_guard<std::mutex> lock(mu);
-  return verdicts.emplace(dev, ok).first->second;
+  return true;
+}
+
+template <class T, int D>
+bool tensor_core_forward_checked(cudaStream_t stream) {
+  static OnceVerdict<64> verdicts;  // per device (one instance per dtype and head dim)
+  const int dev = current_device();
+  return verdicts.get(dev, "the tensor-core attention self-check", "using the SIMT kernel",
+                      [&] { return tensor_core_forward_check_run<T, D>(dev, stream); });
 }
 
 template <class T, int D>

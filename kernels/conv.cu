@@ -300,12 +300,6 @@ void launch(const Problem& prob, int M, int P, int64_t Z, cudaStream_t stream, c
   else launch_tiles<Problem, 4, 64, 1, 2>(prob, M, P, Z, stream, op);
 }
 
-int multiprocessor_count(int device) {
-  int sms = 0;
-  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return sms > 0 ? sms : 1;
-}
-
 
 }  // namespace
 

@@ -28,9 +28,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
-#include <map>
-#include <mutex>
-#include <tuple>
 #include <type_traits>
 #include <vector>
 
@@ -38,8 +35,10 @@
 #include "prim/primitives.h"
 #include "prim/registry.h"
 #include "cuda/runtime.h"
+#include "ember/core/storage.h"
 #include "ember/cuda.h"
 #include "cuda/gemm_select.h"
+#include "cuda/once_verdict.h"
 #include "gemm_mma.cuh"
 #ifdef EMBER_WITH_SM90A
 #include "sm90/gemm_wgmma.h"
@@ -334,6 +333,17 @@ void launch_mma_variant(const TcOperand<T>& oa, const TcOperand<T>& ob, T* out, 
   note_gemm_kernel("mma");
 }
 
+// The mma.sync kernel for operands whose K-contiguity is known at run time: ak = A row-major,
+// bk = b column-major (B^T K-contiguous).
+template <class T>
+void launch_mma(bool ak, bool bk, const TcOperand<T>& oa, const TcOperand<T>& ob, T* out, const T* bias, int64_t M,
+                int64_t N, int64_t K, int64_t B, bool pair_store, cudaStream_t stream) {
+  if (ak && bk) launch_mma_variant<T, true, true>(oa, ob, out, bias, M, N, K, B, pair_store, stream);
+  else if (ak) launch_mma_variant<T, true, false>(oa, ob, out, bias, M, N, K, B, pair_store, stream);
+  else if (bk) launch_mma_variant<T, false, true>(oa, ob, out, bias, M, N, K, B, pair_store, stream);
+  else launch_mma_variant<T, false, false>(oa, ob, out, bias, M, N, K, B, pair_store, stream);
+}
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // The tensor-core kernel's requirements: 16-byte aligned bases, leading dims and batch strides
@@ -389,11 +399,7 @@ void launch_half(const Tensor& a, const Tensor& b, const Tensor& out, const T* b
   TcOperand<T> ob{static_cast<const T*>(b.data_ptr()), lb.ld, batch_stride(b), N};
   T* po = static_cast<T*>(out.data_ptr());
   const bool pair_store = N % 2 == 0 && reinterpret_cast<uintptr_t>(po) % 4 == 0;
-  const bool ak = la.row_major, bk = !lb.row_major;
-  if (ak && bk) launch_mma_variant<T, true, true>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
-  else if (ak) launch_mma_variant<T, true, false>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
-  else if (bk) launch_mma_variant<T, false, true>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
-  else launch_mma_variant<T, false, false>(oa, ob, po, bias, M, N, K, B, pair_store, stream);
+  launch_mma<T>(la.row_major, !lb.row_major, oa, ob, po, bias, M, N, K, B, pair_store, stream);
 }
 
 void bmm_ember(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias, const Layout& la,
@@ -419,30 +425,16 @@ void bmm_ember(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor
 bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device, cudaStream_t stream);
 
 bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t stream) {
-  using Key = std::tuple<int, int, bool, bool, int>;
-  static std::mutex mu;
-  static std::map<Key, bool> verdicts;
+  static OnceVerdict<64 * 16> verdicts;  // device x dtype x layouts x tile width
   const int device = current_device();
-  const Key key{device, static_cast<int>(dt), a_row, b_row, tile};
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = verdicts.find(key);
-    if (it != verdicts.end()) return it->second;
-  }
-  bool ok = false;
-  try {
-    ok = sm90_self_check_run(dt, a_row, b_row, tile, device, stream);
-  } catch (const Error& e) {  // e.g. the driver refused a tensor map: fall back, and say why
-    std::fprintf(stderr, "ember: the sm_90a GEMM self-check failed on device %d: %s; using the mma.sync kernel\n",
-                 device, e.what());
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  return verdicts.emplace(key, ok).first->second;
+  const int index = device * 16 + (dt == DType::bf16 ? 8 : 0) + (a_row ? 4 : 0) + (b_row ? 2 : 0) + (tile == 256 ? 1 : 0);
+  return verdicts.get(index, "the sm_90a GEMM self-check", "using the mma.sync kernel",
+                      [&] { return sm90_self_check_run(dt, a_row, b_row, tile, device, stream); });
 }
 
 bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device, cudaStream_t stream) {
   // 2 x (200 x 136) @ (136 x tile + 72): partial tiles in M and N, a K tail of 8, both tile
-  // widths' column counts, two batches. Raw device buffers: this layer makes no tensors.
+  // widths' column counts, two batches. Raw buffers: this layer makes no tensors.
   const int64_t B = 2, M = 200, K = 136, N = tile + 72;
   const int64_t na = B * M * K, nb = B * K * N, nc = B * M * N;
   // Multiples of 1/8 in [-1, 1], deterministic.
@@ -454,13 +446,9 @@ bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device,
     const float v = value(i, i < na ? 1u : 2u);
     host[i] = dt == DType::bf16 ? __nv_bfloat16_raw(__float2bfloat16(v)).x : __half_raw(__float2half(v)).x;
   }
-  void* dev = nullptr;
-  EMBER_CUDA_CHECK(cudaMalloc(&dev, static_cast<size_t>(na + nb + 2 * nc) * 2));
-  struct Release {  // freed on every way out, errors included
-    void* p;
-    ~Release() { cudaFree(p); }
-  } release{dev};
-  uint16_t* pa = static_cast<uint16_t*>(dev);
+  // Scratch from the caching allocator: freed at scope exit, reused only in stream order.
+  Storage scratch(static_cast<size_t>(na + nb + 2 * nc) * 2, Device::cuda(device));
+  uint16_t* pa = static_cast<uint16_t*>(scratch.data());
   uint16_t* pb = pa + na;
   uint16_t* c_sm90 = pb + nb;
   uint16_t* c_mma = c_sm90 + nc;
@@ -473,11 +461,7 @@ bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device,
     using T = decltype(tag);
     TcOperand<T> ta{reinterpret_cast<const T*>(pa), la.ld, M * K, M};
     TcOperand<T> tb{reinterpret_cast<const T*>(pb), lb.ld, K * N, N};
-    T* po = reinterpret_cast<T*>(c_mma);
-    if (a_row && !b_row) launch_mma_variant<T, true, true>(ta, tb, po, nullptr, M, N, K, B, true, stream);
-    else if (a_row) launch_mma_variant<T, true, false>(ta, tb, po, nullptr, M, N, K, B, true, stream);
-    else if (!b_row) launch_mma_variant<T, false, true>(ta, tb, po, nullptr, M, N, K, B, true, stream);
-    else launch_mma_variant<T, false, false>(ta, tb, po, nullptr, M, N, K, B, true, stream);
+    launch_mma<T>(a_row, !b_row, ta, tb, reinterpret_cast<T*>(c_mma), nullptr, M, N, K, B, true, stream);
   };
   if (dt == DType::bf16) run_mma(__nv_bfloat16{});
   else run_mma(__half{});
@@ -524,20 +508,13 @@ bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device,
 
 // Milliseconds per call of one back end on this product (GemmBackend::fastest): one warm-up
 // call (first-use costs: cuBLAS heuristics, the sm_90a self-check), then 3 timed calls.
-double time_backend(GemmBackend be, const std::function<void(GemmBackend)>& run, cudaStream_t stream) {
+double time_backend(GemmBackend be, const std::function<void(GemmBackend)>& run) {
   run(be);
-  cudaEvent_t start, stop;
-  EMBER_CUDA_CHECK(cudaEventCreate(&start));
-  EMBER_CUDA_CHECK(cudaEventCreate(&stop));
-  EMBER_CUDA_CHECK(cudaEventRecord(start, stream));
+  Event start, stop;  // on the current stream, which is where run() launches
+  start.record();
   for (int i = 0; i < 3; ++i) run(be);
-  EMBER_CUDA_CHECK(cudaEventRecord(stop, stream));
-  EMBER_CUDA_CHECK(cudaEventSynchronize(stop));
-  float ms = 0;
-  EMBER_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  return ms / 3.0;
+  stop.record();
+  return start.elapsed_ms(stop) / 3.0;
 }
 
 }  // namespace
@@ -576,15 +553,15 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias
   if (be == GemmBackend::fastest) {
     const GemmKey key = gemm_key(out.device().index, a.dtype(), la.row_major, lb.row_major, B, n, m, k,
                                  bias.defined(), allow_tf32());
-    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-    EMBER_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
     if (!gemm_chooser().lookup(key, &be)) {
+      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+      EMBER_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
       if (capture != cudaStreamCaptureStatusNone) {
         be = GemmBackend::cublas;  // nothing can be timed inside a graph capture
       } else {
         // Each timed call writes the whole output, so whichever runs last leaves it correct;
         // the chosen back end then runs once more below.
-        be = gemm_chooser().choose(key, [&](GemmBackend cand) { return time_backend(cand, run, stream); });
+        be = gemm_chooser().choose(key, [&](GemmBackend cand) { return time_backend(cand, run); });
       }
     }
   }

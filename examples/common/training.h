@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <exception>
+#include <iostream>
 #include <map>
 #include <numeric>
 #include <string>
@@ -27,6 +29,25 @@ inline ember::Device usable_device(const char* prog, const std::string& requeste
   EMBER_CHECK(d.index < ember::cuda::device_count(), prog, "no CUDA device ", d.str(), ": ",
               ember::cuda::device_count(), " visible; run with --device cuda:0 or cpu");
   return d;
+}
+
+// The body of an example's main(): parse the flags, print usage for --help, check the device,
+// run. Any exception ends the program with "error: [...] ..." on stderr and exit status 1,
+// after what the run printed so far (stdout flushed first, so the two streams keep their order).
+template <class Parse, class Usage, class Run>
+int run_main(const char* prog, int argc, char** argv, Parse parse, Usage usage, Run run) {
+  try {
+    const auto args = parse(argc, argv);
+    if (args.help) {
+      usage(std::cout);
+      return 0;
+    }
+    return run(args, usable_device(prog, args.device));
+  } catch (const std::exception& e) {
+    std::fflush(stdout);
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
 }
 
 // A permutation of 0..n-1 drawn from gen (sorting n uniform keys; ties keep index order), so an

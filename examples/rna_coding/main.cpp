@@ -712,17 +712,4 @@ int run(const Args& a, Device device) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    const Args args = parse_args(argc, argv);
-    if (args.help) {
-      usage(std::cout);
-      return 0;
-    }
-    const Device device = example::usable_device(kProg, args.device);
-    return run(args, device);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return example::run_main(kProg, argc, argv, parse_args, usage, run); }

@@ -1241,17 +1241,7 @@ int run(const Args& a, Device device) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    const Args args = parse_args(argc, argv);
-    if (args.help) {
-      usage(std::cout);
-      return 0;
-    }
-    if (args.self_check) return self_check();
-    const Device device = example::usable_device(kProg, args.device);
-    return run(args, device);
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
-  }
+  return example::run_main(kProg, argc, argv, parse_args, usage, [](const Args& a, Device device) {
+    return a.self_check ? self_check() : run(a, device);
+  });
 }

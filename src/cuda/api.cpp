@@ -156,11 +156,7 @@ GemmBackend gemm_backend() {
 }
 
 int compute_capability(int device) {
-  if (device < 0) device = current_device();
-  int major = 0, minor = 0;
-  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
-  EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
-  return major * 10 + minor;
+  return device_compute_capability(device < 0 ? current_device() : checked_device(device, "cuda::compute_capability"));
 }
 
 void set_allow_tf32(bool allow) { g_tf32.store(allow ? 1 : 0); }

@@ -83,6 +83,34 @@ int current_device() {
   return dev;
 }
 
+namespace {
+struct DeviceFacts {
+  int sms = 0, cc = 0;
+};
+// Cached for the first 64 devices; beyond that, asked every time.
+DeviceFacts device_facts(int device) {
+  auto query = [](int d) {
+    DeviceFacts f;
+    int major = 0, minor = 0;
+    EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&f.sms, cudaDevAttrMultiProcessorCount, d));
+    EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, d));
+    EMBER_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, d));
+    f.sms = f.sms > 0 ? f.sms : 1;
+    f.cc = major * 10 + minor;
+    return f;
+  };
+  constexpr int kCached = 64;
+  if (device < 0 || device >= kCached) return query(device);
+  static DeviceFacts facts[kCached];
+  static std::once_flag once[kCached];
+  std::call_once(once[device], [&] { facts[device] = query(device); });
+  return facts[device];
+}
+}  // namespace
+
+int multiprocessor_count(int device) { return device_facts(device).sms; }
+int device_compute_capability(int device) { return device_facts(device).cc; }
+
 int checked_device(int device, const char* op) {
   const int n = device_count();
   EMBER_CHECK(n > 0, op, "cannot use ", device < 0 ? std::string("cuda") : "cuda:" + std::to_string(device),

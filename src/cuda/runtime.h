@@ -17,6 +17,10 @@ namespace ember::cuda {
 [[noreturn]] void fail_cublas(const char* stmt, cublasStatus_t st, const char* file, int line);
 
 int current_device();
+// Fixed facts of a device, read from the driver once per device and cached (launchers ask on
+// every call): its streaming-multiprocessor count, and major * 10 + minor.
+int multiprocessor_count(int device);
+int device_compute_capability(int device);
 // -1 -> the current device; otherwise checks 0 <= device < device_count() and returns it.
 // Throws ember::Error (op `op`) naming the device and how many are visible.
 int checked_device(int device, const char* op);
