@@ -118,6 +118,7 @@ std::vector<OpCase> elementwise_cases() {
       device_case("sigmoid", un, [](const V& x) { return sigmoid(x[0]); }, kFloats),
       device_case("relu", un, [](const V& x) { return relu(x[0]); }, kFloats, {away}),
       device_case("gelu", un, [](const V& x) { return gelu(x[0]); }, kFloats),
+      device_case("gelu_tanh", un, [](const V& x) { return gelu(x[0], "tanh"); }, kFloats),
       device_case("silu", un, [](const V& x) { return silu(x[0]); }, kFloats),
       device_case("clamp", un, [](const V& x) { return clamp(x[0], -0.45, 0.55); }, kFloats),
       device_case("clamp_lo", un, [](const V& x) { return clamp(x[0], -0.45, std::nullopt); }, kFloats),

@@ -87,12 +87,25 @@ TEST_SUITE("layers") {
       tanh_e.push_back(std::tanh(v));
     }
     check_tensor(nn::GELU()(x), {5}, gelu_e, 1e-10, 1e-12);
+    // The tanh form (GPT-2; PyTorch's approximate="tanh") from its definition, and within 1e-3
+    // of the exact form on these points.
+    std::vector<double> gelu_t;
+    for (double v : xs)
+      gelu_t.push_back(0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v))));
+    check_tensor(nn::GELU("tanh")(x), {5}, gelu_t, 1e-10, 1e-12);
+    // PyTorch: F.gelu(torch.tensor(1.0), approximate="tanh") = 0.8411920070648193 in f32.
+    CHECK(vals(gelu(tensor({1.0}, DType::f64), "tanh"))[0] == doctest::Approx(0.8411919906).epsilon(1e-9));
+    CHECK(vals(gelu(tensor({1.0}, DType::f32), "tanh"))[0] == doctest::Approx(0.8411920071).epsilon(1e-7));
+    for (size_t i = 0; i < xs.size(); ++i) CHECK(std::abs(gelu_t[i] - gelu_e[i]) < 1e-3);
+    CHECK_THROWS_WITH_AS(gelu(x, "fast"), doctest::Contains("approximate must be \"none\" or \"tanh\""), Error);
+    CHECK_THROWS_WITH_AS(nn::GELU("erf"), doctest::Contains("GELU"), Error);
     check_tensor(nn::SiLU()(x), {5}, silu_e, 1e-10, 1e-12);
     check_tensor(nn::Tanh()(x), {5}, tanh_e, 1e-10, 1e-12);
     check_tensor(nn::Sigmoid()(x), {5}, sig_e, 1e-10, 1e-12);
 
     std::vector<std::pair<std::string, std::shared_ptr<nn::Layer>>> layers = {
         {"GELU", std::make_shared<nn::GELU>()},
+        {"GELU_tanh", std::make_shared<nn::GELU>("tanh")},
         {"SiLU", std::make_shared<nn::SiLU>()},
         {"Tanh", std::make_shared<nn::Tanh>()},
         {"Sigmoid", std::make_shared<nn::Sigmoid>()},

@@ -48,6 +48,7 @@ std::vector<OpCase> elementwise_cases() {
       {"sigmoid", un, [](const V& x) { return sigmoid(x[0]); }, lp},
       {"relu", un, [](const V& x) { return relu(x[0]); }, lp, {away}},
       {"gelu", un, [](const V& x) { return gelu(x[0]); }, lp},
+      {"gelu_tanh", un, [](const V& x) { return gelu(x[0], "tanh"); }, lp},
       {"silu", un, [](const V& x) { return silu(x[0]); }, lp},
       {"erf", un, [](const V& x) { return erf(x[0]); }, lp},
       {"expm1", un, [](const V& x) { return expm1(x[0]); }, lp},

@@ -71,7 +71,7 @@ Tensor ln_by_hand(const nn::LayerNorm& ln, const Tensor& x) {
 
 Tensor ff_by_hand(const nn::Linear& l1, const nn::Linear& l2, nn::Activation a, const Tensor& x) {
   Tensor h = matmul(x, l1.weight.t()) + l1.bias;
-  h = a == nn::Activation::relu ? relu(h) : gelu(h);
+  h = a == nn::Activation::relu ? relu(h) : gelu(h, a == nn::Activation::gelu_tanh ? "tanh" : "none");
   return matmul(h, l2.weight.t()) + l2.bias;
 }
 
@@ -193,7 +193,7 @@ TEST_SUITE("transformer") {
   TEST_CASE("TransformerEncoderLayer post- and pre-norm, relu and gelu, masks, against the hand computation") {
     Generator g(402);
     for (bool norm_first : {false, true})
-      for (nn::Activation act : {nn::Activation::relu, nn::Activation::gelu})
+      for (nn::Activation act : {nn::Activation::relu, nn::Activation::gelu, nn::Activation::gelu_tanh})
         for (bool batch_first : {false, true}) {
           CAPTURE(norm_first);
           CAPTURE(batch_first);

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <string>
+#include <utility>
 
 #include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
@@ -31,7 +32,11 @@ Tensor Linear::forward(const Tensor& x) {
 }
 
 Tensor ReLU::forward(const Tensor& x) { return relu(x); }
-Tensor GELU::forward(const Tensor& x) { return gelu(x); }
+GELU::GELU(std::string approximate) : approximate_(std::move(approximate)) {
+  EMBER_CHECK(approximate_ == "none" || approximate_ == "tanh", "GELU", "approximate must be \"none\" or \"tanh\", got \"",
+              approximate_, "\"");
+}
+Tensor GELU::forward(const Tensor& x) { return gelu(x, approximate_); }
 Tensor SiLU::forward(const Tensor& x) { return silu(x); }
 Tensor Tanh::forward(const Tensor& x) { return tanh(x); }
 Tensor Sigmoid::forward(const Tensor& x) { return sigmoid(x); }
@@ -90,7 +95,12 @@ Sequential& Sequential::add(std::shared_ptr<Layer> layer) {
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& layer : layers_) h = layer->forward(h);
+  // Through the registered children, so that a layer put in place by replace_module runs.
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    auto* layer = dynamic_cast<Layer*>(named_children()[i].second.get());
+    EMBER_CHECK(layer != nullptr, "Sequential", "child ", i, " is not a Layer (replaced by another module type)");
+    h = layer->forward(h);
+  }
   return h;
 }
 

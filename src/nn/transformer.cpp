@@ -21,7 +21,14 @@ Tensor narrow_or_none(const Tensor& t, int64_t start, int64_t len) {
   return t.defined() ? t.narrow(0, start, len) : Tensor();
 }
 
-Tensor activate(Activation a, const Tensor& x) { return a == Activation::relu ? relu(x) : gelu(x); }
+Tensor activate(Activation a, const Tensor& x) {
+  switch (a) {
+    case Activation::relu: return relu(x);
+    case Activation::gelu: return gelu(x);
+    case Activation::gelu_tanh: return gelu(x, "tanh");
+  }
+  return relu(x);
+}
 
 void check_layer_options(const char* op, const TransformerLayerOptions& o) {
   EMBER_CHECK(o.d_model > 0 && o.nhead > 0 && o.dim_feedforward > 0, op,

@@ -1,6 +1,8 @@
 // Elementwise ops: promotion, broadcasting, dispatch to the backend, and their backward.
 #include <cmath>
 #include <limits>
+#include <string>
+#include <string_view>
 
 #include "ops/dispatch.h"
 #include "ops/common.h"
@@ -332,12 +334,22 @@ Tensor sigmoid(const Tensor& x) {
                      },
                      false, true);
 }
-Tensor gelu(const Tensor& x) {
-  return unary_float(OpId::gelu, UnaryOp::gelu, x,
-                     [](const Grads& g, const Grads& s, const Needs&) {
-                       return Grads{mul(g[0], run_unary(UnaryOp::gelu_grad, s[0], s[0].dtype()))};
-                     },
-                     true, false);
+Tensor gelu(const Tensor& x_in, std::string_view approximate) {
+  EMBER_CHECK(approximate == "none" || approximate == "tanh", "gelu: approximate must be \"none\" or \"tanh\", got \"",
+              approximate, "\"");
+  const bool tanh_form = approximate == "tanh";
+  detail::OpScope scope(OpId::gelu, [&] { return Attrs{{"approximate", std::string(approximate)}}; }, x_in);
+  const Tensor& x = scope.in(0, x_in);
+  detail::check_defined(scope.name(), {x});
+  Tensor out = run_unary(tanh_form ? UnaryOp::gelu_tanh : UnaryOp::gelu, x, unary_result(x, true));
+  const UnaryOp grad = tanh_form ? UnaryOp::gelu_tanh_grad : UnaryOp::gelu_grad;
+  record(
+      scope.name(), {x}, {out},
+      [grad](const Grads& g, const Grads& s, const Needs&) {
+        return Grads{mul(g[0], run_unary(grad, s[0], s[0].dtype()))};
+      },
+      {x});
+  return scope.done(out);
 }
 Tensor silu(const Tensor& x) {
   // d/dx x*s(x) = s(x) * (1 + x * (1 - s(x)))

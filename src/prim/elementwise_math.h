@@ -20,7 +20,7 @@ namespace ember {
   X(neg, true) X(exp, false) X(log, false) X(log1p, false) X(sqrt, false) X(rsqrt, false)         \
   X(abs, true) X(tanh, false) X(sigmoid, false) X(relu, true) X(gelu, false) X(silu, false)       \
   X(clamp, true) X(pow_scalar, true) X(logical_not, true) X(gelu_grad, false) /* d gelu / dx */ \
-  X(erf, false) X(expm1, false) X(softplus, false)
+  X(erf, false) X(expm1, false) X(softplus, false) X(gelu_tanh, false) X(gelu_tanh_grad, false)
 // Arithmetic (result in the operands' dtype) and comparisons (result bool).
 #define EMBER_BINARY_ARITH_OPS(X) X(add) X(sub) X(mul) X(div) X(pow) X(maximum) X(minimum)
 #define EMBER_BINARY_COMPARE_OPS(X) X(eq) X(ne) X(lt) X(le) X(gt) X(ge) X(logical_and) X(logical_or)
@@ -128,6 +128,17 @@ EMBER_HD T unary_apply(UnaryOp op, T x, UnaryArgs p) {
       T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
       T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
       return cdf + x * pdf;
+    }
+    // GPT-2's tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+    case UnaryOp::gelu_tanh: {
+      const T u = T(0.79788456080286535588) * (x + T(0.044715) * x * x * x);
+      return T(0.5) * x * (T(1) + std::tanh(u));
+    }
+    case UnaryOp::gelu_tanh_grad: {
+      const T u = T(0.79788456080286535588) * (x + T(0.044715) * x * x * x);
+      const T t = std::tanh(u);
+      return T(0.5) * (T(1) + t) +
+             T(0.5) * x * (T(1) - t * t) * T(0.79788456080286535588) * (T(1) + T(3 * 0.044715) * x * x);
     }
     case UnaryOp::erf: return std::erf(x);
     case UnaryOp::expm1: return std::expm1(x);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "ember/core/generator.h"
@@ -35,10 +36,16 @@ class ReLU : public Layer {
   Tensor forward(const Tensor& x) override;
 };
 
-// Exact (erf) GELU.
+// GELU: the exact (erf) form by default, GPT-2's tanh approximation with approximate = "tanh"
+// (ember::gelu).
 class GELU : public Layer {
  public:
+  explicit GELU(std::string approximate = "none");
   Tensor forward(const Tensor& x) override;
+  const std::string& approximate() const { return approximate_; }
+
+ private:
+  std::string approximate_;
 };
 
 // x * sigmoid(x).

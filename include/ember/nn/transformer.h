@@ -51,7 +51,8 @@ class MultiheadAttention : public Module {
   Generator* gen_;
 };
 
-enum class Activation { relu, gelu };
+// gelu_tanh: GELU in its tanh approximation (GPT-2).
+enum class Activation { relu, gelu, gelu_tanh };
 
 // The options of a transformer layer, PyTorch's defaults.
 struct TransformerLayerOptions {

@@ -3,6 +3,7 @@
 // dispatches to the backend and, when gradients are needed, records its backward.
 #pragma once
 #include <optional>
+#include <string_view>
 #include <vector>
 
 #include "ember/core/generator.h"
@@ -101,7 +102,9 @@ Tensor abs(const Tensor& x);
 Tensor tanh(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor relu(const Tensor& x);
-Tensor gelu(const Tensor& x);  // exact (erf) form
+// approximate "none": the exact form x * Phi(x) (erf); "tanh": GPT-2's
+// 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as PyTorch's approximate="tanh".
+Tensor gelu(const Tensor& x, std::string_view approximate = "none");
 Tensor silu(const Tensor& x);
 Tensor erf(const Tensor& x);
 Tensor expm1(const Tensor& x);     // e^x - 1, exact near 0
