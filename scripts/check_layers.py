@@ -30,20 +30,24 @@ FLOORS = {
                "include/ember/autograd/anomaly.h", "src/autograd/node.cpp", "src/autograd/grad_mode.cpp"],
               ["core"]),
     # Every op: checks, dtype rules, allocation, the dispatcher, backward formulas.
-    "ops": (["include/ember/ops/", "src/ops/"], ["core", "prim", "backend", "graph"]),
+    # (CUDA-graph capture sits here: it drives the backend and the op path's capture checks.)
+    "ops": (["include/ember/ops/", "src/ops/", "include/ember/cuda_graph.h"], ["core", "prim", "backend", "graph"]),
     # Running the graph backward (the engine, gradient accumulation, gradcheck).
     "autograd": (["include/ember/autograd/", "src/autograd/"], ["core", "graph", "ops"]),
     # Processes: rank and world, collectives (MPI), the sampler.
     "dist": (["include/ember/dist.h", "src/dist/"], ["core", "prim", "backend", "graph", "ops", "autograd"]),
     # Users of the ops: modules, optimizers, checkpoints.
-    "nn": (["include/ember/nn/", "src/nn/"], ["core", "prim", "graph", "ops", "autograd", "dist"]),
+    "nn": (["include/ember/nn/", "src/nn/", "src/quant/"], ["core", "prim", "graph", "ops", "autograd", "dist"]),
     "optim": (["include/ember/optim/", "src/optim/"], ["core", "prim", "graph", "ops", "autograd"]),
     # Mixed precision: the GradScaler works on optimizers (autocast itself is an ops hook).
     "amp": (["include/ember/amp.h", "src/amp/"], ["core", "prim", "graph", "ops", "autograd", "optim", "dist"]),
-    "io": (["include/ember/io/", "src/io/"], ["core", "graph", "ops", "autograd", "nn", "optim", "amp", "dist"]),
+    # (src/onnx/: the ONNX exporter, its own library target.)
+    "io": (["include/ember/io/", "src/io/", "src/onnx/"], ["core", "graph", "ops", "autograd", "nn", "optim", "amp", "dist"]),
+    # The profiler: an op observer with device timing.
+    "profiler": (["include/ember/profiler.h", "src/profiler/"], ["core", "prim", "backend", "graph", "ops", "autograd"]),
     # The umbrella header.
     "umbrella": (["include/ember/ember.h"], ["core", "prim", "backend", "graph", "ops", "autograd", "nn",
-                                             "optim", "amp", "dist", "io"]),
+                                             "optim", "amp", "dist", "io", "profiler"]),
 }
 
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)

@@ -8,7 +8,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ccache libeigen3-dev doctest-dev libbenchmark-dev zlib1g-dev nlohmann-json3-dev
-          openmpi-bin libopenmpi-dev dataset-fashion-mnist sword-text-kjv)
+          openmpi-bin libopenmpi-dev libonnx-dev libprotobuf-dev protobuf-compiler dataset-fashion-mnist sword-text-kjv)
 for arg in "$@"; do
   case "$arg" in
     # libtorch-dev only Recommends a fast BLAS; without one it runs on the reference BLAS,
@@ -34,15 +34,16 @@ for p in "${packages[@]}"; do
   fi
 done
 
-# Optional: the Python reference reader for the safetensors interop test (skipped without it).
+# Optional Python peers of the tests: the safetensors reference reader, and onnx (checker) +
+# onnxruntime for the ONNX export checks (each test skips without its module).
 python_reader() {
   command -v python3 >/dev/null || return 0
-  if python3 -c 'import numpy, safetensors' 2>/dev/null; then
-    echo "setup: python safetensors + numpy: present"
-  elif timeout 300 python3 -m pip install -q safetensors numpy >/dev/null 2>&1; then
-    echo "setup: python safetensors + numpy: newly installed"
+  if python3 -c 'import numpy, safetensors, onnx, onnxruntime' 2>/dev/null; then
+    echo "setup: python safetensors + numpy + onnx + onnxruntime: present"
+  elif timeout 600 python3 -m pip install -q safetensors numpy onnx onnxruntime >/dev/null 2>&1; then
+    echo "setup: python safetensors + numpy + onnx + onnxruntime: newly installed"
   else
-    echo "setup: python safetensors + numpy: not installed (the interop test will skip)"
+    echo "setup: python safetensors/numpy/onnx/onnxruntime: not installed (the tests that read them skip)"
   fi
 }
 
