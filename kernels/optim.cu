@@ -121,7 +121,7 @@ __global__ void __launch_bounds__(kOptThreads) sgd_kernel(const __grid_constant_
   T* p = static_cast<T*>(a.param);
   const T* g = static_cast<const T*>(a.grad);
   A* buf = static_cast<A*>(a.momentum_buffer);
-  const A lr = A(a.lr), wd = A(a.weight_decay), mom = A(a.momentum), damp = A(1.0 - a.dampening);
+  const A lr = A(a.hyper ? a.hyper[0] : a.lr), wd = A(a.weight_decay), mom = A(a.momentum), damp = A(1.0 - a.dampening);
   for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads)
     p[i] = from_acc<T>(optim_math::sgd_update(to_acc(p[i]), to_acc(g[i]), buf ? buf + i : nullptr, a.first,
                                               a.nesterov, lr, wd, mom, damp));
@@ -140,8 +140,10 @@ __global__ void __launch_bounds__(kOptThreads) adam_kernel(const __grid_constant
   A* m = static_cast<A*>(a.exp_avg);
   A* v = static_cast<A*>(a.exp_avg_sq);
   A* vmax = static_cast<A*>(a.max_exp_avg_sq);
-  const A lr = A(a.lr), wd = A(a.weight_decay), b1 = A(a.beta1), b2 = A(a.beta2), eps = A(a.eps);
-  const A step_size = A(a.step_size), bc2_sqrt = A(a.bias_correction2_sqrt);
+  const A lr = A(a.hyper ? a.hyper[0] : a.lr), wd = A(a.weight_decay), b1 = A(a.beta1), b2 = A(a.beta2),
+          eps = A(a.eps);
+  const A step_size = A(a.hyper ? a.hyper[1] : a.step_size),
+          bc2_sqrt = A(a.hyper ? a.hyper[2] : a.bias_correction2_sqrt);
   for (int64_t i = begin + threadIdx.x; i < end; i += kOptThreads)
     p[i] = from_acc<T>(optim_math::adam_update(to_acc(p[i]), to_acc(g[i]), m[i], v[i], vmax ? vmax + i : nullptr,
                                                decoupled != 0, lr, wd, b1, b2, eps, step_size, bc2_sqrt));

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "core/capture.h"
 #include "ember/amp.h"
 #include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
@@ -106,6 +107,8 @@ bool GradScaler::step(optim::Optimizer& opt) {
     opt.step();
     return true;
   }
+  ember::detail::check_not_capturing("GradScaler.step",
+                                     "deciding whether to skip the step (a read of the inf/NaN flag on the host)");
   PerOptimizer& st0 = state_of(opt);
   EMBER_CHECK(!st0.stepped, "GradScaler.step", "step() was already called for this optimizer since the last update()");
   if (!st0.unscaled) unscale_(opt);

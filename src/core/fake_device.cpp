@@ -6,9 +6,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <iterator>
 #include <mutex>
+#include <unordered_map>
+#include <vector>
 #include <unistd.h>
 
+#include "core/capture.h"
 #include "ember/core/allocator.h"
 #include "ember/core/error.h"
 #include "ember/fake.h"
@@ -49,11 +53,48 @@ class FakeAllocator final : public DeviceAllocator {
       throw;
     }
     if (p != nullptr) std::memset(p, 0xFF, nbytes);
+    // Captured into a graph: the block belongs to the graph's pool (see core/capture.h).
+    if (const detail::CaptureState* cs = detail::capture_state(); cs != nullptr && cs->pool != 0 && p != nullptr) {
+      std::lock_guard<std::mutex> lock(mu_);
+      owner_[p] = cs->pool;
+    }
     return p;
   }
   void deallocate(void* ptr, size_t nbytes, Device device) noexcept override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!owner_.empty()) {
+        auto it = owner_.find(ptr);
+        if (it != owner_.end()) {  // a replay still writes it: kept until the pool goes
+          try {
+            held_[it->second].push_back({ptr, nbytes, device});
+            owner_.erase(it);
+            return;
+          } catch (...) {
+            owner_.erase(it);  // no memory for the note: free it now (the graph is misused anyway)
+          }
+        }
+      }
+    }
     cpu_deallocate(ptr, nbytes);
     release(nbytes, device);
+  }
+  // Frees the pool's freed blocks; its live ones are freed normally when their tensors go.
+  void release_pool(uint64_t pool) {
+    std::vector<Held> blocks;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = held_.find(pool);
+      if (it != held_.end()) {
+        blocks = std::move(it->second);
+        held_.erase(it);
+      }
+      for (auto o = owner_.begin(); o != owner_.end();) o = o->second == pool ? owner_.erase(o) : std::next(o);
+    }
+    for (const Held& b : blocks) {
+      cpu_deallocate(b.ptr, b.nbytes);
+      release(b.nbytes, b.device);
+    }
   }
 
   fake::MemoryStats stats(int index) {
@@ -82,8 +123,15 @@ class FakeAllocator final : public DeviceAllocator {
     return capacity_;
   }
 
+  struct Held {
+    void* ptr;
+    size_t nbytes;
+    Device device;
+  };
   std::mutex mu_;
   std::map<int, fake::MemoryStats> stats_;
+  std::unordered_map<void*, uint64_t> owner_;   // block -> graph pool, while captured memory is live
+  std::map<uint64_t, std::vector<Held>> held_;  // graph pool -> its freed blocks
   size_t capacity_ = 0;  // 0: not yet read
 };
 
@@ -111,5 +159,7 @@ void reset_peak_stats(int index) {
 }
 void set_capacity(size_t bytes) { alloc().set_capacity(bytes); }
 }  // namespace fake
+
+void detail::release_fake_pool(uint64_t pool) { fake::alloc().release_pool(pool); }
 
 }  // namespace ember

@@ -18,12 +18,15 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
+#include "core/capture.h"
 #include "cuda/runtime.h"
 #include "ember/core/error.h"
 #include "ember/cuda.h"
@@ -47,6 +50,29 @@ struct Block {
   size_t size = 0;  // rounded
   int device = 0;
   cudaStream_t stream = nullptr;  // current at allocation time; the block returns to its pool
+  uint64_t graph_pool = 0;        // allocated while capturing a graph: that graph's private pool
+};
+
+// Private pools of graphs live beside the stream pools under keys no stream pointer can take.
+constexpr uintptr_t kGraphPoolBit = uintptr_t(1) << 63;
+
+// The graph pool this thread allocates from on `device` now (core/capture.h), or 0.
+uint64_t capture_pool_on(int device) {
+  const detail::CaptureState* cs = detail::capture_state();
+  return cs != nullptr && cs->device.is_cuda() && cs->device.index == device ? cs->pool : 0;
+}
+
+// cudaMalloc is one of the calls a thread-local stream capture forbids; the allocator may call
+// it while capturing (the block is then the graph's), so the capture mode is relaxed around it.
+struct RelaxCapture {
+  cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+  bool on;
+  explicit RelaxCapture(bool capturing) : on(capturing) {
+    if (on) cudaThreadExchangeStreamCaptureMode(&mode);
+  }
+  ~RelaxCapture() {
+    if (on) cudaThreadExchangeStreamCaptureMode(&mode);
+  }
 };
 
 // EMBER_CUDA_POISON: "1" on, unset/""/"0" off, anything else is an error (raised by the first
@@ -64,20 +90,26 @@ class CachingAllocator final : public DeviceAllocator {
   void deallocate(void* ptr, size_t nbytes, Device device) noexcept override;
 
   void empty_cache();
+  void release_graph_pool(uint64_t pool);
   MemoryStats stats(int device);
   void reset_peak(int device);
   void set_poison(bool on) { poison_.store(on ? 1 : 0); }
 
  private:
   using Pool = std::multimap<size_t, Block>;  // size -> free block
-  using PoolKey = std::pair<int, uintptr_t>;  // (device, stream); integers order totally
+  using PoolKey = std::pair<int, uintptr_t>;  // (device, stream or graph pool); integers order totally
   static PoolKey key(int device, cudaStream_t stream) { return {device, reinterpret_cast<uintptr_t>(stream)}; }
+  static PoolKey graph_key(int device, uint64_t pool) { return {device, kGraphPoolBit | pool}; }
+  PoolKey home(const Block& b) const {  // where a freed block goes
+    return b.graph_pool != 0 && live_pools_.count(b.graph_pool) ? graph_key(b.device, b.graph_pool)
+                                                                  : key(b.device, b.stream);
+  }
 
   MemoryStats& stats_locked(int device) {
     if (stats_.size() <= static_cast<size_t>(device)) stats_.resize(device + 1);
     return stats_[device];
   }
-  bool take_cached_locked(size_t size, int device, cudaStream_t stream, Block& out);
+  bool take_cached_locked(size_t size, PoolKey where, Block& out);
   // Synchronises `device` (-1: every device with cached blocks) and cudaFree's its cached
   // blocks. Throws on CUDA errors.
   void release_cached_locked(int device);
@@ -87,11 +119,12 @@ class CachingAllocator final : public DeviceAllocator {
   std::map<PoolKey, Pool> pools_;
   std::unordered_map<void*, Block> live_;
   std::vector<MemoryStats> stats_;  // [device]
+  std::set<uint64_t> live_pools_;   // graph pools not yet released
   std::atomic<int> poison_{-1};     // -1: not read from the environment yet
 };
 
-bool CachingAllocator::take_cached_locked(size_t size, int device, cudaStream_t stream, Block& out) {
-  auto pool = pools_.find(key(device, stream));
+bool CachingAllocator::take_cached_locked(size_t size, PoolKey where, Block& out) {
+  auto pool = pools_.find(where);
   if (pool == pools_.end()) return false;
   auto it = pool->second.lower_bound(size);  // smallest block >= size: best fit
   if (it == pool->second.end() || it->first > 2 * size) return false;
@@ -113,7 +146,8 @@ void CachingAllocator::release_cached_locked(int device) {
     // order, not device order).
     EMBER_CUDA_CHECK(cudaDeviceSynchronize());
     for (auto it = pools_.begin(); it != pools_.end();) {
-      if (it->first.first != d) {
+      // A live graph's free blocks are not free: its replays write them.
+      if (it->first.first != d || (it->first.second & kGraphPoolBit) != 0) {
         ++it;
         continue;
       }
@@ -131,8 +165,13 @@ void CachingAllocator::release_cached_locked(int device) {
 
 void* CachingAllocator::malloc_block_locked(size_t size, size_t requested, int device) {
   void* ptr = nullptr;
-  cudaError_t err = cudaMalloc(&ptr, size);
-  if (err == cudaErrorMemoryAllocation) {
+  const bool capturing = capture_pool_on(device) != 0;
+  cudaError_t err;
+  {
+    RelaxCapture relax(capturing);
+    err = cudaMalloc(&ptr, size);
+  }
+  if (err == cudaErrorMemoryAllocation && !capturing) {  // emptying the cache synchronises: not while capturing
     cudaGetLastError();  // clear it, so the next launch check does not see it
     release_cached_locked(device);
     err = cudaMalloc(&ptr, size);
@@ -177,16 +216,19 @@ void* CachingAllocator::allocate(size_t nbytes, Device device) {
   const size_t size = round_size(nbytes);
   DeviceGuard guard(dev);
   const cudaStream_t stream = current_stream(dev);
+  const uint64_t graph_pool = capture_pool_on(dev);
 
   Block b;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    const bool hit = take_cached_locked(size, dev, stream, b);
+    if (graph_pool != 0) live_pools_.insert(graph_pool);
+    const bool hit = take_cached_locked(size, graph_pool ? graph_key(dev, graph_pool) : key(dev, stream), b);
     if (!hit) {
       b.ptr = malloc_block_locked(size, nbytes, dev);
       b.size = size;
       b.device = dev;
       b.stream = stream;
+      b.graph_pool = graph_pool;
     }
     live_.emplace(b.ptr, b);
     MemoryStats& s = stats_locked(dev);  // after malloc_block_locked, which may touch stats_
@@ -219,7 +261,7 @@ void CachingAllocator::deallocate(void* ptr, size_t, Device) noexcept {
     Block b = it->second;
     live_.erase(it);
     stats_locked(b.device).allocated -= b.size;
-    pools_[key(b.device, b.stream)].emplace(b.size, b);
+    pools_[home(b)].emplace(b.size, b);
   } catch (...) {
     // Out of memory for a map node, or a mutex error during process exit: the block leaks,
     // which the driver reclaims at exit anyway. Destructors never throw.
@@ -229,6 +271,30 @@ void CachingAllocator::deallocate(void* ptr, size_t, Device) noexcept {
 void CachingAllocator::empty_cache() {
   std::lock_guard<std::mutex> lock(mutex_);
   release_cached_locked(-1);
+}
+
+void CachingAllocator::release_graph_pool(uint64_t pool) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (live_pools_.erase(pool) == 0) return;
+  // Its free blocks go back to the streams they were made on, after the last replay is done.
+  std::vector<int> synced;
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    if (it->first.second != (kGraphPoolBit | pool)) {
+      ++it;
+      continue;
+    }
+    const int d = it->first.first;
+    if (std::find(synced.begin(), synced.end(), d) == synced.end()) {
+      DeviceGuard guard(d);
+      EMBER_CUDA_CHECK(cudaDeviceSynchronize());
+      synced.push_back(d);
+    }
+    for (auto& [size, b] : it->second) {
+      b.graph_pool = 0;
+      pools_[key(b.device, b.stream)].emplace(size, b);
+    }
+    it = pools_.erase(it);
+  }
 }
 
 MemoryStats CachingAllocator::stats(int device) {
@@ -263,6 +329,11 @@ MemoryStats memory_stats(int device) {
 
 void reset_peak_stats(int device) { the_allocator().reset_peak(checked_device(device, "cuda::reset_peak_stats")); }
 
-void empty_cache() { the_allocator().empty_cache(); }
+void empty_cache() {
+  detail::check_not_capturing("cuda::empty_cache", "emptying the cache (it synchronises the device)");
+  the_allocator().empty_cache();
+}
+
+void release_graph_pool(uint64_t pool) { the_allocator().release_graph_pool(pool); }
 
 }  // namespace ember::cuda

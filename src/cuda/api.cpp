@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/capture.h"
 #include "cuda/runtime.h"
 #include "ember/core/error.h"
 #include "ember/cuda.h"
@@ -14,6 +15,7 @@
 namespace ember::cuda {
 
 void synchronize(int device) {
+  detail::check_not_capturing("cuda::synchronize", "synchronising the device");
   DeviceGuard guard(checked_device(device, "cuda::synchronize"));
   EMBER_CUDA_CHECK(cudaDeviceSynchronize());
 }
@@ -46,6 +48,7 @@ Stream Stream::create(int device) {
 }
 
 void Stream::synchronize() const {
+  detail::check_not_capturing("cuda::Stream::synchronize", "synchronising a stream");
   DeviceGuard guard(device_);  // the legacy stream (null) means the current device's
   EMBER_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(handle_)));
 }
@@ -93,6 +96,7 @@ void Event::record(Stream s) {
 
 void Event::synchronize() const {
   EMBER_CHECK(recorded_, "cuda::Event", "synchronize() on an event that was never recorded");
+  detail::check_not_capturing("cuda::Event::synchronize", "waiting for an event");
   EMBER_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(handle_)));
 }
 

@@ -5,6 +5,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
 
 #include "ember/core/allocator.h"
@@ -40,6 +41,9 @@ cublasHandle_t cublas_handle();
 // Out of memory: the cache is emptied and the cudaMalloc retried once; then ember::Error
 // with the requested size and the statistics.
 DeviceAllocator& caching_allocator();
+// Gives a graph's private pool back (core/capture.h): its free blocks return to their streams
+// pools after a device synchronisation, its live ones when their tensors are freed.
+void release_graph_pool(uint64_t pool);
 // Page-locked host memory (cudaHostAlloc / cudaFreeHost), used by cuda::pin_memory.
 DeviceAllocator& pinned_allocator();
 

@@ -1,5 +1,6 @@
 // Helpers shared by the op implementations.
 #pragma once
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -53,6 +54,12 @@ inline std::vector<Tensor> defined_of(std::initializer_list<Tensor> ts) {
 // bounds until the check is read.
 Tensor checked_indices(const char* op, const Tensor& values, int64_t bound, std::optional<int64_t> keep,
                        int64_t replacement, std::string message);
+// Inside a graph capture the queued checks go to the graph instead (their tensors are rewritten
+// by every replay), and the graph queues them again after each replay.
+struct DeferredCheckList;
+std::shared_ptr<DeferredCheckList> begin_deferred_capture();  // this thread, until end_...
+void end_deferred_capture();
+void requeue_deferred(const DeferredCheckList& list);
 // Normalised, sorted, de-duplicated reduction dims (empty = all).
 std::vector<int64_t> reduction_dims(const Shape& dims, int64_t ndim, const char* op);
 Shape reduced_shape(const Shape& s, const std::vector<int64_t>& dims, bool keepdim);

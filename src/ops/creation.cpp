@@ -2,6 +2,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "core/capture.h"
 #include "ops/dispatch.h"
 #include "ops/op_call.h"
 #include "ops/common.h"
@@ -105,6 +106,10 @@ Tensor tensor(std::initializer_list<std::initializer_list<double>> rows, TensorO
 namespace {
 Tensor random_tensor(const char* op, RandomKind kind, const Shape& shape, TensorOptions o, Generator* gen,
                      double a, double b) {
+  // The seed and offset would be frozen into the graph: every replay would draw the same numbers.
+  if (!o.device.is_cpu())
+    detail::check_not_capturing(op, "drawing random numbers on the device (dropout, rand, randn, bernoulli) would repeat "
+                                    "the same numbers at every replay");
   Generator& g = gen ? *gen : default_generator();
   const DType compute = o.dtype == DType::boolean ? DType::i64 : backend::compute_dtype_on(o.dtype, o.device);
   Tensor t = make_tensor(shape, compute, o.device, op);

@@ -4,6 +4,7 @@
 #include <mutex>
 #include <optional>
 
+#include "core/capture.h"
 #include "cpu/kernels.h"
 #include "ember/core/error.h"
 #include "ember/cuda.h"
@@ -44,7 +45,12 @@ namespace {
 void move_bytes(const Tensor& src, const Tensor& dst) {
   if (src.device().is_host_memory() && dst.device().is_host_memory()) {  // cpu <-> fake, fake:i <-> fake:j
     const size_t bytes = static_cast<size_t>(src.numel()) * src.element_size();
-    if (bytes > 0) std::memcpy(dst.data_ptr(), src.data_ptr(), bytes);
+    if (bytes == 0) return;
+    if (t_kernel_recording != nullptr && src.device().is_fake() && dst.device().is_fake()) {  // fake:i -> fake:j
+      t_kernel_recording->push_back([src, dst, bytes] { std::memcpy(dst.data_ptr(), src.data_ptr(), bytes); });
+      return;
+    }
+    std::memcpy(dst.data_ptr(), src.data_ptr(), bytes);
     return;
   }
 #ifdef EMBER_WITH_CUDA
@@ -76,6 +82,11 @@ void copy(const Tensor& src, const Tensor& dst) {
     call<prim::copy>(dd, src, dst);
     return;
   }
+  // Host <-> device inside a graph capture: a read needs the host to wait for the device, and a
+  // replayed write would read host memory that is gone by then.
+  if (sd.is_cpu() != dd.is_cpu())
+    ember::detail::check_not_capturing("copy", sd.is_cpu() ? "copying host memory to the device"
+                                                    : "reading a device tensor on the host (item, to_vector, .to(cpu))");
   EMBER_CHECK(src.shape() == dst.shape(), "copy", "cannot copy ", shape_str(src.shape()), " ",
               dtype_name(src.dtype()), " ", sd, " into ", shape_str(dst.shape()), " ", dtype_name(dst.dtype()), " ",
               dd, ": shapes differ");

@@ -3,6 +3,7 @@
 // (an op) has checked the arguments and put every tensor on `device`. Also here: the dtype a
 // backend computes in, and the device-independent staging of copies across devices.
 #pragma once
+#include <functional>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -34,6 +35,11 @@ typename P::Fn& kernel(Device device) {
 // inline by every call below.
 inline thread_local KernelObserver* t_kernel_observer = nullptr;
 
+// While this thread captures a graph on the stand-in device (ember/cuda_graph.h), the kernels
+// it calls there are recorded here instead of run, and a replay runs the record: what a CUDA
+// graph does, so host code in a captured step runs once on both devices.
+inline thread_local std::vector<std::function<void()>>* t_kernel_recording = nullptr;
+
 namespace detail {
 template <class A>
 void collect_tensor(std::vector<Tensor>& out, const A& a) {
@@ -45,6 +51,10 @@ void collect_tensor(std::vector<Tensor>& out, const A& a) {
 template <class P, class... Args>
 void call(Device device, Args&&... args) {
   typename P::Fn& fn = kernel<P>(device);
+  if (std::vector<std::function<void()>>* rec = t_kernel_recording; rec != nullptr && device.is_fake()) [[unlikely]] {
+    rec->push_back([&fn, ... a = std::decay_t<Args>(args)] { fn(a...); });
+    return;
+  }
   if (KernelObserver* obs = t_kernel_observer; obs != nullptr) [[unlikely]] {
     KernelCall c{P::name, device, {}};
     (detail::collect_tensor(c.tensors, args), ...);

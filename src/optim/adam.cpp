@@ -5,6 +5,7 @@
 #include "ember/optim/adam.h"
 
 #include <cmath>
+#include <utility>
 
 #include "ember/core/error.h"
 #include "optim/fused.h"
@@ -75,6 +76,10 @@ std::vector<std::string> Adam::required_buffers() const { return {"exp_avg", "ex
 void Adam::step_impl() {
   std::vector<fused::AdamItem> items;
   std::vector<Work> work;
+  // Captured into a graph, this host code runs once: the step count, the bias corrections and
+  // the learning rate (a schedule changes it) are written before every replay instead.
+  const bool captured = fused::capturing();
+  std::vector<std::pair<size_t, size_t>> where;  // (group, index) of each record
   for (size_t g = 0; g < groups_.size(); ++g) {
     const AdamOptions o = group_options(g);
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
@@ -91,7 +96,7 @@ void Adam::step_impl() {
         vmax = &state_buffer(g, i, kMaxExpAvgSq, created);
         if (created) vmax->zero_();
       }
-      const int64_t t = ++state_[g][i].step;
+      const int64_t t = captured ? state_[g][i].step + 1 : ++state_[g][i].step;
       const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(t));
       const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(t));
       fused::AdamArgs a{};
@@ -109,9 +114,21 @@ void Adam::step_impl() {
       a.step_size = o.lr / bc1;
       a.bias_correction2_sqrt = std::sqrt(bc2);
       items.push_back({w->data, a});
+      where.emplace_back(g, i);
       work.push_back(std::move(*w));
     }
   }
+  if (captured)
+    fused::capture_hyper(items, [this, where](size_t k, double* row) {
+      const auto [g, i] = where[k];
+      const AdamOptions o = group_options(g);
+      const int64_t t = ++state_[g][i].step;
+      const double bc1 = 1.0 - std::pow(o.beta1, static_cast<double>(t));
+      const double bc2 = 1.0 - std::pow(o.beta2, static_cast<double>(t));
+      row[0] = o.lr;
+      row[1] = o.lr / bc1;
+      row[2] = std::sqrt(bc2);
+    });
   fused::adam_step(items, decoupled_);
   finish_update(work);
 }

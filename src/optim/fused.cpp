@@ -3,8 +3,10 @@
 #include "optim/fused.h"
 
 #include <cmath>
+#include <memory>
 #include <utility>
 
+#include "core/capture.h"
 #include "ember/core/error.h"
 #include "ember/ops/ops.h"
 #include "ops/dispatch.h"
@@ -49,6 +51,45 @@ void adam_step(const std::vector<AdamItem>& items, bool decoupled) {
   for (const auto& b : bucket_by_device_dtype<AdamItem, AdamArgs>(items))
     backend::call<prim::adam_step>(b.device, b.device, b.dtype, decoupled, b.args);
 }
+
+bool capturing() { return detail::capture_state() != nullptr; }
+
+namespace {
+// One device tensor of rows per device; the hook refills them all before each replay.
+template <class Item>
+void capture_hyper_impl(std::vector<Item>& items, int width, HyperFill fill) {
+  struct Block {
+    Device device;
+    std::vector<size_t> items;  // record indices on this device, in row order
+    Tensor rows;
+  };
+  auto blocks = std::make_shared<std::vector<Block>>();
+  for (size_t k = 0; k < items.size(); ++k) {
+    const Device d = items[k].param.device();
+    Block* b = nullptr;
+    for (auto& x : *blocks)
+      if (x.device == d) b = &x;
+    if (!b) b = &blocks->emplace_back(Block{d, {}, Tensor()});
+    b->items.push_back(k);
+  }
+  for (Block& b : *blocks) {
+    const int64_t n = static_cast<int64_t>(b.items.size());
+    b.rows = empty({n, width}, TensorOptions(DType::f64).with_device(b.device));  // from the graph's pool
+    const double* base = static_cast<const double*>(b.rows.data_ptr());
+    for (size_t r = 0; r < b.items.size(); ++r) items[b.items[r]].args.hyper = base + r * width;
+  }
+  detail::on_replay([blocks, width, fill = std::move(fill)] {
+    for (Block& b : *blocks) {
+      std::vector<double> host(b.items.size() * static_cast<size_t>(width));
+      for (size_t r = 0; r < b.items.size(); ++r) fill(b.items[r], host.data() + r * width);
+      b.rows.copy_(from_vector(host, {static_cast<int64_t>(b.items.size()), width}));
+    }
+  });
+}
+}  // namespace
+
+void capture_hyper(std::vector<SGDItem>& items, HyperFill fill) { capture_hyper_impl(items, 1, std::move(fill)); }
+void capture_hyper(std::vector<AdamItem>& items, HyperFill fill) { capture_hyper_impl(items, 3, std::move(fill)); }
 
 namespace {
 std::vector<GradBucket> bucket_grads(const std::vector<Tensor>& grads) {

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <utility>
+#include <functional>
 #include <vector>
 
 #include "ember/core/tensor.h"
@@ -27,6 +28,17 @@ struct AdamItem {
   AdamArgs args;
 };
 void sgd_step(const std::vector<SGDItem>& items);
+
+// True while this thread captures a graph (ember/cuda_graph.h): the optimizers then take the
+// hyper-parameters that change from step to step from device memory that capture_hyper fills.
+bool capturing();
+// Captured steps: gives the records `width` doubles each of device memory (on each record's
+// device) and points their `hyper` at them, and registers a hook that, before every replay,
+// calls fill(k, row) for every record k on the host and copies the rows over (one copy per
+// device). The optimizer must outlive the graph.
+using HyperFill = std::function<void(size_t k, double* row)>;
+void capture_hyper(std::vector<SGDItem>& items, HyperFill fill);
+void capture_hyper(std::vector<AdamItem>& items, HyperFill fill);
 // decoupled: AdamW's weight decay.
 void adam_step(const std::vector<AdamItem>& items, bool decoupled);
 

@@ -4,6 +4,7 @@
 #include "ember/optim/sgd.h"
 
 #include <cmath>
+#include <utility>
 
 #include "ember/core/error.h"
 #include "optim/fused.h"
@@ -57,6 +58,10 @@ std::vector<std::string> SGD::required_buffers() const { return {}; }  // moment
 void SGD::step_impl() {
   std::vector<fused::SGDItem> items;
   std::vector<Work> work;
+  // Captured into a graph, this host code runs once: the learning rate (a schedule changes it)
+  // and the step count are written before every replay instead.
+  const bool captured = fused::capturing();
+  std::vector<std::pair<size_t, size_t>> where;
   for (size_t g = 0; g < groups_.size(); ++g) {
     const SGDOptions o = group_options(g);
     for (size_t i = 0; i < groups_[g].params.size(); ++i) {
@@ -78,12 +83,22 @@ void SGD::step_impl() {
         Tensor& buf = state_buffer(g, i, 0, created);
         a.momentum_buffer = buf.data_ptr();
         a.first = created ? 1 : 0;  // a new buffer becomes the gradient
+        EMBER_CHECK(!(captured && created), name_, "the momentum buffer of group ", g, " parameter ", i,
+                    " would be made inside a captured step, and every replay would treat it as new: run one "
+                    "step eagerly before capturing (StepGraphOptions::warmup_steps >= 1)");
       }
-      ++state_[g][i].step;
+      if (!captured) ++state_[g][i].step;
       items.push_back({w->data, a});
+      where.emplace_back(g, i);
       work.push_back(std::move(*w));
     }
   }
+  if (captured)
+    fused::capture_hyper(items, [this, where](size_t k, double* row) {
+      const auto [g, i] = where[k];
+      ++state_[g][i].step;
+      row[0] = group_options(g).lr;
+    });
   fused::sgd_step(items);
   finish_update(work);
 }

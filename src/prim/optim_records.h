@@ -22,6 +22,9 @@ struct SGDArgs {
   double lr, weight_decay, momentum, dampening;
   int nesterov;  // 0 / 1
   int first;     // 1: the buffer is new; it becomes the gradient (no dampening)
+  // Captured into a graph (ember/cuda_graph.h): null, or memory on the call's device holding
+  // {lr}, written before every replay; the kernel reads it instead of `lr`.
+  const double* hyper;
 };
 
 struct AdamArgs {
@@ -34,6 +37,10 @@ struct AdamArgs {
   double lr, weight_decay, beta1, beta2, eps;
   double step_size;              // lr / (1 - beta1^t)
   double bias_correction2_sqrt;  // sqrt(1 - beta2^t)
+  // Captured into a graph (ember/cuda_graph.h): null, or memory on the call's device holding
+  // {lr, step_size, bias_correction2_sqrt} of this step, written before every replay (they change
+  // with the step count and the schedule); the kernel reads them instead of the fields above.
+  const double* hyper;
 };
 
 struct GradArgs {
