@@ -178,7 +178,7 @@ TEST_SUITE("cuda_graph") {
     CHECK_THROWS_WITH_AS(ecuda::StepGraph(Device::cpu(), [] {}), doctest::Contains("run the step eagerly"), Error);
     CHECK_THROWS_WITH_AS(ecuda::StepGraph(kDev, [] {}, {.warmup_steps = -1, .static_inputs = {}}), doctest::Contains("warmup_steps"), Error);
     const Tensor cpu_input = ones({2});
-    CHECK_THROWS_WITH_AS(ecuda::StepGraph(kDev, [] {}, {.static_inputs = {&cpu_input}}),
+    CHECK_THROWS_WITH_AS(ecuda::StepGraph(kDev, [] {}, {.static_inputs = {&cpu_input}}).run(),
                          doctest::Contains("static input 0 is on cpu"), Error);
 
     Tensor x = ones({3, 2}, on(kDev)), out;

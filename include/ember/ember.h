@@ -14,6 +14,7 @@
 #include "ember/core/tensor.h"
 #include "ember/cpu.h"
 #include "ember/cuda.h"
+#include "ember/cuda_graph.h"
 #include "ember/dist.h"
 #include "ember/fake.h"
 #include "ember/nn/conv.h"

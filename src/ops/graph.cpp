@@ -225,16 +225,17 @@ StepGraph::StepGraph(Device device, std::function<void()> step, StepGraphOptions
               device, "; run the step eagerly on this device");
   EMBER_CHECK(static_cast<bool>(step_), op, "no step function");
   EMBER_CHECK(options_.warmup_steps >= 0, op, "warmup_steps must be >= 0, got ", options_.warmup_steps);
-  for (size_t i = 0; i < options_.static_inputs.size(); ++i) {
+  for (size_t i = 0; i < options_.static_inputs.size(); ++i)
     EMBER_CHECK(options_.static_inputs[i] != nullptr, op, "static input ", i, " is a null pointer");
-    const Tensor& t = *options_.static_inputs[i];
-    EMBER_CHECK(t.defined(), op, "static input ", i, " is an undefined tensor");
-    EMBER_CHECK(t.device() == device, op, "static input ", i, " is on ", t.device(), ", the step runs on ", device);
-  }
 }
 
 void StepGraph::run() {
   const char* op = "cuda::StepGraph.run";
+  for (size_t i = 0; i < options_.static_inputs.size(); ++i) {  // may be made after the StepGraph
+    const Tensor& t = *options_.static_inputs[i];
+    EMBER_CHECK(t.defined(), op, "static input ", i, " is an undefined tensor");
+    EMBER_CHECK(t.device() == device_, op, "static input ", i, " is on ", t.device(), ", the step runs on ", device_);
+  }
   ++runs_;
   if (!graph_.captured()) {
     if (runs_ <= options_.warmup_steps) {
