@@ -510,7 +510,7 @@ bool tensor_core_forward_checked(cudaStream_t stream) {
   static OnceVerdict<64> verdicts;  // per device (one instance per dtype and head dim)
   const int dev = current_device();
   return verdicts.get(dev, "the tensor-core attention self-check", "using the SIMT kernel",
-                      [&] { return tensor_core_forward_check_run<T, D>(dev, stream); });
+                      [&] { return tensor_core_forward_check_run<T, D>(dev, stream); }, stream_capturing(stream));
 }
 
 template <class T, int D>

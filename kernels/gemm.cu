@@ -429,7 +429,8 @@ bool sm90_self_check(DType dt, bool a_row, bool b_row, int tile, cudaStream_t st
   const int device = current_device();
   const int index = device * 16 + (dt == DType::bf16 ? 8 : 0) + (a_row ? 4 : 0) + (b_row ? 2 : 0) + (tile == 256 ? 1 : 0);
   return verdicts.get(index, "the sm_90a GEMM self-check", "using the mma.sync kernel",
-                      [&] { return sm90_self_check_run(dt, a_row, b_row, tile, device, stream); });
+                      [&] { return sm90_self_check_run(dt, a_row, b_row, tile, device, stream); },
+                      stream_capturing(stream));
 }
 
 bool sm90_self_check_run(DType dt, bool a_row, bool b_row, int tile, int device, cudaStream_t stream) {
@@ -554,9 +555,7 @@ void bmm(const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias
     const GemmKey key = gemm_key(out.device().index, a.dtype(), la.row_major, lb.row_major, B, n, m, k,
                                  bias.defined(), allow_tf32());
     if (!gemm_chooser().lookup(key, &be)) {
-      cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-      EMBER_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
-      if (capture != cudaStreamCaptureStatusNone) {
+      if (stream_capturing(stream)) {
         be = GemmBackend::cublas;  // nothing can be timed inside a graph capture
       } else {
         // Each timed call writes the whole output, so whichever runs last leaves it correct;

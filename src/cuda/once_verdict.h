@@ -18,12 +18,15 @@ class OnceVerdict {
   // The verdict for `index` in [0, N): check() runs the first time (once, even with several
   // threads asking), and its answer is kept. An ember::Error from check() counts as "no" and is
   // reported on stderr as "ember: <what> could not run: <message>; <fallback>". An index out of
-  // range is "no" (the established path runs).
+  // range is "no" (the established path runs). With `capturing` (a CUDA graph is being captured
+  // on the stream: a check, which copies and synchronises, cannot run) an undecided index is "no"
+  // for this call only, and stays undecided.
   template <class Check>
-  bool get(int index, const char* what, const char* fallback, Check&& check) {
+  bool get(int index, const char* what, const char* fallback, Check&& check, bool capturing = false) {
     if (index < 0 || index >= N) return false;
     const int8_t known = verdict_[index].load(std::memory_order_acquire);
     if (known != 0) return known > 0;
+    if (capturing) return false;
     std::lock_guard<std::mutex> lock(mu_);
     const int8_t again = verdict_[index].load(std::memory_order_relaxed);
     if (again != 0) return again > 0;

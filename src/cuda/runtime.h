@@ -54,6 +54,9 @@ DeviceAllocator& pinned_allocator();
 // destination's current stream. backend::copy stages every other kind of cross-device copy.
 void copy_bytes_across(const Tensor& src, const Tensor& dst);
 
+// Whether `stream` is being captured into a CUDA graph (nothing that synchronises may run).
+bool stream_capturing(cudaStream_t stream);
+
 // Grid size for n elements at `threads` per block, capped for grid-stride loops.
 inline unsigned grid_for(int64_t n, int threads, int64_t max_blocks = 65535LL * 8) {
   int64_t b = (n + threads - 1) / threads;
