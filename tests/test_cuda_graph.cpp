@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "ember/amp.h"
@@ -131,7 +132,52 @@ TEST_SUITE("cuda_graph") {
     }
   }
 
-  TEST_CASE("a graph replays device work only: host reads, host copies, random numbers and the GradScaler are refused") {
+  TEST_CASE("f16 loss scaling inside the graph: skipped steps, backoff and growth decided on the device, as eagerly") {
+    // A scale so large that the first steps overflow f16 and are skipped, then growth every 2
+    // clean steps: the replayed run must skip the same steps and walk the same scales.
+    auto run = [](bool graph) {
+      auto model = make_mlp(5);
+      optim::SGD opt(model->parameters(), {.lr = 0.05});
+      amp::GradScaler scaler({.init_scale = 524288.0, .growth_interval = 2});  // 2^19: overflows f16 here
+      Tensor x = zeros({5, 6}, on(kDev)), y = zeros({5}, on(kDev, DType::i64)), loss;
+      auto step = [&] {
+        opt.zero_grad();
+        {
+          amp::AutocastGuard autocast(kDev, DType::f16);
+          loss = nn::cross_entropy((*model)(x), y);
+        }
+        scaler.scale(loss).backward();
+        scaler.step(opt);
+        scaler.update();
+      };
+      ecuda::StepGraph g(kDev, step, {.warmup_steps = 1, .static_inputs = {&x, &y}});
+      std::vector<double> scales;
+      for (const Batch& b : batches(16)) {
+        x.copy_(b.x);
+        y.copy_(b.y);
+        if (graph) g.run();
+        else step();
+        scales.push_back(scaler.get_scale());
+      }
+      return std::make_pair(scales, param_bytes(*model));
+    };
+    const auto eager = run(false), graph = run(true);
+    CHECK(graph.first == eager.first);
+    CHECK(graph.second == eager.second);
+    // The run did skip (the scale fell) and did grow (it rose again).
+    const auto& sc = eager.first;
+    CHECK(sc.front() < 524288.0);
+    bool rose = false;
+    std::string walk;
+    for (size_t i = 1; i < sc.size(); ++i) {
+      rose = rose || sc[i] > sc[i - 1];
+      walk += std::to_string(sc[i]) + " ";
+    }
+    CAPTURE(walk);
+    CHECK(rose);
+  }
+
+  TEST_CASE("a graph replays device work only: host reads, host copies and random numbers are refused") {
     Tensor a = ones({4}, on(kDev));
     struct Case {
       const char* name;
@@ -149,10 +195,11 @@ TEST_SUITE("cuda_graph") {
          "copying host memory to the device"},
         {"arange", [&] { (void)arange(0, 4, 1, on(kDev)); }, "copying host memory to the device"},
         {"dropout", [&] { (void)dropout(a, 0.5, true); }, "random numbers"},
-        {"GradScaler", [&] {
+        {"GradScaler.get_scale", [&] {
            scaler.scale(lin->forward(a.reshape({1, 4})).sum()).backward();
            scaler.step(sgd);
-         }, "GradScaler.step"},
+           (void)scaler.get_scale();  // a host read of the device scale
+         }, "GradScaler.get_scale"},
         {"nested", [&] { ecuda::Graph inner; inner.capture(kDev, [] {}); }, "do not nest"},
     };
     for (const Case& c : cases) {

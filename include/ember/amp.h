@@ -13,6 +13,7 @@
 //   scaler.update();                                 // back off on overflow, grow when clean
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "ember/core/state_dict.h"
@@ -43,15 +44,20 @@ class GradScaler {
   // unscale_ if not done yet; then opt.step() unless a gradient was inf or NaN, in which case
   // parameters and optimizer state stay bit for bit as they were. Returns whether it stepped.
   // Reads the found-inf flag once: the step's one device-to-host synchronisation.
+  // Inside a CUDA graph capture (ember/cuda_graph.h) nothing is read: the optimizer's kernels
+  // skip their update on the device when the flag is set, and step() returns true.
   bool step(optim::Optimizer& opt);
   // After the step(s) of an iteration: scale *= backoff_factor if any step found inf/NaN
   // (and the clean-step count restarts), else after growth_interval clean steps in a row
-  // scale *= growth_factor. The scale stays finite and > 0.
+  // scale *= growth_factor. The scale stays finite and > 0. Inside a capture the same rule runs
+  // on the device: call update() inside the captured step then.
   void update();
 
+  // Once a captured step has used the scaler, the scale and the clean-step count live on the
+  // device: these read them there (a host synchronisation; never inside a capture).
   double get_scale() const;  // 1.0 when disabled
   bool is_enabled() const { return o_.enabled; }
-  int64_t growth_tracker() const { return growth_tracker_; }  // clean steps since the last change
+  int64_t growth_tracker() const;  // clean steps since the last change
 
   // "scale", "growth_tracker" (and the options) as meta text, exact (hex float).
   StateDict state_dict() const;
@@ -67,11 +73,20 @@ class GradScaler {
     bool found = false;             // read by step()
   };
   PerOptimizer& state_of(const optim::Optimizer& opt);
+  // The device copy of scale and growth tracker (0-d f32 tensors) that a captured step works
+  // on; made while capturing and filled from the host values before the graph's first replay.
+  struct DeviceState {
+    Tensor scale, tracker;
+    bool filled = false;      // by the first replay of a graph that captured it
+    uint64_t hooked_pool = 0;  // the capture whose first replay fills it
+  };
+  DeviceState& device_state(Device device);
 
   GradScalerOptions o_;
   double scale_;
   int64_t growth_tracker_ = 0;
   std::vector<PerOptimizer> pending_;  // this iteration's optimizers, until update()
+  std::shared_ptr<DeviceState> dev_;   // set once a captured step used the scaler
 };
 
 }  // namespace ember::amp

@@ -57,7 +57,42 @@ int64_t parse_int(const StateDict& sd, const std::string& key) {
 
 GradScaler::GradScaler(GradScalerOptions o) : o_(o), scale_(o.init_scale) { check_options(o_); }
 
-double GradScaler::get_scale() const { return o_.enabled ? scale_ : 1.0; }
+double GradScaler::get_scale() const {
+  if (!o_.enabled) return 1.0;
+  if (!dev_) return scale_;
+  ember::detail::check_not_capturing("GradScaler.get_scale", "reading the scale on the host");
+  return dev_->filled ? static_cast<double>(dev_->scale.item<float>()) : scale_;
+}
+
+int64_t GradScaler::growth_tracker() const {
+  if (!dev_) return growth_tracker_;
+  ember::detail::check_not_capturing("GradScaler.growth_tracker", "reading the clean-step count on the host");
+  return dev_->filled ? static_cast<int64_t>(dev_->tracker.item<float>()) : growth_tracker_;
+}
+
+// Made inside the capture (its memory is the graph's, kept by dev_) and filled from the host
+// state by a hook before the first replay of a capture that uses it: no host-to-device copy
+// inside the capture. Once filled, the device copy is the scaler's state.
+GradScaler::DeviceState& GradScaler::device_state(Device device) {
+  const uint64_t pool = ember::detail::capture_state()->pool;
+  if (dev_) {
+    EMBER_CHECK(dev_->scale.device() == device, "GradScaler", "its captured state is on ", dev_->scale.device(),
+                ", this step runs on ", device, ": one scaler per device in captured steps");
+  } else {
+    const TensorOptions o = TensorOptions(DType::f32).with_device(device);
+    dev_ = std::make_shared<DeviceState>(DeviceState{empty({}, o), empty({}, o)});
+  }
+  if (!dev_->filled && dev_->hooked_pool != pool) {
+    dev_->hooked_pool = pool;
+    ember::detail::on_replay([state = dev_, this] {
+      if (state->filled) return;
+      state->scale.copy_(scalar_tensor(scale_, DType::f32));
+      state->tracker.copy_(scalar_tensor(static_cast<double>(growth_tracker_), DType::f32));
+      state->filled = true;
+    });
+  }
+  return *dev_;
+}
 
 GradScaler::PerOptimizer& GradScaler::state_of(const optim::Optimizer& opt) {
   for (PerOptimizer& p : pending_)
@@ -73,6 +108,8 @@ Tensor GradScaler::scale(const Tensor& loss) {
   if (!o_.enabled) return loss;
   // An f16/bf16 loss is scaled in f32 (65536 * loss would overflow f16).
   const DType dt = loss.dtype() == DType::f64 ? DType::f64 : DType::f32;
+  if (ember::detail::capture_state() != nullptr)  // the scale as the graph's device state has it then
+    return mul(loss, to_dtype(device_state(loss.device()).scale, dt));
   return mul(loss, scalar_tensor(scale_, TensorOptions(dt).with_device(loss.device())));
 }
 
@@ -93,6 +130,23 @@ void GradScaler::unscale_(optim::Optimizer& opt) {
     if (group == nullptr) group = &by_device.emplace_back();
     group->push_back(g);
   }
+  if (ember::detail::capture_state() != nullptr) {
+    // Captured: the fused pass only notes inf/NaN (factor 1); the gradients are then divided by
+    // the device scale (a power of two, so the quotient is the eager one).
+    for (const auto& group : by_device) {
+      const Device d = group.front().device();
+      Tensor flag = zeros({1}, TensorOptions(DType::f32).with_device(d));
+      optim::fused::unscale_grads(group, 1.0, flag);
+      const Tensor inv = 1.0 / device_state(d).scale;
+      for (const Tensor& g : group) {
+        Tensor w = g;
+        w.mul_(to_dtype(inv, g.dtype()));
+      }
+      st.found_inf.push_back(flag);
+    }
+    optim::fused::write_back(grads);
+    return;
+  }
   const double inv = 1.0 / scale_;
   for (const auto& group : by_device) {
     Tensor flag = zeros({1}, TensorOptions(DType::f32).with_device(group.front().device()));
@@ -107,13 +161,25 @@ bool GradScaler::step(optim::Optimizer& opt) {
     opt.step();
     return true;
   }
-  ember::detail::check_not_capturing("GradScaler.step",
-                                     "deciding whether to skip the step (a read of the inf/NaN flag on the host)");
   PerOptimizer& st0 = state_of(opt);
   EMBER_CHECK(!st0.stepped, "GradScaler.step", "step() was already called for this optimizer since the last update()");
   if (!st0.unscaled) unscale_(opt);
   PerOptimizer& st = state_of(opt);  // unscale_ may have grown pending_
   st.stepped = true;
+  if (ember::detail::capture_state() != nullptr) {
+    // No host read: the update kernels skip themselves when the flag is set.
+    EMBER_CHECK(st.found_inf.size() <= 1, "GradScaler.step",
+                "a captured step with gradients on several devices is not supported");
+    EMBER_CHECK(dist::world_size() == 1, "GradScaler.step",
+                "a captured step with a scaler under data parallelism is not supported");
+    if (st.found_inf.empty()) {
+      opt.step();
+    } else {
+      optim::fused::SkipIf skip(st.found_inf.front());
+      opt.step();
+    }
+    return true;
+  }
   if (dist::world_size() > 1)  // every rank skips the same steps
     for (Tensor& f : st.found_inf) dist::all_reduce(f, dist::ReduceOp::max);
   for (const Tensor& f : st.found_inf) st.found = st.found || f.item<float>() != 0.0f;
@@ -128,7 +194,29 @@ void GradScaler::update() {
     return;
   }
   EMBER_CHECK(!pending_.empty(), "GradScaler.update",
-              "no unscale_() or step() since the last update(): nothing to decide the scale from");
+              "no unscale_() or step() since the last update(): nothing to decide the scale from",
+              dev_ ? " (this scaler runs inside a CUDA graph: call update() inside the captured step)" : "");
+  if (ember::detail::capture_state() != nullptr) {
+    // The host rule below, on the device: 0-d f32 tensors, where() for the branches.
+    EMBER_CHECK(dev_ != nullptr, "GradScaler.update", "a captured update() without a captured scale() before it");
+    DeviceState& d = *dev_;
+    Tensor found = zeros({}, TensorOptions(DType::f32).with_device(d.scale.device()));
+    for (const PerOptimizer& p : pending_)
+      for (const Tensor& f : p.found_inf) found = maximum(found, f.reshape(Shape{}));
+    pending_.clear();
+    const TensorOptions f32 = TensorOptions(DType::f32).with_device(d.scale.device());
+    auto c = [&](double v) { return scalar_tensor(v, f32); };
+    const Tensor any = gt(found, c(0.0));
+    const Tensor clean = d.tracker + 1.0;
+    const Tensor grow = ge(clean, c(static_cast<double>(o_.growth_interval)));
+    const Tensor grown = d.scale * o_.growth_factor;
+    const Tensor grown_ok = logical_and(grow, le(grown, c(kMaxScale)));  // an inf scale is not taken
+    const Tensor new_scale = where(any, maximum(d.scale * o_.backoff_factor, c(kMinScale)), where(grown_ok, grown, d.scale));
+    const Tensor new_tracker = where(logical_or(any, grow), zeros_like(clean), clean);
+    d.scale.copy_(new_scale);
+    d.tracker.copy_(new_tracker);
+    return;
+  }
   bool found = false;
   for (PerOptimizer& p : pending_) {
     if (!p.stepped)  // unscaled, never stepped: read its flags now
@@ -150,8 +238,8 @@ void GradScaler::update() {
 
 StateDict GradScaler::state_dict() const {
   StateDict sd;
-  sd.meta["scale"] = exact(scale_);
-  sd.meta["growth_tracker"] = std::to_string(growth_tracker_);
+  sd.meta["scale"] = exact(o_.enabled ? get_scale() : scale_);
+  sd.meta["growth_tracker"] = std::to_string(growth_tracker());
   sd.meta["growth_factor"] = exact(o_.growth_factor);
   sd.meta["backoff_factor"] = exact(o_.backoff_factor);
   sd.meta["growth_interval"] = std::to_string(o_.growth_interval);
@@ -179,6 +267,10 @@ void GradScaler::load_state_dict(const StateDict& sd) {
   scale_ = scale;
   growth_tracker_ = tracker;
   pending_.clear();
+  if (dev_ && dev_->filled) {  // a graph's device copy follows the loaded state (outside a capture: a host copy)
+    dev_->scale.copy_(scalar_tensor(scale, DType::f32));
+    dev_->tracker.copy_(scalar_tensor(static_cast<double>(tracker), DType::f32));
+  }
 }
 
 }  // namespace ember::amp

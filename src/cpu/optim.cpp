@@ -79,6 +79,7 @@ void sgd_chunk(const SGDArgs& a, int64_t begin, int64_t end) {
   T* p = static_cast<T*>(a.param);
   const T* g = static_cast<const T*>(a.grad);
   A* buf = static_cast<A*>(a.momentum_buffer);
+  if (a.skip != nullptr && *a.skip != 0.0f) return;  // a captured step the GradScaler skips
   const A lr = A(a.hyper ? a.hyper[0] : a.lr), wd = A(a.weight_decay), mom = A(a.momentum), damp = A(1.0 - a.dampening);
   for (int64_t i = begin; i < end; ++i)
     p[i] = store<T>(optim_math::sgd_update(load(p[i]), load(g[i]), buf ? buf + i : nullptr, a.first,
@@ -93,6 +94,7 @@ void adam_chunk(const AdamArgs& a, bool decoupled, int64_t begin, int64_t end) {
   A* m = static_cast<A*>(a.exp_avg);
   A* v = static_cast<A*>(a.exp_avg_sq);
   A* vmax = static_cast<A*>(a.max_exp_avg_sq);
+  if (a.skip != nullptr && *a.skip != 0.0f) return;  // a captured step the GradScaler skips
   const A lr = A(a.hyper ? a.hyper[0] : a.lr), wd = A(a.weight_decay), b1 = A(a.beta1), b2 = A(a.beta2),
           eps = A(a.eps);
   const A step_size = A(a.hyper ? a.hyper[1] : a.step_size),

@@ -1,6 +1,5 @@
 // Indexing ops: gather/scatter_add, index_select/index_add, embedding, one_hot. Indices are
 // checked against their dim before any memory is touched.
-#include "core/capture.h"
 #include "ops/dispatch.h"
 #include "ops/common.h"
 #include "ops/op_call.h"
@@ -16,13 +15,14 @@ Tensor checked_index(const char* op, const Tensor& index, int64_t limit, const T
   EMBER_CHECK(index.dtype() == DType::i64 || index.dtype() == DType::i32, op,
               "index must be i64 or i32, got ", detail::describe(index));
   Tensor idx = contiguous(to_dtype(index.detach(), DType::i64));
-  // Inside a graph capture there is no host read: the check is deferred like the losses' target
-  // checks (reported at the next host read after a replay; bad entries read row 0 meanwhile).
-  if (!idx.device().is_cpu() && ember::detail::capture_state() != nullptr)
+  // On a device the check is deferred like the losses' target checks (no device-to-host copy in
+  // the op: a stall per call on a GPU, and impossible inside a graph capture): reported at the
+  // next host read or check_deferred_errors(); bad entries read row 0 meanwhile.
+  if (!idx.device().is_cpu())
     return detail::checked_indices(op, idx, limit, std::nullopt, 0,
                                    ember::detail::cat("index out of range [0, ", limit, ") for dim ", dim,
                                                       " of a tensor of shape ", shape_str(x.shape())));
-  // Bounds are checked on the host (a device-to-host copy for CUDA indices).
+  // On the CPU the bounds are checked now.
   Tensor host = to_device(idx, Device::cpu());
   const int64_t* p = host.data<int64_t>();
   for (int64_t i = 0; i < host.numel(); ++i)

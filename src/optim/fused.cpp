@@ -14,6 +14,8 @@
 namespace ember::optim::fused {
 namespace {
 
+thread_local const Tensor* t_skip = nullptr;
+
 template <class Args>
 struct Bucket {
   Device device;
@@ -36,6 +38,11 @@ std::vector<Bucket<Args>> bucket_by_device_dtype(const std::vector<Item>& items)
       b = &out.back();
     }
     b->args.push_back(it.args);
+    if (t_skip != nullptr) {
+      EMBER_CHECK(t_skip->device() == d, "optimizer step", "the skip flag is on ", t_skip->device(), ", parameter on ",
+                  d);
+      b->args.back().skip = static_cast<const float*>(t_skip->data_ptr());
+    }
   }
   return out;
 }
@@ -53,6 +60,13 @@ void adam_step(const std::vector<AdamItem>& items, bool decoupled) {
 }
 
 bool capturing() { return detail::capture_state() != nullptr; }
+
+SkipIf::SkipIf(const Tensor& flag) : previous_(t_skip) {
+  EMBER_CHECK(flag.defined() && flag.dtype() == DType::f32 && flag.numel() == 1, "optimizer step",
+              "internal: the skip flag must be one f32 element");
+  t_skip = &flag;
+}
+SkipIf::~SkipIf() { t_skip = previous_; }
 
 namespace {
 // One device tensor of rows per device; the hook refills them all before each replay.

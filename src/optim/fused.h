@@ -32,6 +32,18 @@ void sgd_step(const std::vector<SGDItem>& items);
 // True while this thread captures a graph (ember/cuda_graph.h): the optimizers then take the
 // hyper-parameters that change from step to step from device memory that capture_hyper fills.
 bool capturing();
+// While alive, the fused updates of this thread skip themselves on the device when `flag` (a
+// 1-element f32 tensor on their device) is non-zero: the GradScaler's step in a captured graph.
+class SkipIf {
+ public:
+  explicit SkipIf(const Tensor& flag);
+  ~SkipIf();
+  SkipIf(const SkipIf&) = delete;
+  SkipIf& operator=(const SkipIf&) = delete;
+
+ private:
+  const Tensor* previous_;
+};
 // Captured steps: gives the records `width` doubles each of device memory (on each record's
 // device) and points their `hyper` at them, and registers a hook that, before every replay,
 // calls fill(k, row) for every record k on the host and copies the rows over (one copy per

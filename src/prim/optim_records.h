@@ -25,6 +25,9 @@ struct SGDArgs {
   // Captured into a graph (ember/cuda_graph.h): null, or memory on the call's device holding
   // {lr}, written before every replay; the kernel reads it instead of `lr`.
   const double* hyper;
+  // Null, or a flag on the call's device (the GradScaler's inf/NaN flag in a captured step):
+  // when it is non-zero the kernel leaves parameter and buffers as they are.
+  const float* skip;
 };
 
 struct AdamArgs {
@@ -41,6 +44,7 @@ struct AdamArgs {
   // {lr, step_size, bias_correction2_sqrt} of this step, written before every replay (they change
   // with the step count and the schedule); the kernel reads them instead of the fields above.
   const double* hyper;
+  const float* skip;  // as in SGDArgs
 };
 
 struct GradArgs {
