@@ -1,5 +1,6 @@
 // Elementwise CPU kernels: copy/convert, fill, unary, binary, where.
 #include <Eigen/Core>
+#include <unsupported/Eigen/SpecialFunctions>
 #include <cstring>
 
 #include "cpu/kernels.h"
@@ -116,7 +117,8 @@ bool unary_vectorised(UnaryOp op, const Tensor& x, const Tensor& out) {
     switch (op) {
       case UnaryOp::exp: case UnaryOp::log: case UnaryOp::log1p: case UnaryOp::sqrt:
       case UnaryOp::rsqrt: case UnaryOp::tanh: case UnaryOp::sigmoid: case UnaryOp::relu:
-      case UnaryOp::neg: case UnaryOp::abs: break;
+      case UnaryOp::neg: case UnaryOp::abs: case UnaryOp::gelu_tanh: case UnaryOp::gelu_tanh_grad:
+      case UnaryOp::gelu: case UnaryOp::gelu_grad: break;
       default: return false;
     }
     const T* px = static_cast<const T*>(x.data_ptr());
@@ -135,6 +137,21 @@ bool unary_vectorised(UnaryOp op, const Tensor& x, const Tensor& out) {
         case UnaryOp::relu: o = in.max(T(0)); break;
         case UnaryOp::neg: o = -in; break;
         case UnaryOp::abs: o = in.abs(); break;
+        // GELU and its derivative, exact (erf) and GPT-2's tanh form below (the formulas of
+        // unary_apply), with Eigen's packet erf/tanh/exp: the scalar std:: loops are much slower.
+        case UnaryOp::gelu: o = T(0.5) * in * (T(1) + (in * T(0.70710678118654752440)).erf()); break;
+        case UnaryOp::gelu_grad:
+          o = T(0.5) * (T(1) + (in * T(0.70710678118654752440)).erf()) +
+              in * (T(-0.5) * in.square()).exp() * T(0.39894228040143267794);
+          break;
+        case UnaryOp::gelu_tanh:
+          o = T(0.5) * in * (T(1) + (T(0.79788456080286535588) * (in + T(0.044715) * in.cube())).tanh());
+          break;
+        case UnaryOp::gelu_tanh_grad:
+          o = (T(0.79788456080286535588) * (in + T(0.044715) * in.cube())).tanh();  // t
+          o = T(0.5) * (T(1) + o) +
+              T(0.5) * in * (T(1) - o.square()) * T(0.79788456080286535588) * (T(1) + T(3 * 0.044715) * in.square());
+          break;
         default: break;
       }
     });
