@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <new>
 
+#include "ember/core/alloc_counter.h"
 #include "ember/core/allocator.h"
 #include "ember/core/error.h"
 
@@ -11,7 +12,10 @@ namespace {
 // Constant-initialised; the CUDA backend registers its allocator when the op layer loads it
 // (backend::load_backends), before the first CUDA allocation.
 DeviceAllocator* g_allocators[kNumDeviceTypes] = {nullptr, nullptr, nullptr};
-}
+thread_local uint64_t t_allocated_bytes = 0;  // ember/core/alloc_counter.h
+}  // namespace
+
+uint64_t thread_allocated_bytes() { return t_allocated_bytes; }
 
 void set_device_allocator(DeviceType type, DeviceAllocator* alloc) {
   g_allocators[static_cast<int>(type)] = alloc;
@@ -33,12 +37,14 @@ Storage::Storage(size_t nbytes, Device device) : nbytes_(nbytes), device_(device
   check_size(nbytes, device);
   if (device.is_cpu()) {
     data_ = cpu_allocate(nbytes);
+    t_allocated_bytes += nbytes;
     return;
   }
   DeviceAllocator* alloc = device_allocator(device.type);  // the stand-in's is always there
   EMBER_CHECK(alloc != nullptr, "storage", "cannot allocate ", nbytes, " bytes on ", device.str(),
               ": this build of ember has no CUDA backend (configure with EMBER_CUDA=ON)");
   data_ = alloc->allocate(nbytes, device);
+  t_allocated_bytes += nbytes;
 }
 
 Storage::Storage(size_t nbytes, Device device, DeviceAllocator* alloc)
@@ -46,6 +52,7 @@ Storage::Storage(size_t nbytes, Device device, DeviceAllocator* alloc)
   EMBER_CHECK(alloc != nullptr, "storage", "null allocator");
   check_size(nbytes, device);
   data_ = alloc->allocate(nbytes, device);
+  t_allocated_bytes += nbytes;
 }
 
 Storage::~Storage() {
