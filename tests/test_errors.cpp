@@ -5,6 +5,7 @@
 
 #include <cctype>
 
+#include "ember/nn/quantized.h"
 #include "test_util.h"
 
 using namespace ember;
@@ -96,6 +97,9 @@ TEST_SUITE("errors") {
     CHECK_EMBER_ERROR(embedding(x, zeros({2})), "[embedding]", "f32");
     CHECK_EMBER_ERROR(where(zeros({2, 3}), x, x), "[where]", "f32");  // condition must be bool
     CHECK_EMBER_ERROR(masked_fill(x, zeros({2, 3}), 1.0), "[masked_fill]", "f32");
+    // int8: the packed weight rows are i32 (ember/nn/quantized.h)
+    CHECK_EMBER_ERROR(linear_int8(x, zeros({4, 3}), zeros({4})), "[linear_int8]", "i32", "f32");
+    CHECK_EMBER_ERROR(quantize_rows(zeros({2, 3}, DType::i64)), "[quantize_rows]", "i64");
     // matmul of f32 with i64: either promoted (PyTorch raises; both are fine) or a clear error
     Tensor a = tensor({{1, 2}, {3, 4}});
     Tensor b = tensor({{1, 0}, {0, 1}}, DType::i64);

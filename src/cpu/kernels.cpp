@@ -14,6 +14,7 @@ void register_kernels() {
   register_hsoftmax_kernels();
   register_rnn_kernels();
   register_optim_kernels();
+  register_int8_kernels();
 }
 
 }  // namespace ember::cpu

@@ -18,5 +18,6 @@ void register_norm_kernels();         // norm.cpp
 void register_hsoftmax_kernels();     // hsoftmax.cpp
 void register_rnn_kernels();          // rnn.cpp
 void register_optim_kernels();        // optim.cpp
+void register_int8_kernels();         // int8_gemm.cpp: quantize_rows, int8_gemm
 
 }  // namespace ember::cpu

@@ -19,6 +19,7 @@ void register_backend() {
   register_hsoftmax_kernels();
   register_rnn_kernels();
   register_optim_kernels();
+  register_int8_kernels();
 }
 
 }  // namespace ember::cuda

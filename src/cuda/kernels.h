@@ -19,5 +19,6 @@ void register_norm_kernels();         // kernels/norm.cu
 void register_hsoftmax_kernels();     // kernels/hsoftmax.cu
 void register_rnn_kernels();          // kernels/rnn.cu
 void register_optim_kernels();        // kernels/optim.cu
+void register_int8_kernels();         // kernels/int8_gemm.cu: quantize_rows, int8_gemm
 
 }  // namespace ember::cuda

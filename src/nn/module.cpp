@@ -244,6 +244,14 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   children_.emplace_back(name, std::move(m));
 }
 
+std::shared_ptr<Module> Module::replace_module(const std::string& name, std::shared_ptr<Module> m) {
+  EMBER_CHECK(m != nullptr, "replace_module", "module \"", name, "\" replaced by null");
+  for (auto& c : children_) {
+    if (c.first == name) return std::exchange(c.second, std::move(m));
+  }
+  EMBER_FAIL("replace_module", "no submodule \"", name, "\" to replace");
+}
+
 // --- summary -------------------------------------------------------------------------------------
 
 std::string Module::type_name() const {

@@ -65,6 +65,18 @@ EMBER_PRIMITIVE(softmax_rows, bool log, const Tensor& x, const Tensor& out, int6
 // dtype and is added to every row (Linear's fused bias).
 EMBER_PRIMITIVE(bmm, const Tensor& a, const Tensor& b, const Tensor& out, const Tensor& bias);
 
+// Dynamic int8 (src/cpu/int8_gemm.cpp, kernels/int8_gemm.cu). int8 matrices are stored four
+// values to an i32 element (little-endian bytes: the layout dp4a reads), a row of K values in
+// K4 = ceil(K / 4) elements, the padding bytes zero.
+// quantize_rows: x contiguous f32 (M, K) -> q contiguous i32 (M, K4), scale f32 (M):
+// scale[m] = max|x[m, :]| / 127, q = round(x / scale) in [-127, 127] (0 for an all-zero row).
+EMBER_PRIMITIVE(quantize_rows, const Tensor& x, const Tensor& q, const Tensor& scale, int64_t M, int64_t K);
+// out (M, N) contiguous = a (M, K4) . b (N, K4)^T over the int8 values, accumulated in int32.
+// out i32: the sums themselves (a_scale, b_scale, bias undefined); out f32: sum * a_scale[m] *
+// b_scale[n] + bias[n] (bias f32 (N) or undefined). a, b, scales contiguous.
+EMBER_PRIMITIVE(int8_gemm, const Tensor& a, const Tensor& b, const Tensor& a_scale, const Tensor& b_scale,
+                const Tensor& bias, const Tensor& out, int64_t M, int64_t N, int64_t K4);
+
 // Index tensors are contiguous i64; x, src, out are contiguous.
 EMBER_PRIMITIVE(gather, const Tensor& x, int64_t dim, const Tensor& index, const Tensor& out);
 EMBER_PRIMITIVE(scatter_add, const Tensor& out, int64_t dim, const Tensor& index, const Tensor& src);

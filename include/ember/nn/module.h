@@ -35,6 +35,11 @@ class Module {
   std::vector<Tensor> buffers() const;
   // The direct submodules, in registration order.
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& named_children() const { return children_; }
+  // Puts m in place of the direct submodule `name` (same name and position) and returns the old
+  // one: state_dict, parameters, to() and Sequential's forward see m from then on (a typed
+  // handle a parent keeps in a member does not follow). Throws ember::Error if there is no such
+  // child or m is null. Used by nn::quantize_dynamic (ember/nn/quantized.h).
+  std::shared_ptr<Module> replace_module(const std::string& name, std::shared_ptr<Module> m);
 
   void train(bool on = true);
   void eval() { train(false); }

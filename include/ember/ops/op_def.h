@@ -53,6 +53,7 @@ const char* precision_name(Precision p);
   X(min, keep) X(argmax, keep) X(argmin, keep) X(softmax, f32) X(log_softmax, f32)                       \
   /* products */                                                                                         \
   X(matmul, lower) X(bmm, lower) X(linear, lower)                                                        \
+  X(quantize_rows, keep) X(linear_int8, keep)                                                            \
   /* indexing and joining */                                                                             \
   X(gather, keep) X(scatter_add, widest) X(index_select, keep) X(index_add, widest) X(embedding, keep)   \
   X(one_hot, keep) X(cat, widest) X(stack, widest) X(split, keep) X(split_sizes, keep) X(chunk, keep)    \
