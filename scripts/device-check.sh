@@ -22,11 +22,13 @@
 #     tests     the whole ember_tests binary, every suite, EMBER_TEST_DEVICE=cuda (180 s); then
 #               ember_dist_tests as one process: NCCL with a world of 1 (60 s)
 #     example   fashion_mnist 2 epochs (60 s); char_lm --model lstm, then transformer, 250 steps
-#               or 1 minute each (150 s each)
+#               or 1 minute each (150 s each), then the transformer with --cuda-graph (150 s)
 #     bench     ember-gpu-bench, ember-conv-gpu-bench, ember-lstm_gpu_bench,
 #               ember-attention_gpu_bench, ember-softmax_gpu_bench with
 #               --benchmark_min_time=0.05 and JSON output (90 s each), then PyTorch's SDPA peer
-#               python3 bench/g4_sdpa_torch.py (90 s)
+#               python3 bench/g4_sdpa_torch.py (90 s); then G6/G7 end to end: ember-g6g7_bench
+#               (150 s), python3 bench/g7_lstm_torch.py (120 s) and bench/g6_gpt_torch.py (eager and
+#               torch.compile, 180 s), their JSON lines in e2e.txt
 #     memcheck  compute-sanitizer memcheck over the cuda* suites, then over the other suites,
 #               EMBER_TEST_DEVICE=cuda, without the deliberate out-of-memory case
 #               "an absurd allocation ..." (-tce), whose cudaMalloc failures memcheck would count
@@ -362,7 +364,7 @@ PREFIX_PATH=$(IFS=';'; echo "${PREFIXES[*]}")
 
 # --- build -------------------------------------------------------------------------------------
 TARGETS=(ember_tests ember_dist_tests fashion_mnist char_lm ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench
-         ember-attention_gpu_bench ember-softmax_gpu_bench)
+         ember-attention_gpu_bench ember-softmax_gpu_bench ember-g6g7_bench)
 [[ $QUICK == 0 ]] && TARGETS+=(ember-bench)
 binary() {  # target -> its executable in the build dir
   case $1 in
@@ -493,6 +495,12 @@ if has example; then
              --log-every 50 --eval-every 250 --sample 120 --data "$kjv" --checkpoint ""
       fi
     done
+    # The transformer again with its step captured as a CUDA graph (docs/cuda.md): its tokens/s
+    # lines against the eager run's above, and the same held-out loss to rounding.
+    if [[ -n ${BUILT[char_lm]:-} && -n $kjv ]]; then
+      example "char_lm transformer --cuda-graph" 30 150 "$(binary char_lm)" --model transformer --device cuda \
+        --cuda-graph --steps 250 --minutes 1 --log-every 50 --eval-every 250 --sample 120 --data "$kjv" --checkpoint ""
+    fi
   fi
   tail -n 25 "$LOGS/examples.txt" 2>/dev/null
 fi
@@ -530,6 +538,23 @@ if has bench; then
       else record "sdpa peer (PyTorch)" error "no figures, exit $RC: $(grep -av -e '^###' -e '^-->' "$LOGS/sdpa.txt" | tail -n 1)"
       fi
     fi
+    # G6/G7 end to end, ember then the PyTorch peers, one JSON line per case into e2e.txt.
+    banner "bench: G6/G7 end to end (ember-g6g7_bench, bench/g7_lstm_torch.py, bench/g6_gpt_torch.py)"
+    e2e=("ember G6/G7:150:$(binary ember-g6g7_bench)" "torch G7:120:python3 bench/g7_lstm_torch.py"
+         "torch G6:180:python3 bench/g6_gpt_torch.py")
+    for entry in "${e2e[@]}"; do
+      IFS=: read -r name to cmd <<<"$entry"
+      read -r -a argv <<<"$cmd"
+      if [[ $name == "ember G6/G7" && -z ${BUILT[ember-g6g7_bench]:-} ]]; then record "$name" absent "not built"; continue; fi
+      run_cmd "$name" 30 "$to" "$LOGS/e2e.txt" env PYTHONUNBUFFERED=1 "${argv[@]}" || continue
+      last_block "$LOGS/e2e.txt" | grep -a -v -e '^{' -e '^-->' | tail -n 8
+      n=$(last_block "$LOGS/e2e.txt" | grep -ac '^{')
+      if timed_out; then record "$name" timeout "after ${DUR}s, $n cases"
+      elif [[ $RC != 0 ]]; then record "$name" FAIL "exit $RC after ${DUR}s, $n cases"
+      elif [[ $n == 0 ]]; then record "$name" error "no figures: $(last_block "$LOGS/e2e.txt" | grep -av '^-->' | tail -n 1)"
+      else record "$name" ok "${DUR}s, $n cases"
+      fi
+    done
   fi
 fi
 
@@ -586,6 +611,7 @@ for b in "$LOGS"/bench-*.txt; do
   [[ -s ${b%.txt}.json ]] && inputs+=(--bench "${b%.txt}.json")
 done
 [[ -f $LOGS/sdpa.txt ]] && inputs+=(--sdpa "$LOGS/sdpa.txt")
+[[ -f $LOGS/e2e.txt ]] && inputs+=(--e2e "$LOGS/e2e.txt")
 [[ -f $LOGS/tests.txt ]] && inputs+=(--tests "$LOGS/tests.txt")
 [[ -f $LOGS/examples.txt ]] && inputs+=(--examples "$LOGS/examples.txt")
 [[ -f $LOGS/memcheck.txt ]] && inputs+=(--memcheck "$LOGS/memcheck.txt")

@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 name=${1:-}
-[[ -n $name ]] || { echo "usage: bash scripts/example.sh NAME [ARGS...]  (fashion_mnist, char_lm, protein_pairs, rna_coding, price_cnn, hier_text, translate, word2vec)" >&2; exit 2; }
+[[ -n $name ]] || { echo "usage: bash scripts/example.sh NAME [ARGS...]  (fashion_mnist, char_lm, protein_pairs, rna_coding, price_cnn, hier_text, translate, word2vec, gpt)" >&2; exit 2; }
 shift
 # The Debian packages each example's default data comes from.
 case $name in
@@ -20,7 +20,8 @@ case $name in
   hier_text) data=(wordnet-base) ;;
   translate) data=(trans-de-en) ;;
   word2vec) data=(dict-gcide) ;;
-  *) echo "example.sh: no example named '$name' (fashion_mnist, char_lm, protein_pairs, rna_coding, price_cnn, hier_text, translate, word2vec)" >&2; exit 2 ;;
+  gpt) data=(dict-gcide) ;;  # and the KJV, installed by setup.sh
+  *) echo "example.sh: no example named '$name' (fashion_mnist, char_lm, protein_pairs, rna_coding, price_cnn, hier_text, translate, word2vec, gpt)" >&2; exit 2 ;;
 esac
 bash scripts/setup.sh
 [[ ${#data[@]} -eq 0 ]] || bash scripts/fetch_data.sh "${data[@]}"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Turns the raw outputs of a GPU run into docs/perf/gpu-<device>.md and .json.
 
-    gpu_report.py --bench FILE... [--sdpa FILE] [--tests FILE] [--examples FILE...]
+    gpu_report.py --bench FILE... [--sdpa FILE] [--e2e FILE...] [--tests FILE] [--examples FILE...]
                   [--memcheck FILE...] [--steps FILE] --device NAME --driver V --cuda V
                   --commit SHA [--date D] [--json OUT] [--md OUT]
     gpu_report.py --self-test DIR      (the CTest ember.gpu_report: DIR = bench/fixtures)
@@ -16,6 +16,11 @@ Inputs (each file may hold several runs, one after the other):
               <workload>/.../<library>[/manual_time]; library is ember, cublas, cublas_tf32 or
               cudnn, or absent (G4_attention: ember only).
   --sdpa      bench/g4_sdpa_torch.py's lines "G4 <case> <ms> ms <TFLOP/s> TFLOP/s" (the peer of G4).
+  --e2e       JSON lines of the end-to-end training steps (G6_gpt, G7_lstm_lm): ember's
+              ember-g6g7_bench and the PyTorch peers bench/g6_gpt_torch.py, bench/g7_lstm_torch.py,
+              {"bench", "library" (ember|torch), "mode" (eager|compile), "dtype", "step_ms",
+              "tokens_per_s", "mfu", "peak_mem_gib", ...}; other lines are ignored, the last line of a
+              case wins.
   --tests     doctest output of the whole test binary; its last "[doctest] test cases:" line.
   --examples  the examples' output, blocks that start with "### <command>" and may end with
               "--> rc=N"; the last lines that matter (accuracy, held-out loss, error) are kept.
@@ -37,6 +42,10 @@ without its library part, and G5's cases get their dtype (f32). Pairs:
   G5_softmax/f32/logsoftmax_nll  ember's fused log-softmax + NLL vs cuDNN's log-softmax alone
   G5_softmax/f32/hsoftmax_train  ember's hierarchical softmax vs ember's full softmax step
   G5_softmax/f32/full_train      no peer
+  G6_gpt/bf16/vs_eager           ember's G6 step (bf16 autocast) vs PyTorch eager, from --e2e
+  G6_gpt/bf16/vs_compile         the same ember step vs torch.compile
+  G7_lstm_lm/bf16, G7_lstm_lm/f32  ember's G7 step vs PyTorch eager (cuDNN's LSTM)
+  (a step is the same number of tokens on both sides, so the ratio is also time per token.)
 The memory-bound cases (mem/...) are not G workloads: they appear in the md only.
 """
 import argparse
@@ -191,6 +200,54 @@ def parse_sdpa(paths):
             if m:
                 out[m.group(1)] = (float(m.group(2)), float(m.group(3)))
     return out
+
+
+# ---- end-to-end training steps (G6, G7) --------------------------------------------------------
+
+# figure name -> (bench, dtype, peer mode, peer_name)
+E2E_FIGURES = [
+    ("G6_gpt/bf16/vs_eager", "G6_gpt", "bf16", "eager", "torch_eager"),
+    ("G6_gpt/bf16/vs_compile", "G6_gpt", "bf16", "compile", "torch_compile"),
+    ("G7_lstm_lm/bf16", "G7_lstm_lm", "bf16", "eager", "torch_cudnn"),
+    ("G7_lstm_lm/f32", "G7_lstm_lm", "f32", "eager", "torch_cudnn"),
+]
+
+
+def parse_e2e(paths):
+    """JSON lines -> {(bench, library, mode, dtype): row}; the last line of a case wins."""
+    out = {}
+    for path in paths:
+        for line in read(path).splitlines():
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(row, dict) or not isinstance(row.get("step_ms"), (int, float)):
+                continue
+            key = (row.get("bench"), row.get("library"), row.get("mode", "eager"), row.get("dtype"))
+            out[key] = row
+    return out
+
+
+def e2e_figures(e2e):
+    """The G6/G7 figures (JSON) and their md rows."""
+    figures, rows = [], []
+    for name, bench, dtype, peer_mode, peer_name in E2E_FIGURES:
+        mine = e2e.get((bench, "ember", "eager", dtype))
+        peer = e2e.get((bench, "torch", peer_mode, dtype))
+        if mine is None and peer is None:
+            continue
+        rows.append({"name": name, "ember": mine, "peer": peer, "peer_name": peer_name})
+        if mine is None:
+            continue
+        ember = sig(float(mine["step_ms"]))
+        p = sig(float(peer["step_ms"])) if peer else None
+        figures.append({"name": name, "ember": ember, "peer": p, "peer_name": peer_name if p else None,
+                        "unit": "ms", "ratio": round(ember / p, 3) if p else None})
+    return figures, rows
 
 
 def figure_name(base):
@@ -354,7 +411,8 @@ def fmt(x, digits=4):
     return f"{sig(x, digits):g}"
 
 
-def report_md(meta, rows, cases, counts, failing, asserts, examples, memcheck, steps, history, origin=None):
+def report_md(meta, rows, cases, counts, failing, asserts, examples, memcheck, steps, history, origin=None,
+              e2e_rows=()):
     slug = device_slug(meta["device"])
     out = [f"# GPU results: {meta['device']}", "",
            origin or "Written by `scripts/device-check.sh --quick` (through `scripts/gpu_report.py`).",
@@ -410,6 +468,22 @@ def report_md(meta, rows, cases, counts, failing, asserts, examples, memcheck, s
             else:
                 out.append(f"| {b} | error: {cell(c.get('error'))} | | |")
     out.append("")
+    if e2e_rows:
+        out += ["## End-to-end training steps", "",
+                "Forward, backward and AdamW step; median step time over the timed steps (CUDA events). Ratio =",
+                "ember's step time / the peer's (the same tokens per step, so also time per token; 0.833 is",
+                "1.2x the peer's tokens/s). MFU against the bf16 matmul ceiling each program measured.", "",
+                "| workload | ember ms | ember tokens/s | ember MFU | ember peak GiB | peer | peer ms | "
+                "peer tokens/s | peer MFU | peer peak GiB | ember / peer |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in e2e_rows:
+            m, p = r["ember"] or {}, r["peer"] or {}
+            ratio = m["step_ms"] / p["step_ms"] if m.get("step_ms") and p.get("step_ms") else None
+            out.append(f"| {r['name']} | {fmt(m.get('step_ms'))} | {fmt(m.get('tokens_per_s'))} | "
+                       f"{fmt(m.get('mfu'), 3)} | {fmt(m.get('peak_mem_gib'), 3)} | {r['peer_name']} | "
+                       f"{fmt(p.get('step_ms'))} | {fmt(p.get('tokens_per_s'))} | {fmt(p.get('mfu'), 3)} | "
+                       f"{fmt(p.get('peak_mem_gib'), 3)} | {fmt(ratio, 3)} |")
+        out.append("")
     if examples:
         out += ["## Examples", ""]
         for e in examples:
@@ -442,6 +516,8 @@ def make_report(args):
     cases, context = parse_bench_files(args.bench or [])
     sdpa = parse_sdpa(args.sdpa or [])
     figures, rows = build_figures(cases, sdpa)
+    e2e_figs, e2e_rows = e2e_figures(parse_e2e(getattr(args, "e2e", None) or []))
+    figures += e2e_figs
     counts, failing, asserts = parse_tests(args.tests)
     meta = {"device": args.device or context.get("device", "unknown"), "driver": args.driver or "unknown",
             "cuda": args.cuda or "unknown", "commit": args.commit or "unknown",
@@ -452,7 +528,8 @@ def make_report(args):
         history = sorted(f for f in os.listdir(d) if f.startswith(f"gpu-{slug}-") and f.endswith(".md"))
     doc = report_json(meta, figures, counts)
     md = report_md(meta, rows, cases, counts, failing, asserts, parse_examples(args.examples or []),
-                   parse_memcheck(args.memcheck or []), parse_steps(args.steps), history, getattr(args, "origin", None))
+                   parse_memcheck(args.memcheck or []), parse_steps(args.steps), history, getattr(args, "origin", None),
+                   e2e_rows)
     return doc, md
 
 
@@ -468,7 +545,7 @@ def validate(doc):
     for f in doc.get("figures", []):
         if list(f) != FIGURE_KEYS:
             bad.append(f"figure keys {list(f)} != {FIGURE_KEYS}")
-        if not re.match(r"^G\d+_[a-z0-9]+/(f32|bf16|f16|f64)/", f.get("name", "")):
+        if not re.match(r"^G\d+_[a-z0-9_]+/(f32|bf16|f16|f64)(/|$)", f.get("name", "")):
             bad.append(f"figure name {f.get('name')!r} is not G<n>_<family>/<dtype>/...")
         if f.get("peer") is not None:
             if f.get("ratio") is None or abs(f["ratio"] - f["ember"] / f["peer"]) > 1e-3 * max(1.0, f["ratio"]):
@@ -525,6 +602,7 @@ def self_test(fixtures):
             problems.append("a second run gave a different JSON")
         if f"[{kept}]({kept})" not in md2:
             problems.append("the md does not link the kept earlier run")
+    problems += e2e_self_test()
     if problems:
         print("gpu_report self-test: FAILED\n  " + "\n  ".join(problems))
         return 1
@@ -532,10 +610,50 @@ def self_test(fixtures):
     return 0
 
 
+E2E_SAMPLE = """# ember-g6g7_bench on cuda:0
+G6_gpt/bf16: 40.000 ms/step, 204800 tokens/s
+{"bench": "G6_gpt", "library": "ember", "mode": "eager", "dtype": "bf16", "step_ms": 40.0, "mfu": 0.2}
+{"bench": "G7_lstm_lm", "library": "ember", "mode": "eager", "dtype": "f32", "step_ms": 30.0, "mfu": 0.2}
+{"bench": "G7_lstm_lm", "library": "ember", "mode": "eager", "dtype": "bf16", "step_ms": 18.0, "mfu": 0.2}
+G6_gpt/bf16 40.000
+# NVIDIA H200 torch 2.11.0
+{"bench": "G6_gpt", "library": "torch", "mode": "eager", "dtype": "bf16", "step_ms": 30.0, "mfu": 0.2}
+{"bench": "G6_gpt", "library": "torch", "mode": "compile", "dtype": "bf16", "step_ms": 20.0, "mfu": 0.2}
+{"bench": "G7_lstm_lm", "library": "torch", "mode": "eager", "dtype": "f32", "step_ms": 42.0, "mfu": 0.2}
+{"broken json
+"""
+
+
+def e2e_self_test():
+    """--e2e: the four G6/G7 figures from JSON lines, a missing peer left null."""
+    problems = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "e2e.txt")
+        write(path, E2E_SAMPLE)
+        figures, rows = e2e_figures(parse_e2e([path]))
+    by = {f["name"]: f for f in figures}
+    want = {"G6_gpt/bf16/vs_eager": (40.0, 30.0, 1.333), "G6_gpt/bf16/vs_compile": (40.0, 20.0, 2.0),
+            "G7_lstm_lm/f32": (30.0, 42.0, 0.714), "G7_lstm_lm/bf16": (18.0, None, None)}
+    for name, (ember, peer, ratio) in want.items():
+        f = by.get(name)
+        if f is None:
+            problems.append(f"e2e figure {name} missing (have {sorted(by)})")
+        elif (f["ember"], f["peer"], f["ratio"]) != (ember, peer, ratio):
+            problems.append(f"e2e {name}: {(f['ember'], f['peer'], f['ratio'])} != {(ember, peer, ratio)}")
+    doc = {"device": "d", "driver": "v", "cuda": "c", "commit": "0" * 40, "date": "x", "figures": figures,
+           "tests": {k: None for k in TEST_KEYS}}
+    problems += [f"e2e: {p}" for p in validate(doc)]
+    if len(rows) != 4:
+        problems.append(f"e2e: {len(rows)} md rows, expected 4")
+    return problems
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--bench", action="append", help="Google Benchmark output (console or JSON); repeatable")
     ap.add_argument("--sdpa", action="append", help="bench/g4_sdpa_torch.py output; repeatable")
+    ap.add_argument("--e2e", action="append",
+                    help="G6/G7 JSON lines (ember-g6g7_bench, bench/g*_torch.py); repeatable")
     ap.add_argument("--tests", help="doctest output of the whole test binary")
     ap.add_argument("--examples", action="append", help="examples' output; repeatable")
     ap.add_argument("--memcheck", action="append", help="compute-sanitizer output; repeatable")
