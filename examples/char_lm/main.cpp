@@ -39,7 +39,9 @@
 #include <string>
 #include <vector>
 
+#include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/profile.h"
 #include "../common/training.h"
 #include "ember/ember.h"
 #include "sword_ztext.h"
@@ -57,6 +59,8 @@ struct Args {
   std::string device = "cpu";
   std::string checkpoint = "char_lm.ckpt.safetensors";
   std::string prompt = "And God said";
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: the trained model as ONNX
   int64_t d_model = 128, layers = 4, heads = 4, ff = 512;  // transformer
   int64_t hidden = 384, lstm_layers = 1;                   // lstm
   int64_t context = 128, batch = 32, steps = 800;
@@ -64,6 +68,7 @@ struct Args {
   int64_t log_every = 50, eval_every = 250, sample = 400, threads = 0, stop_after = 0;
   uint64_t seed = 1234;
   bool resume = false, help = false, dist = false;
+  bool cuda_graph = false;  // --cuda-graph: capture the training step once, replay it
   std::optional<DType> amp;  // --amp: autocast's low dtype
 };
 
@@ -102,6 +107,11 @@ void usage(std::ostream& o) {
        "  --checkpoint PATH  checkpoint file (default char_lm.ckpt.safetensors; \"\" = none)\n"
        "  --resume           continue from --checkpoint (same model, preset and flags)\n"
        "  --stop-after N     stop after step N with a checkpoint, as if interrupted (then --resume)\n"
+       "  --export-onnx FILE write the trained model as ONNX: byte ids (batch, seq) in, next-byte logits\n"
+       "                     out, batch and sequence (up to --context) dynamic (docs/deploy.md)\n"
+       "  --profile FILE     profile the training loop: Chrome trace JSON to FILE, top-ops table\n"
+       "  --cuda-graph       capture the training step as a CUDA graph after 3 eager steps and replay\n"
+       "                     it (cuda or fake; not with --dropout > 0 or --dist)\n"
        "  --dist             data-parallel: run under mpirun/srun; --batch stays the global batch,\n"
        "                     only rank 0 prints\n";
 }
@@ -131,6 +141,10 @@ Args parse_args(int argc, char** argv) {
       a.dist = true;
       continue;
     }
+    if (f == "--cuda-graph") {
+      a.cuda_graph = true;
+      continue;
+    }
     EMBER_CHECK(i + 1 < argc, "char_lm", f, " needs a value (see --help)");
     const std::string v = argv[++i];
     if (f == "--preset") continue;  // applied above
@@ -139,6 +153,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--device") a.device = v;
     else if (f == "--checkpoint") a.checkpoint = v;
     else if (f == "--prompt") a.prompt = v;
+    else if (f == "--profile") a.profile = v;
+    else if (f == "--export-onnx") a.export_onnx = v;
     else if (f == "--d-model") a.d_model = as_int(f, v, 1);
     else if (f == "--layers") a.layers = as_int(f, v, 1);
     else if (f == "--heads") a.heads = as_int(f, v, 1);
@@ -396,11 +412,12 @@ int run(const Args& a, Device device) {
   auto window_start = train_start;
   double loss_sum = 0, val_loss = NAN;
   int64_t loss_n = 0, window_steps = 0;  // steps since the last progress line / since window_start
-  while (step < a.steps) {
-    Tensor starts = randint(0, n_train - T - 1, {a.batch}, DType::i64, &data_gen);
-    const example::Shard mine = example::shard_of(starts);  // this rank's windows (all in one process)
-    Tensor w = windows(corpus.train, mine.rows, T).to(device);  // (B, T + 1)
-    Tensor loss;
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(a.profile);
+  // The step reads its windows from `w` and leaves the loss in `loss`; with --cuda-graph it is
+  // captured once (after warm-up) and replayed, so `w` is filled in place, never reassigned.
+  Tensor w, loss;
+  double weight = 1.0;
+  auto train_step = [&] {
     {
       // --amp: GEMMs, attention and the recurrence in the low dtype; softmax, norms, the loss in f32.
       amp::AutocastGuard autocast(device, a.amp.value_or(DType::bf16), a.amp.has_value());
@@ -408,13 +425,33 @@ int run(const Args& a, Device device) {
       loss = nn::cross_entropy(logits.reshape({-1, V}), w.narrow(1, 1, T).reshape({-1}));
     }
     opt.zero_grad();
-    scaler.scale(mine.weight == 1.0 ? loss : loss * mine.weight).backward();
+    scaler.scale(weight == 1.0 ? loss : loss * weight).backward();
     scaler.unscale_(opt);  // clip the true gradients
     optim::clip_grad_norm_(model.parameters(), 1.0);
     scaler.step(opt);  // skipped (f16) when a gradient overflowed
     scaler.update();
+  };
+  std::unique_ptr<cuda::StepGraph> graph;
+  if (a.cuda_graph) {
+    EMBER_CHECK(device.is_cuda() || device.is_fake(), "char_lm", "--cuda-graph needs --device cuda (or fake), got ",
+                device);
+    EMBER_CHECK(a.dropout == 0.0, "char_lm", "--cuda-graph with --dropout ", a.dropout,
+                ": a replayed step would reuse one dropout mask; use --dropout 0");
+    EMBER_CHECK(dist::world_size() == 1, "char_lm", "--cuda-graph with --dist is not supported yet");
+    graph = std::make_unique<cuda::StepGraph>(device, train_step, cuda::StepGraphOptions{3, {&w}});
+  }
+  while (step < a.steps) {
+    Tensor starts = randint(0, n_train - T - 1, {a.batch}, DType::i64, &data_gen);
+    const example::Shard mine = example::shard_of(starts);  // this rank's windows (all in one process)
+    const Tensor batch = windows(corpus.train, mine.rows, T);  // (B, T + 1) on the host
+    if (!w.defined() || w.shape() != batch.shape()) w = empty(batch.shape(), TensorOptions(DType::i64).with_device(device));
+    w.copy_(batch);
+    weight = mine.weight;
+    if (graph) graph->run();
+    else train_step();
     sched.step();
     ++step;
+    if (profiler) profiler->step();
     if (mine.count > 0) {
       loss_sum += loss.item<double>() * static_cast<double>(mine.count);
       loss_n += mine.count;
@@ -460,8 +497,22 @@ int run(const Args& a, Device device) {
       return 0;
     }
   }
+  if (profiler) profiler->stop();
   if (std::isnan(val_loss)) val_loss = evaluate(model, corpus.val, T, a.batch, device);
   example::say("final held-out loss %.4f (%.3f bits/byte)\n", val_loss, val_loss / std::log(2.0));
+  if (!a.export_onnx.empty()) {
+    // Two held-out windows, two bytes short of --context so that a longer sequence still fits
+    // the learned positions when the exporter checks the sequence axis.
+    const int64_t L = std::max<int64_t>(1, T - 2);
+    io::ExportOptions o;
+    o.input_names = {"bytes"};
+    o.output_names = {"logits"};
+    o.dynamic_axes = {{"bytes", {{0, "batch"}}}, {"logits", {{0, "batch"}}}};
+    if (L + 2 <= T) o.dynamic_axes["bytes"][1] = o.dynamic_axes["logits"][1] = "seq";
+    example::export_onnx("char_lm", a.export_onnx, model, {corpus.val.narrow(0, 0, 2 * L).reshape({2, L})}, o,
+                         [&model](const std::vector<Tensor>& in) { return std::vector<Tensor>{model.forward(in[0])}; });
+    model.to(device);  // back for the sample below
+  }
   if (a.sample > 0 && dist::rank() == 0) example::say("sample:\n%s\n", generate(model, corpus, a, device).c_str());
   example::say("total time: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return 0;

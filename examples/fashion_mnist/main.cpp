@@ -44,6 +44,9 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/onnx_export.h"
+#include "../common/profile.h"
+#include "../common/quantize_report.h"
 #include "../common/training.h"
 #include "ember/ember.h"
 #include "ember/io/checkpoint.h"
@@ -178,7 +181,11 @@ struct Args {
   int64_t limit = 0;
   std::string device = "cpu";
   std::string checkpoint = "fashion_mnist.ckpt.safetensors";  // "" disables checkpoints
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: the trained model as ONNX
   bool resume = false;
+  bool eval_only = false;                    // --eval-only: load --checkpoint, no training
+  std::optional<example::QuantForm> quantize;  // --quantize: compare f32 with int8/f16/bf16
   int64_t stop_after = 0;  // 0: run all epochs
   bool help = false;
   std::optional<DType> amp;  // --amp: autocast's low dtype
@@ -201,6 +208,12 @@ void usage(std::ostream& os) {
         "                 every epoch (default fashion_mnist.ckpt.safetensors; \"\" disables)\n"
         "  --resume       continue from --checkpoint (same --epochs, --batch, --lr, --seed, --limit)\n"
         "  --stop-after E stop after epoch E, as if interrupted (continue with --resume)\n"
+        "  --eval-only    load the model from --checkpoint and evaluate it, no training\n"
+        "  --quantize Q   int8, f16 or bf16: compare the trained f32 model with that form (accuracy,\n"
+        "                 size, latency; ends with a result: line)\n"
+        "  --export-onnx FILE  write the trained (or --eval-only loaded) model as ONNX, batch axis\n"
+        "                 dynamic, with a sample of inputs and outputs (docs/deploy.md)\n"
+        "  --profile FILE profile the training loop: Chrome trace JSON to FILE, top-ops table\n"
         "  --dist         data-parallel: run under mpirun/srun, one process per GPU or CPU share;\n"
         "                 --batch stays the global batch, only rank 0 prints\n"
         "  --help         this text\n";
@@ -229,9 +242,19 @@ Args parse_args(int argc, char** argv) {
       a.dist = true;
       continue;
     }
+    if (flag == "--eval-only") {
+      a.eval_only = true;
+      continue;
+    }
+    if (flag == "--quantize") {
+      EMBER_CHECK(i + 1 < argc, "fashion_mnist", flag, " needs a value (see --help)");
+      a.quantize = example::parse_quantize("fashion_mnist", argv[++i]);
+      continue;
+    }
     EMBER_CHECK(flag == "--data" || flag == "--epochs" || flag == "--batch" || flag == "--lr" ||
                     flag == "--seed" || flag == "--threads" || flag == "--limit" || flag == "--device" ||
-                    flag == "--checkpoint" || flag == "--stop-after" || flag == "--amp",
+                    flag == "--checkpoint" || flag == "--stop-after" || flag == "--amp" || flag == "--profile" ||
+                    flag == "--export-onnx",
                 "fashion_mnist", "unknown option \"", flag, "\" (see --help)");
     EMBER_CHECK(i + 1 < argc, "fashion_mnist", flag, " needs a value (see --help)");
     const std::string v = argv[++i];
@@ -246,6 +269,8 @@ Args parse_args(int argc, char** argv) {
     else if (flag == "--checkpoint") a.checkpoint = v;
     else if (flag == "--stop-after") a.stop_after = parse_int(flag, v, 1);
     else if (flag == "--amp") a.amp = example::parse_amp("fashion_mnist", v);
+    else if (flag == "--profile") a.profile = v;
+    else if (flag == "--export-onnx") a.export_onnx = v;
   }
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), "fashion_mnist", "--resume needs a --checkpoint path");
   return a;
@@ -287,6 +312,34 @@ double evaluate(nn::Sequential& model, const Split& test, Device device) {
   return 100.0 * all / static_cast<double>(test.n);
 }
 
+// --export-onnx: the model with a dynamic batch axis, sampled on the first 8 test images.
+void export_model(const std::string& path, nn::Sequential& model, const Split& test) {
+  io::ExportOptions o;
+  o.input_names = {"images"};
+  o.output_names = {"logits"};
+  o.dynamic_axes = {{"images", {{0, "batch"}}}, {"logits", {{0, "batch"}}}};
+  example::export_onnx("fashion_mnist", path, model, {test.images.narrow(0, 0, std::min<int64_t>(8, test.n))}, o,
+                       [&model](const std::vector<Tensor>& in) { return std::vector<Tensor>{model(in[0])}; });
+}
+
+// --quantize: the trained f32 model against its int8 / f16 / bf16 form on the test set.
+void quantize_report(example::QuantForm form, nn::Sequential& model, const Split& test, Device device) {
+  example::QuantizeHooks h;
+  h.accuracy = [&](DType dt) {
+    NoGradGuard no_grad;
+    int64_t correct = 0;
+    for (int64_t start = 0; start < test.n; start += 1000) {
+      const int64_t len = std::min<int64_t>(1000, test.n - start);
+      correct += count_correct(model(to_dtype(test.images.narrow(0, start, len), dt).to(device)),
+                               test.labels.narrow(0, start, len).to(device));
+    }
+    return 100.0 * static_cast<double>(correct) / static_cast<double>(test.n);
+  };
+  h.forward = [&](int64_t batch, DType dt) { (void)model(to_dtype(test.images.narrow(0, 0, batch), dt).to(device)); };
+  h.large_batch = 1000;
+  example::quantize_report("fashion_mnist", model, form, h);
+}
+
 int run(const Args& args, Device device) {
   if (args.threads > 0) omp_set_num_threads(args.threads);
   const auto t0 = std::chrono::steady_clock::now();
@@ -314,6 +367,13 @@ int run(const Args& args, Device device) {
               static_cast<long long>(args.batch));
 
   model.to(device);  // before the optimizer: its momentum buffers follow the parameters
+  if (args.eval_only) {
+    example::load_model_weights("fashion_mnist", args.checkpoint, model);
+    example::say("loaded %s; test accuracy %.2f%%\n", args.checkpoint.c_str(), evaluate(model, test, device));
+    if (!args.export_onnx.empty()) export_model(args.export_onnx, model, test);
+    if (args.quantize) quantize_report(*args.quantize, model, test, device);  // converts the model: last
+    return 0;
+  }
   // --dist: every rank starts from rank 0's parameters; gradients are averaged over the ranks in
   // buckets during backward.
   std::optional<nn::DistributedDataParallel> ddp;
@@ -355,6 +415,7 @@ int run(const Args& args, Device device) {
   }
   const int64_t last_epoch = args.stop_after > 0 ? std::min(args.stop_after, args.epochs) : args.epochs;
 
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(args.profile);
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const Tensor perm = from_vector(example::shuffled_order(train.n, shuffle_gen), {train.n});
 
@@ -381,6 +442,7 @@ int run(const Args& args, Device device) {
       scaler.update();
       sched.step();
       ++global_step;
+      if (profiler) profiler->step();
 
       if (mine.count > 0) {
         NoGradGuard no_grad;
@@ -419,12 +481,15 @@ int run(const Args& args, Device device) {
       io::save_checkpoint(args.checkpoint, model, opt, &sched, st, &scaler);
     }
   }
+  if (profiler) profiler->stop();
   if (last_epoch < args.epochs)
     example::say("stopped after epoch %lld of %lld (--stop-after); continue with --resume\n",
                 static_cast<long long>(last_epoch), static_cast<long long>(args.epochs));
 
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   example::say("final test accuracy: %.2f%%\n", test_acc);
+  if (!args.export_onnx.empty()) export_model(args.export_onnx, model, test);
+  if (args.quantize) quantize_report(*args.quantize, model, test, device);  // converts the model: last
   example::say("total time: %.1f s\n", total);
   return 0;
 }

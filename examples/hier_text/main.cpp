@@ -37,7 +37,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/quantize_report.h"
+#include "../common/profile.h"
 #include "../common/report.h"
 #include "../common/training.h"
 #include "ember/cpu.h"
@@ -74,7 +77,11 @@ struct Args {
   std::string device = "cpu";
   std::optional<DType> amp;
   std::string checkpoint = "hier_text.ckpt.safetensors";
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: the hierarchical model as ONNX
   bool resume = false, help = false;
+  bool eval_only = false;                      // --eval-only: load --checkpoint, no training
+  std::optional<example::QuantForm> quantize;  // --quantize: compare f32 with int8/f16/bf16
   std::string plot, export_split;
 };
 
@@ -116,8 +123,14 @@ void usage(std::ostream& o) {
        "                        model beside it as *.flat.safetensors; \"\" = none)\n"
        "  --resume              continue from --checkpoint (same data and flags)\n"
        "  --stop-after E        stop after epoch E as if interrupted (then --resume)\n"
+       "  --eval-only           load the models from --checkpoint and test them, no training\n"
+       "  --quantize Q          int8, f16 or bf16: compare the trained f32 flat model with that form on\n"
+       "                        the test split (accuracy, size, latency; a last result: line)\n"
        "  --export-split DIR    write the split as fastText text (train.txt valid.txt test.txt) and go on\n"
        "  --plot FILE           write the training curves as SVG\n"
+       "  --export-onnx FILE    write the hierarchical-softmax model as ONNX: token windows in, every leaf's\n"
+       "                        log-probability and the exact top 5 out, batch axis dynamic (docs/deploy.md)\n"
+       "  --profile FILE        profile the training loop: Chrome trace JSON to FILE, top-ops table\n"
        "  --help                this text\n";
 }
 
@@ -138,6 +151,15 @@ Args parse_args(int argc, char** argv) {
     }
     if (f == "--with-words") {
       a.with_words = true;
+      continue;
+    }
+    if (f == "--eval-only") {
+      a.eval_only = true;
+      continue;
+    }
+    if (f == "--quantize") {
+      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
+      a.quantize = example::parse_quantize(kProg, argv[++i]);
       continue;
     }
     EMBER_CHECK(f.rfind("--", 0) == 0, kProg, "unexpected argument \"", f, "\" (see --help)");
@@ -172,6 +194,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
     else if (f == "--plot") a.plot = v;
     else if (f == "--export-split") a.export_split = v;
+    else if (f == "--profile") a.profile = v;
+    else if (f == "--export-onnx") a.export_onnx = v;
     else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
   }
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
@@ -443,11 +467,16 @@ class Encoder : public nn::Module {
     }
     return drop_->forward(h);
   }
+  // After nn::quantize_dynamic (--quantize int8): the layers as the module tree now holds them.
+  void relink() {
+    embed_ = nn::child<nn::Layer>(*this, "embed");
+    if (conv_) conv_ = nn::child<nn::Layer>(*this, "conv");
+  }
 
  private:
   bool bag_;
-  std::shared_ptr<nn::Embedding> embed_;
-  std::shared_ptr<nn::Conv1d> conv_;
+  std::shared_ptr<nn::Layer> embed_;
+  std::shared_ptr<nn::Layer> conv_;
   std::shared_ptr<nn::Dropout> drop_;
 };
 
@@ -468,7 +497,7 @@ class FlatNet : public nn::Module {
     head = register_module("head", std::make_shared<nn::Linear>(a.hidden, classes, true, init));
   }
   std::shared_ptr<Encoder> enc;
-  std::shared_ptr<nn::Linear> head;
+  std::shared_ptr<nn::Layer> head;  // a QuantizedLinear after --quantize int8
 };
 
 // The encoder under autocast (when --amp), its output back in f32 for the output layers, so
@@ -645,6 +674,26 @@ int run(const Args& a, Device device) {
                static_cast<long long>(flat->parameter_count()));
   hs->to(device);
   flat->to(device);
+  // --quantize: the f32 flat model against its int8 / f16 / bf16 form on the test split.
+  auto quantize_report = [&] {
+    example::QuantizeHooks h = example::classifier_hooks(
+        [&](const Tensor& x) { return flat->head->forward(flat->enc->forward(x)); }, d.test.x, d.test.y, device);
+    h.converted = [&] {
+      flat->enc->relink();
+      flat->head = nn::child<nn::Layer>(*flat, "head");
+    };
+    example::quantize_report(kProg, *flat, *a.quantize, h);
+  };
+  if (a.eval_only) {
+    example::load_model_weights(kProg, a.checkpoint, *hs);
+    example::load_model_weights(kProg, flat_path(a.checkpoint), *flat);
+    example::say("loaded %s and %s; test leaf accuracy: hs %.4f, flat %.4f\n", a.checkpoint.c_str(),
+                 flat_path(a.checkpoint).c_str(),
+                 level_accuracy(d, predict(hs.get(), nullptr, d.test, device, a, 0), d.test.labels).back(),
+                 level_accuracy(d, predict(nullptr, flat.get(), d.test, device, a, 0), d.test.labels).back());
+    if (a.quantize) quantize_report();
+    return 0;
+  }
   const optim::AdamWOptions ao{.lr = a.lr, .weight_decay = a.weight_decay};
   optim::AdamW opt_hs(hs->parameters(), ao), opt_flat(flat->parameters(), ao);
   const int64_t steps = (d.train.n + a.batch - 1) / a.batch;
@@ -696,6 +745,7 @@ int run(const Args& a, Device device) {
 
   example::Progress progress(a.epochs, std::max<int64_t>(1, (last_epoch - first_epoch + 1) * steps),
                              std::max<int64_t>(1, steps / 3));
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(a.profile);
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const Tensor perm = from_vector(example::shuffled_order(d.train.n, shuffle_gen), {d.train.n});
     double hs_sum = 0, flat_sum = 0;
@@ -724,6 +774,7 @@ int run(const Args& a, Device device) {
       sched_flat.step();
       const double lf = loss_flat.item<double>();
       auto t3 = Clock::now();
+      if (profiler) profiler->step();  // both models' steps
       hs_time += std::chrono::duration<double>(t2 - t1).count();
       flat_time += std::chrono::duration<double>(t3 - t2).count();
       timed_samples += len;
@@ -777,6 +828,7 @@ int run(const Args& a, Device device) {
       io::save_checkpoint(a.checkpoint, *hs, opt_hs, &sched_hs, st, &scaler_hs);
     }
   }
+  if (profiler) profiler->stop();
   if (!a.plot.empty() && !hist_hs_val.empty()) {
     example::write_svg_plot(a.plot, "hier_text: WordNet glosses, " + std::to_string(C) + " leaf classes", "epoch",
                             "loss / 10, accuracy",
@@ -848,6 +900,21 @@ int run(const Args& a, Device device) {
   example::say("inference (encoder included): batches of 512: hs exact %.4f ms/text, hs beam %.4f ms/text, flat %.4f "
                "ms/text; one text at a time: hs beam %.3f ms, flat %.3f ms\n",
                t_hs_exact * per_test, t_hs_beam * per_test, t_flat * per_test, l_hs * per_one, l_flat * per_one);
+  if (!a.export_onnx.empty()) {
+    io::ExportOptions o;
+    o.input_names = {"tokens"};
+    o.output_names = {"log_prob", "top_log_prob", "top_class"};
+    o.dynamic_axes = {{"tokens", {{0, "batch"}}}, {"log_prob", {{0, "batch"}}}};
+    const int64_t k = std::min<int64_t>(5, C);
+    HsNet& net = *hs;
+    example::export_onnx(kProg, a.export_onnx, net, {d.test.x.narrow(0, 0, std::min<int64_t>(8, d.test.n))}, o,
+                         [&net, k, C](const std::vector<Tensor>& in) {
+                           const Tensor h = net.enc->forward(in[0]);
+                           // A beam of C is exhaustive: the exact top k, as the ONNX graph computes it.
+                           const HSoftmaxTopK top = net.head->predict_topk(h, k, C);
+                           return std::vector<Tensor>{net.head->full_log_prob(h), top.values, top.classes};
+                         });
+  }
   example::say("total time %.1f s\n", total);
   example::print_result({{"leaf_accuracy", hs_test.back()},
                          {"flat_leaf_accuracy", flat_test.back()},
@@ -861,6 +928,7 @@ int run(const Args& a, Device device) {
                          {"majority_accuracy", maj_acc.back()},
                          {"head_speedup", head_flat / head_hs},
                          {"leaves", static_cast<double>(C)}});
+  if (a.quantize) quantize_report();
   return 0;
 }
 

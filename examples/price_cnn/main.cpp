@@ -50,6 +50,9 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/quantize_report.h"
+#include "../common/onnx_export.h"
+#include "../common/profile.h"
 #include "../common/training.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
@@ -87,7 +90,11 @@ struct Args {
   std::string device = "cpu";
   std::optional<DType> amp;
   std::string checkpoint = "price_cnn.ckpt.safetensors";
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: the trained model as ONNX
   bool resume = false, help = false;
+  bool eval_only = false;                      // --eval-only: load --checkpoint, no training
+  std::optional<example::QuantForm> quantize;  // --quantize: compare f32 with int8/f16/bf16
   int64_t stop_after = 0;
   std::string plot;
 };
@@ -130,7 +137,13 @@ void usage(std::ostream& o) {
        "  --checkpoint PATH  saved at every epoch end (default price_cnn.ckpt.safetensors; \"\" disables)\n"
        "  --resume           continue from --checkpoint (same settings)\n"
        "  --stop-after E     stop after epoch E as if interrupted\n"
+       "  --eval-only        load the model from --checkpoint and evaluate it on the test range, no training\n"
+       "  --quantize Q       int8, f16 or bf16: compare the trained f32 model with that form on the test\n"
+       "                     range (accuracy, size, latency; a last result: line)\n"
        "  --plot FILE        SVG of the per-epoch train loss and validation accuracy\n"
+       "  --export-onnx FILE write the trained model as ONNX (batch axis dynamic) with a sample of test\n"
+       "                     windows and the model's outputs for them (docs/deploy.md)\n"
+       "  --profile FILE     profile the training loop: Chrome trace JSON to FILE, top-ops table\n"
        "  --help             this text\n"
        "The last line is `result: test_accuracy=... baseline_accuracy=... margin=...` (fractions;\n"
        "margin = test_accuracy - baseline_accuracy, the baseline the better of the train range's\n"
@@ -152,10 +165,20 @@ Args parse_args(int argc, char** argv) {
       a.resume = true;
       continue;
     }
+    if (f == "--eval-only") {
+      a.eval_only = true;
+      continue;
+    }
+    if (f == "--quantize") {
+      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
+      a.quantize = example::parse_quantize(kProg, argv[++i]);
+      continue;
+    }
     static const char* kValued[] = {"--data-root", "--source", "--csv", "--column", "--window", "--norm",
                                     "--val-frac", "--test-frac", "--preset", "--epochs", "--batch", "--lr",
                                     "--weight-decay", "--dropout", "--channels", "--hidden", "--seed", "--threads",
-                                    "--device", "--amp", "--checkpoint", "--stop-after", "--plot"};
+                                    "--device", "--amp", "--checkpoint", "--stop-after", "--plot", "--profile",
+                                    "--export-onnx"};
     EMBER_CHECK(std::find(std::begin(kValued), std::end(kValued), f) != std::end(kValued), kProg,
                 "unknown option \"", f, "\" (see --help)");
     EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
@@ -192,6 +215,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--checkpoint") a.checkpoint = v;
     else if (f == "--stop-after") a.stop_after = as_int(1);
     else if (f == "--plot") a.plot = v;
+    else if (f == "--profile") a.profile = v;
+    else if (f == "--export-onnx") a.export_onnx = v;
   }
   if (!a.csv.empty()) a.source = "csv";
   if (a.window == 0) a.window = a.source == "stocks" ? 12 : 20;
@@ -380,6 +405,25 @@ std::map<std::string, std::string> run_identity(const Args& a, const Dataset& d)
           {"train_n", std::to_string(d.part[0].n)}};
 }
 
+// --quantize: the f32 model against its int8 / f16 / bf16 form on the test range.
+void quantize_report(example::QuantForm form, nn::Sequential& model, const Tensor& x, const Tensor& y, Device device) {
+  example::QuantizeHooks h;
+  h.accuracy = [&](DType dt) {
+    NoGradGuard ng;
+    int64_t correct = 0;
+    const int64_t n = x.size(0);
+    for (int64_t s = 0; s < n; s += 1024) {
+      const int64_t len = std::min<int64_t>(1024, n - s);
+      const Tensor logits = model(to_dtype(x.narrow(0, s, len), dt).to(device));
+      correct += sum(eq(argmax(logits, 1), y.narrow(0, s, len).to(device))).item<int64_t>();
+    }
+    return 100.0 * static_cast<double>(correct) / static_cast<double>(n);
+  };
+  h.forward = [&](int64_t b, DType dt) { (void)model(to_dtype(x.narrow(0, 0, std::min(b, x.size(0))), dt).to(device)); };
+  h.large_batch = std::min<int64_t>(256, x.size(0));
+  example::quantize_report(kProg, model, form, h);
+}
+
 int run(const Args& a, Device device) {
   cpu::set_num_threads(a.threads);
   const auto t0 = std::chrono::steady_clock::now();
@@ -439,6 +483,12 @@ int run(const Args& a, Device device) {
                static_cast<long long>(a.batch), static_cast<long long>(a.epochs), device.str().c_str(),
                cpu::num_threads());
   model->to(device);
+  if (a.eval_only) {
+    example::load_model_weights(kProg, a.checkpoint, *model);
+    example::say("loaded %s; test accuracy %.4f\n", a.checkpoint.c_str(), accuracy(*model, X[2], Y[2], device, a));
+    if (a.quantize) quantize_report(*a.quantize, *model, X[2], Y[2], device);
+    return 0;
+  }
   optim::AdamW opt(model->parameters(), {.lr = a.lr, .weight_decay = a.weight_decay});
   const int64_t steps = (tr.n + a.batch - 1) / a.batch;
   optim::WarmupCosineLR sched(opt, {.warmup_steps = 0, .total_steps = a.epochs * steps, .min_lr = 0.0});
@@ -472,6 +522,7 @@ int run(const Args& a, Device device) {
   }
   const int64_t last_epoch = a.stop_after > 0 ? std::min(a.stop_after, a.epochs) : a.epochs;
   example::Progress progress(a.epochs, (last_epoch - first_epoch + 1) * steps, std::max<int64_t>(1, steps));
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(a.profile);
 
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const Tensor perm = from_vector(example::shuffled_order(tr.n, shuffle_gen), {tr.n});
@@ -493,6 +544,7 @@ int run(const Args& a, Device device) {
       scaler.update();
       sched.step();
       ++global_step;
+      if (profiler) profiler->step();
       NoGradGuard ng;
       const double l = loss.item<double>();
       loss_sum += l * static_cast<double>(len);
@@ -523,6 +575,7 @@ int run(const Args& a, Device device) {
       io::save_checkpoint(a.checkpoint, *model, opt, &sched, st, &scaler);
     }
   }
+  if (profiler) profiler->stop();
   if (!a.plot.empty() && !hist_loss.empty()) {
     example::write_svg_plot(a.plot, "price_cnn: direction of the next move", "epoch", "loss / accuracy",
                             {{"train loss", hist_loss}, {"validation accuracy", hist_val}});
@@ -546,8 +599,17 @@ int run(const Args& a, Device device) {
                test_at_best, baseline, majority_acc >= persistence_acc ? "majority class" : "persistence", margin,
                static_cast<long long>(std::llround(margin * static_cast<double>(te.n))), static_cast<long long>(te.n),
                se, 2 * se);
+  if (!a.export_onnx.empty()) {
+    io::ExportOptions o;
+    o.input_names = {"windows"};
+    o.output_names = {"logits"};
+    o.dynamic_axes = {{"windows", {{0, "batch"}}}, {"logits", {{0, "batch"}}}};
+    example::export_onnx(kProg, a.export_onnx, *model, {X[2].narrow(0, 0, std::min<int64_t>(8, te.n))}, o,
+                         [&model](const std::vector<Tensor>& in) { return std::vector<Tensor>{model->forward(in[0])}; });
+  }
   example::say("total time: %.1f s\n", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   example::print_result({{"test_accuracy", test_at_best}, {"baseline_accuracy", baseline}, {"margin", margin}});
+  if (a.quantize) quantize_report(*a.quantize, *model, X[2], Y[2], device);
   return 0;
 }
 

@@ -43,6 +43,9 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/quantize_report.h"
+#include "../common/onnx_export.h"
+#include "../common/profile.h"
 #include "../common/training.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
@@ -75,7 +78,11 @@ struct Args {
   std::string device = "cpu";
   std::optional<DType> amp;
   std::string checkpoint = "protein_pairs.ckpt.safetensors";
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: the best network as ONNX
   bool resume = false;
+  bool eval_only = false;                      // --eval-only: load --checkpoint, no training
+  std::optional<example::QuantForm> quantize;  // --quantize: compare f32 with int8/f16/bf16
   int64_t stop_after = 0;
   std::string plot;
   bool help = false;
@@ -127,7 +134,13 @@ void usage(std::ostream& os) {
         "  --checkpoint PATH  saved at every epoch end (default protein_pairs.ckpt.safetensors; \"\" disables)\n"
         "  --resume           continue from --checkpoint (same data and settings)\n"
         "  --stop-after E     stop after epoch E, as if interrupted (continue with --resume)\n"
+        "  --eval-only        load the model from --checkpoint and test its best network, no training\n"
+        "  --quantize Q       int8, f16 or bf16: compare the best f32 network with that form on the test\n"
+        "                     pairs (accuracy, size, latency; a last result: line)\n"
         "  --plot FILE        write the training curves (train loss, validation accuracy) as SVG\n"
+        "  --export-onnx FILE write the best network as ONNX (two token windows in, logits out, batch axis\n"
+        "                     dynamic) with a sample of test pairs and its outputs (docs/deploy.md)\n"
+        "  --profile FILE     profile the training loop: Chrome trace JSON to FILE, top-ops table\n"
         "  --help             this text\n"
         "The last line is `result: test_accuracy=... baseline_accuracy=... test_auc=... test_pairs=...`.\n";
 }
@@ -144,10 +157,19 @@ Args parse_args(int argc, char** argv) {
       a.resume = true;
       continue;
     }
+    if (f == "--eval-only") {
+      a.eval_only = true;
+      continue;
+    }
+    if (f == "--quantize") {
+      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
+      a.quantize = example::parse_quantize(kProg, argv[++i]);
+      continue;
+    }
     static const char* with_value[] = {"--data-root", "--fasta",   "--pairs",  "--preset",      "--epochs",
                                        "--batch",     "--lr",      "--window", "--lstm", "--crop",        "--train-pairs",
                                        "--seed",      "--threads", "--device", "--amp",         "--checkpoint",
-                                       "--stop-after", "--plot"};
+                                       "--stop-after", "--plot", "--profile", "--export-onnx"};
     EMBER_CHECK(std::find(std::begin(with_value), std::end(with_value), f) != std::end(with_value), kProg,
                 "unknown option \"", f, "\" (see --help)");
     EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
@@ -174,6 +196,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--checkpoint") a.checkpoint = v;
     else if (f == "--stop-after") a.stop_after = example::parse_int(kProg, f, v, 1);
     else if (f == "--plot") a.plot = v;
+    else if (f == "--profile") a.profile = v;
+    else if (f == "--export-onnx") a.export_onnx = v;
   }
   EMBER_CHECK(a.fasta.empty() == a.pairs.empty(), kProg, "own data needs both --fasta FILE and --pairs FILE.tsv");
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
@@ -217,13 +241,26 @@ class SiamesePairNet : public nn::Module {
     Tensor h = embed_->forward(ids).transpose(1, 2);  // (N, E, W)
     for (const auto& conv : convs_) h = relu(conv->forward(h));
     int64_t t = 2;  // the positions' dim
-    if (lstm_) {
+    if (qlstm_) {
+      h = qlstm_->forward(h.transpose(1, 2).to(DType::f32)).output;  // (N, W, 2H)
+      t = 1;
+    } else if (lstm_) {
       // Under autocast the convolutions hand over bf16/f16; nn::LSTM takes its parameters'
       // dtype and runs the recurrence in the low dtype itself.
       h = lstm_->forward(h.transpose(1, 2).to(lstm_->weights(0, 0).w_ih.dtype())).output;  // (N, W, 2H)
       t = 1;
     }
     return relu(proj_->forward(cat({amax(h, {t}), mean(h, {t})}, 1)));
+  }
+
+  // After nn::quantize_dynamic (--quantize int8): the layers as the module tree now holds them.
+  void relink() {
+    embed_ = nn::child<nn::Layer>(*this, "embed");
+    for (size_t l = 0; l < convs_.size(); ++l) convs_[l] = nn::child<nn::Layer>(*this, "conv" + std::to_string(l));
+    if (lstm_) qlstm_ = std::dynamic_pointer_cast<nn::QuantizedRNN>(nn::child_module(*this, "lstm"));
+    proj_ = nn::child<nn::Layer>(*this, "proj");
+    fc1_ = nn::child<nn::Layer>(*this, "fc1");
+    fc2_ = nn::child<nn::Layer>(*this, "fc2");
   }
 
   // Two proteins' vectors (N, dim) each -> logits (N, 2).
@@ -233,10 +270,11 @@ class SiamesePairNet : public nn::Module {
   }
 
  private:
-  std::shared_ptr<nn::Embedding> embed_;
-  std::vector<std::shared_ptr<nn::Conv1d>> convs_;
+  std::shared_ptr<nn::Layer> embed_;
+  std::vector<std::shared_ptr<nn::Layer>> convs_;
   std::shared_ptr<nn::LSTM> lstm_;
-  std::shared_ptr<nn::Linear> proj_, fc1_, fc2_;
+  std::shared_ptr<nn::QuantizedRNN> qlstm_;  // in place of lstm_ after quantize_dynamic
+  std::shared_ptr<nn::Layer> proj_, fc1_, fc2_;
   std::shared_ptr<nn::Dropout> drop_;
 };
 
@@ -434,6 +472,33 @@ int run(const Args& a, Device device) {
   Checkpointed model(c, &init_gen);
   SiamesePairNet& net = *model.net;
   model.to(device);
+  // --quantize: the best f32 network against its int8 / f16 / bf16 form on the test pairs.
+  auto quantize_report = [&] {
+    SiamesePairNet& best = *model.best;
+    example::QuantizeHooks h;
+    h.accuracy = [&](DType) { return 100.0 * evaluate(best, tokens, test, device, std::nullopt).accuracy; };
+    h.forward = [&](int64_t b, DType) {
+      std::vector<int64_t> ia, ib;
+      for (int64_t i = 0; i < b; ++i) {
+        const Pair& p = test[static_cast<size_t>(i) % test.size()];
+        ia.push_back(p.a), ib.push_back(p.b);
+      }
+      best.eval();
+      const Tensor ta = index_select(tokens, 0, from_vector(ia, {b})).to(device);
+      const Tensor tb = index_select(tokens, 0, from_vector(ib, {b})).to(device);
+      (void)best.score(best.encode(ta), best.encode(tb));
+    };
+    h.converted = [&] { best.relink(); };
+    h.large_batch = 64;
+    example::quantize_report(kProg, best, *a.quantize, h);
+  };
+  if (a.eval_only) {
+    example::load_model_weights(kProg, a.checkpoint, model);
+    example::say("loaded %s; test accuracy %.4f\n", a.checkpoint.c_str(),
+                 evaluate(*model.best, tokens, test, device, std::nullopt).accuracy);
+    if (a.quantize) quantize_report();
+    return 0;
+  }
   optim::AdamW opt(net.parameters(), {.lr = c.lr, .weight_decay = 1e-4});
   const int64_t n_train = static_cast<int64_t>(train.size());
   const int64_t steps = (n_train + c.batch - 1) / c.batch;
@@ -484,6 +549,7 @@ int run(const Args& a, Device device) {
 
   // Training.
   example::Progress progress(c.epochs, std::max<int64_t>(1, (last_epoch - first_epoch + 1) * steps), 20);
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(a.profile);
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const std::vector<int64_t> order = example::shuffled_order(n_train, shuffle_gen);
     double loss_sum = 0;
@@ -515,6 +581,7 @@ int run(const Args& a, Device device) {
       scaler.step(opt);
       scaler.update();
       sched.step();
+      if (profiler) profiler->step();
       NoGradGuard no_grad;
       const double l = loss.item<double>();
       loss_sum += l * static_cast<double>(len);
@@ -549,6 +616,7 @@ int run(const Args& a, Device device) {
       io::save_checkpoint(a.checkpoint, model, opt, &sched, st, &scaler);
     }
   }
+  if (profiler) profiler->stop();
   if (!a.plot.empty()) {
     example::write_svg_plot(a.plot, "protein_pairs: siamese pair classifier (proxy task)", "epoch", "value",
                             {{"train loss", loss_hist}, {"validation accuracy", val_hist}});
@@ -586,11 +654,28 @@ int run(const Args& a, Device device) {
     }
     example::say("test pairs right by group pair:%s\n", line.c_str());
   }
+  if (!a.export_onnx.empty()) {
+    // The pair classifier on two token windows (N, W) each, batch axis dynamic.
+    std::vector<int64_t> ia, ib;
+    for (size_t i = 0; i < std::min<size_t>(4, test.size()); ++i) ia.push_back(test[i].a), ib.push_back(test[i].b);
+    const int64_t n = static_cast<int64_t>(ia.size());
+    io::ExportOptions o;
+    o.input_names = {"tokens_a", "tokens_b"};
+    o.output_names = {"logits"};
+    o.dynamic_axes = {{"tokens_a", {{0, "batch"}}}, {"tokens_b", {{0, "batch"}}}, {"logits", {{0, "batch"}}}};
+    SiamesePairNet& best = *model.best;
+    example::export_onnx(kProg, a.export_onnx, best,
+                         {index_select(tokens, 0, from_vector(ia, {n})), index_select(tokens, 0, from_vector(ib, {n}))},
+                         o, [&best](const std::vector<Tensor>& in) {
+                           return std::vector<Tensor>{best.score(best.encode(in[0]), best.encode(in[1]))};
+                         });
+  }
   example::say("total time: %.1f s\n", total);
   example::print_result({{"test_accuracy", t.accuracy},
                          {"baseline_accuracy", baseline},
                          {"test_auc", t.auc},
                          {"test_pairs", static_cast<double>(test.size())}});
+  if (a.quantize) quantize_report();
   return 0;
 }
 

@@ -49,7 +49,10 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/quantize_report.h"
+#include "../common/profile.h"
 #include "../common/training.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
@@ -91,7 +94,11 @@ struct Args {
   std::string device = "cpu";
   std::optional<DType> amp;
   std::string checkpoint = "rna_coding.ckpt.safetensors";
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: the trained model as ONNX
   bool resume = false, help = false;
+  bool eval_only = false;                      // --eval-only: load --checkpoint, no training
+  std::optional<example::QuantForm> quantize;  // --quantize: compare f32 with int8/f16/bf16
   std::string plot;
 };
 
@@ -126,7 +133,13 @@ void usage(std::ostream& o) {
        "  --checkpoint PATH     saved at every epoch end (default rna_coding.ckpt.safetensors; \"\" = none)\n"
        "  --resume              continue from --checkpoint (same data and flags)\n"
        "  --stop-after E        stop after epoch E as if interrupted (then --resume)\n"
+       "  --eval-only           load the model from --checkpoint and evaluate it on the test split, no training\n"
+       "  --quantize Q          int8, f16 or bf16: compare the trained f32 model with that form on the test\n"
+       "                        split (accuracy, size, latency; a last result: line)\n"
        "  --plot FILE           write the training curves as SVG\n"
+       "  --export-onnx FILE    write the trained model as ONNX (batch axis dynamic) with a sample of test\n"
+       "                        windows and its outputs (docs/deploy.md)\n"
+       "  --profile FILE        profile the training loop: Chrome trace JSON to FILE, top-ops table\n"
        "  --help                this text\n";
 }
 
@@ -143,6 +156,15 @@ Args parse_args(int argc, char** argv) {
     }
     if (f == "--resume") {
       a.resume = true;
+      continue;
+    }
+    if (f == "--eval-only") {
+      a.eval_only = true;
+      continue;
+    }
+    if (f == "--quantize") {
+      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
+      a.quantize = example::parse_quantize(kProg, argv[++i]);
       continue;
     }
     EMBER_CHECK(f.rfind("--", 0) == 0, kProg, "unexpected argument \"", f, "\" (see --help)");
@@ -169,6 +191,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--checkpoint") a.checkpoint = v;
     else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
     else if (f == "--plot") a.plot = v;
+    else if (f == "--profile") a.profile = v;
+    else if (f == "--export-onnx") a.export_onnx = v;
     else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
   }
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
@@ -603,6 +627,18 @@ int run(const Args& a, Device device) {
                static_cast<long long>(a.batch), static_cast<long long>(a.epochs), device.str().c_str(),
                cpu::num_threads(), example::amp_name(a.amp));
   model->to(device);
+  // --quantize: the f32 model against its int8 / f16 / bf16 form on the test split.
+  auto quantize_report = [&] {
+    model->eval();
+    example::quantize_report(kProg, *model, *a.quantize,
+                             example::classifier_hooks([&](const Tensor& x) { return (*model)(x); }, te.x, te.y, device));
+  };
+  if (a.eval_only) {
+    example::load_model_weights(kProg, a.checkpoint, *model);
+    example::say("loaded %s; test accuracy %.2f%%\n", a.checkpoint.c_str(), 100 * accuracy(*model, te, device));
+    if (a.quantize) quantize_report();
+    return 0;
+  }
   optim::AdamW opt(model->parameters(), {.lr = a.lr, .weight_decay = a.weight_decay});
   const int64_t steps = (tr.n + a.batch - 1) / a.batch;
   optim::WarmupCosineLR sched(opt, {.warmup_steps = std::min<int64_t>(steps, 50), .total_steps = a.epochs * steps,
@@ -639,6 +675,7 @@ int run(const Args& a, Device device) {
 
   example::Progress progress(a.epochs, std::max<int64_t>(1, (last_epoch - first_epoch + 1) * steps),
                              std::max<int64_t>(1, steps / 3));
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(a.profile);
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const Tensor perm = from_vector(example::shuffled_order(tr.n, shuffle_gen), {tr.n});
     double loss_sum = 0;
@@ -658,6 +695,7 @@ int run(const Args& a, Device device) {
       scaler.step(opt);
       scaler.update();
       sched.step();
+      if (profiler) profiler->step();
       NoGradGuard ng;
       const double l = loss.item<double>();
       loss_sum += l * static_cast<double>(len);
@@ -689,6 +727,7 @@ int run(const Args& a, Device device) {
       io::save_checkpoint(a.checkpoint, *model, opt, &sched, st, &scaler);
     }
   }
+  if (profiler) profiler->stop();
   if (!a.plot.empty() && !hist_val.empty()) {
     example::write_svg_plot(a.plot, "rna_coding: coding vs non-coding RNA (1-D CNN)", "epoch", "loss / accuracy",
                             {{"train loss", hist_loss},
@@ -705,8 +744,17 @@ int run(const Args& a, Device device) {
   example::say("test accuracy %.2f%% (epoch %lld, chosen on validation %.2f%%); k-mer baseline %.2f%%; majority %.2f%%\n",
                100 * test_at_best, static_cast<long long>(best_epoch), 100 * best_val, 100 * base.test, 100 * majority);
   example::say("test windows wrong, by source: %s\n", errors_by_origin(te, hits_at_best).c_str());
+  if (!a.export_onnx.empty()) {
+    io::ExportOptions o;
+    o.input_names = {"windows"};
+    o.output_names = {"logits"};
+    o.dynamic_axes = {{"windows", {{0, "batch"}}}, {"logits", {{0, "batch"}}}};
+    example::export_onnx(kProg, a.export_onnx, *model, {te.x.narrow(0, 0, std::min<int64_t>(8, te.n))}, o,
+                         [&model](const std::vector<Tensor>& in) { return std::vector<Tensor>{model->forward(in[0])}; });
+  }
   example::say("total time %.1f s\n", total);
   example::print_result({{"test_accuracy", test_at_best}, {"baseline_accuracy", base.test}});
+  if (a.quantize) quantize_report();
   return 0;
 }
 

@@ -40,7 +40,9 @@
 #include <unordered_set>
 #include <vector>
 
+#include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/profile.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
 #include "../common/training.h"
@@ -75,6 +77,8 @@ struct Args {
   std::string device = "cpu";
   std::optional<DType> amp;
   std::string checkpoint = "translate.ckpt.safetensors";
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: encoder and decoder step as ONNX
   bool resume = false, help = false;
   std::string plot, write_hyp;
 };
@@ -119,6 +123,10 @@ void usage(std::ostream& o) {
        "  --resume              continue from --checkpoint (same data and flags)\n"
        "  --stop-after E        stop after epoch E as if interrupted (then --resume)\n"
        "  --plot FILE           write the training curves as SVG\n"
+       "  --export-onnx FILE    write the encoder to FILE and one decoder step (tokens, state, encoder\n"
+       "                        output -> logits, new state) to FILE's stem + .decoder.onnx, batch and\n"
+       "                        source length dynamic; greedy or beam search loops over the step (docs/deploy.md)\n"
+       "  --profile FILE        profile the training loop: Chrome trace JSON to FILE, top-ops table\n"
        "  --help                this text\n";
 }
 
@@ -174,6 +182,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--checkpoint") a.checkpoint = v;
     else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
     else if (f == "--plot") a.plot = v;
+    else if (f == "--profile") a.profile = v;
+    else if (f == "--export-onnx") a.export_onnx = v;
     else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
   }
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
@@ -365,6 +375,49 @@ std::string detok(const std::vector<int64_t>& ids, const Vocab& tv) {
 }
 
 // Greedy decoding of rows [start, start+len) of `data`: token ids up to </s>.
+// --export-onnx: the encoder (src, lengths -> states, padding, h, c) and one decoder step
+// (tokens (N, 1), h, c, states, padding -> logits, h, c) as two files, on the first test sentences.
+void export_model(const std::string& path, Seq2Seq& m, const std::vector<Example>& te, const Vocab& sv, const Vocab& tv) {
+  std::vector<int64_t> rows;
+  for (int64_t i = 0; i < std::min<int64_t>(4, static_cast<int64_t>(te.size())); ++i) rows.push_back(i);
+  const Batch b = make_batch(te, rows, sv, tv);
+  io::ExportOptions eo;
+  eo.input_names = {"src", "lengths"};
+  eo.output_names = {"states", "padding", "h", "c"};
+  eo.dynamic_axes = {{"src", {{0, "batch"}, {1, "src_len"}}}, {"lengths", {{0, "batch"}}}};
+  auto encode = [&m](const std::vector<Tensor>& in) {
+    const Encoded e = m.encode(in[0], in[1]);
+    return std::vector<Tensor>{e.states, e.padding, e.h, e.c};
+  };
+  example::export_onnx(kProg, path, m, {b.src, b.lengths}, eo, encode);
+  Encoded e;
+  {
+    NoGradGuard ng;
+    m.eval();
+    e = m.encode(b.src, b.lengths);
+    m.train();
+  }
+  const std::string stem = path.size() > 5 && path.compare(path.size() - 5, 5, ".onnx") == 0 ? path.substr(0, path.size() - 5) : path;
+  io::ExportOptions d;
+  d.input_names = {"tokens", "h", "c", "states", "padding"};
+  d.output_names = {"logits", "h_next", "c_next"};
+  d.dynamic_axes = {{"tokens", {{0, "batch"}}},
+                    {"h", {{1, "batch"}}},
+                    {"c", {{1, "batch"}}},
+                    {"states", {{0, "batch"}, {1, "src_len"}}},
+                    {"padding", {{0, "batch"}, {1, "src_len"}}}};
+  auto step = [&m](const std::vector<Tensor>& in) {
+    Encoded enc;
+    enc.states = in[3];
+    enc.padding = in[4];
+    Tensor h = in[1], c = in[2];
+    const Tensor logits = m.decode(in[0], h, c, enc);
+    return std::vector<Tensor>{logits, h, c};
+  };
+  const Tensor bos = full({b.n, 1}, static_cast<double>(kBos), DType::i64);
+  example::export_onnx(kProg, stem + ".decoder.onnx", m, {bos, e.h, e.c, e.states, e.padding}, d, step);
+}
+
 std::vector<std::vector<int64_t>> greedy(Seq2Seq& m, const std::vector<Example>& data, const std::vector<int64_t>& rows,
                                          const Vocab& sv, const Vocab& tv, Device dev, int64_t max_steps) {
   const Batch b = make_batch(data, rows, sv, tv);
@@ -680,6 +733,7 @@ int run(const Args& a, Device device) {
 
   example::Progress progress(a.epochs, std::max<int64_t>(1, (last_epoch - first_epoch + 1) * steps),
                              std::max<int64_t>(1, steps / 3));
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(a.profile);
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const std::vector<int64_t> perm = example::shuffled_order(ntr, shuffle_gen);
     double loss_sum = 0, tf_sum = 0;
@@ -705,6 +759,7 @@ int run(const Args& a, Device device) {
       scaler.step(opt);
       scaler.update();
       sched.step();
+      if (profiler) profiler->step();
       NoGradGuard ng;
       const double l = loss.item<double>();
       loss_sum += l * static_cast<double>(b.tokens);
@@ -736,6 +791,7 @@ int run(const Args& a, Device device) {
       io::save_checkpoint(a.checkpoint, *model, opt, &sched, st, &scaler);
     }
   }
+  if (profiler) profiler->stop();
   if (!a.plot.empty() && !hist_val.empty()) {
     std::vector<double> val_frac, base_line(hist_val.size(), baseline / 100.0);
     for (double v : hist_val) val_frac.push_back(v / 100.0);
@@ -799,6 +855,7 @@ int run(const Args& a, Device device) {
     if (a.beam > 1) f << "beam " << fmt(bs.score()) << "\n";
     example::say("hypotheses and references written to %s\n", a.write_hyp.c_str());
   }
+  if (!a.export_onnx.empty()) export_model(a.export_onnx, *model, te, sv, tv);
   const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   example::say("total time %.1f s\n", total);
   const double model_bleu = a.beam > 1 ? bs.score() : gs.score();

@@ -51,7 +51,9 @@
 #include <immintrin.h>
 #endif
 
+#include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/profile.h"
 #include "../common/report.h"
 #include "../common/training.h"
 #include "ember/cpu.h"
@@ -69,6 +71,8 @@ using namespace ember;
 namespace fs = std::filesystem;
 
 constexpr const char* kProg = "word2vec";
+// --profile: the profiler of the run, marked at every library step (device_step); null without it.
+ember::Profiler* g_profiler = nullptr;
 constexpr const char* kGcide = "dict-gcide/usr/share/dictd/gcide.dict.dz";
 
 // --- command line -----------------------------------------------------------------------------
@@ -86,6 +90,8 @@ struct Args {
   std::string device = "cpu";
   std::optional<DType> amp;
   std::string checkpoint = "word2vec.ckpt.safetensors";
+  std::string profile;  // --profile: Chrome trace of the training loop
+  std::string export_onnx;  // --export-onnx: the embedding as ONNX
   std::string probes = "king,water,horse,red,walk,good";
   bool resume = false, help = false, self_check = false;
   std::string plot, save_vectors, export_corpus;
@@ -127,6 +133,9 @@ void usage(std::ostream& o) {
        "  --save-vectors FILE   write the vectors in word2vec text format (first line \"V D\")\n"
        "  --export-corpus FILE  write the tokenized text, one sentence a line, and exit (bench peers)\n"
        "  --plot FILE           write the training curves as SVG\n"
+       "  --export-onnx FILE    write the trained embedding as ONNX: word ids (N) in, their vectors and unit\n"
+       "                        vectors (for cosine similarity) out, N dynamic (docs/deploy.md)\n"
+       "  --profile FILE        profile training (the library path's ops): Chrome trace JSON to FILE, table\n"
        "  --self-check          compare one Hogwild update with one autograd step on a toy model\n"
        "  --help                this text\n";
 }
@@ -179,6 +188,8 @@ Args parse_args(int argc, char** argv) {
     else if (f == "--save-vectors") a.save_vectors = v;
     else if (f == "--export-corpus") a.export_corpus = v;
     else if (f == "--plot") a.plot = v;
+    else if (f == "--profile") a.profile = v;
+    else if (f == "--export-onnx") a.export_onnx = v;
     else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
   }
   if (!a.lr_set && a.model == "cbow") a.lr = 0.05;
@@ -753,6 +764,7 @@ double device_step(Word2Vec& m, optim::SGD& opt, amp::GradScaler& scaler, const 
   scaler.scale(loss).backward();
   scaler.step(opt);
   scaler.update();
+  if (g_profiler) g_profiler->step();
   return loss.item<double>();
 }
 
@@ -1166,6 +1178,8 @@ int run(const Args& a, Device device) {
   }
   const int64_t last_epoch = a.stop_after > 0 ? std::min(a.stop_after, a.epochs) : a.epochs;
   auto host_vectors = [&] { return model.input->weight.to(Device::cpu()).contiguous(); };
+  std::unique_ptr<ember::Profiler> profiler = example::start_profile(a.profile);
+  g_profiler = profiler.get();
   for (int64_t epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const EpochStats st = hogwild ? cpu_epoch(setup, model, epoch, a.epochs, a.lr, a.seed, a.threads)
                                   : device_epoch(setup, model, opt, scaler, epoch, a.epochs, a.lr, a.seed, a.batch,
@@ -1195,6 +1209,8 @@ int run(const Args& a, Device device) {
       io::save_checkpoint(a.checkpoint, model, opt, nullptr, ts, &scaler);
     }
   }
+  g_profiler = nullptr;
+  if (profiler) profiler->stop();
   if (!a.plot.empty() && !hist_loss.empty()) {
     // Accuracy only: the loss (about 7.5 nats per pair) would flatten it on a shared axis; the
     // epoch lines print the loss.
@@ -1233,6 +1249,20 @@ int run(const Args& a, Device device) {
                static_cast<long long>(trained_words), train_seconds, wps,
                hogwild ? (std::to_string(a.threads) + " Hogwild thread(s)").c_str() : device.str().c_str(),
                static_cast<double>(trained_words) / std::max(train_cpu_seconds, 1e-9), total);
+  if (!a.export_onnx.empty()) {
+    io::ExportOptions o;
+    o.input_names = {"word_ids"};
+    o.output_names = {"vectors", "unit_vectors"};
+    o.dynamic_axes = {{"word_ids", {{0, "words"}}}, {"vectors", {{0, "words"}}}, {"unit_vectors", {{0, "words"}}}};
+    std::vector<int64_t> ids;
+    for (int64_t i = 0; i < std::min<int64_t>(8, V); ++i) ids.push_back(i);
+    example::export_onnx(kProg, a.export_onnx, model, {from_vector(ids, {static_cast<int64_t>(ids.size())})}, o,
+                         [&model](const std::vector<Tensor>& in) {
+                           const Tensor v = model.input->forward(in[0]);
+                           const Tensor norm = clamp(sqrt(sum(v * v, {1}, true)), 1e-12, std::nullopt);
+                           return std::vector<Tensor>{v, v / norm};
+                         });
+  }
   example::print_result({{"words_per_s", wps}, {"analogy_accuracy", sc.accuracy()},
                          {"baseline_analogy_accuracy", base.accuracy()}});
   return 0;

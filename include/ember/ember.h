@@ -25,6 +25,7 @@
 #include "ember/nn/module.h"
 #include "ember/nn/norm.h"
 #include "ember/nn/pool.h"
+#include "ember/nn/quantized.h"
 #include "ember/nn/transformer.h"
 #include "ember/nn/rnn.h"
 #include "ember/nn/hsoftmax.h"
@@ -46,3 +47,4 @@
 #include "ember/optim/optimizer.h"
 #include "ember/optim/schedule.h"
 #include "ember/optim/sgd.h"
+#include "ember/profiler.h"
