@@ -364,7 +364,7 @@ PREFIX_PATH=$(IFS=';'; echo "${PREFIXES[*]}")
 
 # --- build -------------------------------------------------------------------------------------
 TARGETS=(ember_tests ember_dist_tests fashion_mnist char_lm ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench
-         ember-attention_gpu_bench ember-softmax_gpu_bench ember-g6g7_bench)
+         ember-attention_gpu_bench ember-softmax_gpu_bench ember-g6g7_bench ember-quant-bench)
 [[ $QUICK == 0 ]] && TARGETS+=(ember-bench)
 binary() {  # target -> its executable in the build dir
   case $1 in
@@ -555,6 +555,17 @@ if has bench; then
       else record "$name" ok "${DUR}s, $n cases"
       fi
     done
+    # int8 Linear (dp4a) against the bf16 Linear at batch 8192 (docs/perf/quantization.md).
+    banner "bench: int8 vs bf16 Linear (ember-quant-bench --device cuda)"
+    if [[ -z ${BUILT[ember-quant-bench]:-} ]]; then record "int8 vs bf16" absent "not built"
+    elif run_cmd "int8 vs bf16" 10 60 "$LOGS/quant.txt" "$(binary ember-quant-bench)" --device cuda --reps 20; then
+      last_block "$LOGS/quant.txt" | grep -a -e '^linear' -e '^result:' | tail -n 4
+      res=$(last_block "$LOGS/quant.txt" | grep -a '^result:' | tail -n 1)
+      if timed_out; then record "int8 vs bf16" timeout "after ${DUR}s"
+      elif [[ $RC != 0 || -z $res ]]; then record "int8 vs bf16" FAIL "exit $RC"
+      else record "int8 vs bf16" ok "${res#result: }"
+      fi
+    fi
   fi
 fi
 
