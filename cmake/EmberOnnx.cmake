@@ -1,10 +1,15 @@
 # ONNX export (include/ember/io/onnx.h, src/onnx/): its own library, ember::onnx, built when
 # CMake finds the ONNX protobuf classes (Debian: libonnx-dev) and Protobuf (libprotobuf-dev),
 # so the core library never depends on protobuf. EMBER_WITH_ONNX tells tests and examples.
+# EMBER_ONNX=OFF skips it (the asan preset does: the exporter's checks run in the release build,
+# and the sanitizer build is the CI's longest step).
+option(EMBER_ONNX "Build the ONNX exporter ember::onnx when libonnx-dev and libprotobuf-dev are found" ON)
 set(EMBER_WITH_ONNX OFF)
-find_package(Protobuf QUIET)
-find_package(ONNX CONFIG QUIET)
-if(ONNX_FOUND AND Protobuf_FOUND AND TARGET onnx_proto)
+if(EMBER_ONNX)
+  find_package(Protobuf QUIET)
+  find_package(ONNX CONFIG QUIET)
+endif()
+if(EMBER_ONNX AND ONNX_FOUND AND Protobuf_FOUND AND TARGET onnx_proto)
   add_library(ember_onnx ${PROJECT_SOURCE_DIR}/src/onnx/export.cpp)
   add_library(ember::onnx ALIAS ember_onnx)
   target_link_libraries(ember_onnx PUBLIC ember PRIVATE onnx_proto protobuf::libprotobuf)
@@ -13,6 +18,8 @@ if(ONNX_FOUND AND Protobuf_FOUND AND TARGET onnx_proto)
   set(EMBER_WITH_ONNX ON)
   find_package(Python3 COMPONENTS Interpreter QUIET)  # the onnxruntime checks (tests/onnx/check_onnx.py)
   message(STATUS "ember: ONNX export (ember::onnx) is built (ONNX ${ONNX_VERSION}, Protobuf ${Protobuf_VERSION})")
+elseif(NOT EMBER_ONNX)
+  message(STATUS "ember: ONNX export (ember::onnx) is off (EMBER_ONNX=OFF)")
 else()
   message(STATUS "ember: ONNX export (ember::onnx) is NOT built: install libonnx-dev and libprotobuf-dev")
 endif()
