@@ -13,6 +13,7 @@ if(EMBER_ONNX AND ONNX_FOUND AND Protobuf_FOUND AND TARGET onnx_proto)
   add_library(ember_onnx ${PROJECT_SOURCE_DIR}/src/onnx/export.cpp)
   add_library(ember::onnx ALIAS ember_onnx)
   target_link_libraries(ember_onnx PUBLIC ember PRIVATE onnx_proto protobuf::libprotobuf)
+  target_include_directories(ember_onnx PRIVATE ${PROJECT_SOURCE_DIR}/src)  # core/atomic_file.h
   target_compile_options(ember_onnx PRIVATE -Wall -Wextra)
   set_target_properties(ember_onnx PROPERTIES POSITION_INDEPENDENT_CODE ON)
   set(EMBER_WITH_ONNX ON)

@@ -21,6 +21,7 @@
 
 #include "ember/core/error.h"
 #include "ember/ops/ops.h"
+#include "core/atomic_file.h"
 #include "core/untrusted_text.h"
 
 namespace ember::io {
@@ -239,25 +240,7 @@ std::string serialize_safetensors(const StateDict& state, const std::string& nam
 
 void save_safetensors(const std::string& path, const StateDict& state) {
   const Encoded e = encode(state, path);
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  {
-    std::FILE* f = std::fopen(tmp.c_str(), "wb");
-    EMBER_CHECK(f != nullptr, kOp, "cannot open ", tmp, " for writing: ", std::strerror(errno));
-    bool ok = std::fwrite(e.head.data(), 1, e.head.size(), f) == e.head.size() &&
-              std::fwrite(e.data.data(), 1, e.data.size(), f) == e.data.size();
-    ok = std::fflush(f) == 0 && ok;
-    ok = ::fsync(::fileno(f)) == 0 && ok;
-    ok = std::fclose(f) == 0 && ok;
-    if (!ok) {
-      std::remove(tmp.c_str());
-      EMBER_FAIL(kOp, "writing ", tmp, " failed: ", std::strerror(errno));
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(errno);
-    std::remove(tmp.c_str());
-    EMBER_FAIL(kOp, "cannot rename ", tmp, " to ", path, ": ", why);
-  }
+  ember::detail::write_file_atomically(kOp, path, {e.head, e.data});
 }
 
 StateDict load_safetensors(const std::string& path, SafetensorsChecks* checks) {

@@ -24,6 +24,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "core/atomic_file.h"
 #include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
 #include "ember/io/onnx.h"
@@ -1328,25 +1329,7 @@ void write_atomically(const pb::ModelProto& model, const std::string& path) {
   std::string bytes;
   EMBER_CHECK(model.SerializeToString(&bytes), kWhere, "cannot serialise the model for '", path,
               "' (protobuf refused it; a model over 2 GiB needs external data, which is not supported)");
-  const fs::path tmp = dir / ("." + target.filename().string() + ".tmp." + std::to_string(::getpid()));
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    EMBER_CHECK(static_cast<bool>(f), kWhere, "cannot open '", tmp.string(), "' for writing");
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    f.flush();
-    if (!f) {
-      f.close();
-      std::error_code ec;
-      fs::remove(tmp, ec);
-      throw Error(kWhere, "writing '" + tmp.string() + "' failed (disk full?); '" + path + "' is unchanged");
-    }
-  }
-  std::error_code ec;
-  fs::rename(tmp, target, ec);
-  if (ec) {
-    fs::remove(tmp, ec);
-    throw Error(kWhere, "cannot rename the written model onto '" + path + "': " + ec.message());
-  }
+  ember::detail::write_file_atomically(kWhere, path, {bytes});
 }
 
 // Runs forward under the tracer (eval mode, no autograd).

@@ -13,6 +13,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/atomic_file.h"
 #include "ember/core/error.h"
 #include "profiler/profiler_impl.h"
 
@@ -211,21 +212,10 @@ void Profiler::Impl::write_chrome_trace(const std::string& path) const {
               {"otherData", {{"producer", "ember profiler"}, {"steps", steps}, {"wall_ms", wall_ms()}}}};
 
   // Atomically: a reader (or a crash) never sees half a trace.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    EMBER_CHECK(f.is_open(), "profiler", "cannot write the trace to '", path, "': ", std::strerror(errno));
-    f << doc.dump();
-    f.close();
-    if (!f) {
-      std::remove(tmp.c_str());
-      EMBER_FAIL("profiler", "cannot write the trace to '", path, "': write failed");
-    }
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    std::remove(tmp.c_str());
-    EMBER_FAIL("profiler", "cannot write the trace to '", path, "': ", std::strerror(err));
+  try {
+    detail::write_file_atomically("profiler", path, {doc.dump()});
+  } catch (const Error& e) {
+    EMBER_FAIL("profiler", "cannot write the trace to '", path, "': ", e.what());
   }
 }
 
