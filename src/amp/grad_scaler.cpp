@@ -170,8 +170,10 @@ bool GradScaler::step(optim::Optimizer& opt) {
     // No host read: the update kernels skip themselves when the flag is set.
     EMBER_CHECK(st.found_inf.size() <= 1, "GradScaler.step",
                 "a captured step with gradients on several devices is not supported");
-    EMBER_CHECK(dist::world_size() == 1, "GradScaler.step",
-                "a captured step with a scaler under data parallelism is not supported");
+    // Under data parallelism the flag is all-reduced (max) inside the graph too, so every rank
+    // skips the same replayed steps.
+    if (dist::world_size() > 1)
+      for (Tensor& f : st.found_inf) dist::all_reduce(f, dist::ReduceOp::max);
     if (st.found_inf.empty()) {
       opt.step();
     } else {

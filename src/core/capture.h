@@ -17,6 +17,10 @@ struct CaptureState {
   Device device;
   uint64_t pool = 0;                                // the graph's private memory pool
   std::vector<std::function<void()>>* before_replay = nullptr;  // hooks (Graph-owned)
+  // The stand-in device's record (null on CUDA): what a replay runs, in order. Besides the
+  // kernels, host-side work that must happen at that point of every replay goes here (a
+  // collective over MPI: src/dist/dist.cpp).
+  std::vector<std::function<void()>>* record = nullptr;
 };
 
 // What this thread is capturing, or null.

@@ -15,6 +15,7 @@
 #include "ember/autograd/grad_mode.h"
 #include "ember/core/error.h"
 #include "ember/core/generator.h"
+#include "core/capture.h"
 #include "ember/ops/ops.h"
 #include "dist/internal.h"
 
@@ -50,6 +51,12 @@ using detail::where;
 
 void check_tensor(const char* op, const Tensor& t) {
   EMBER_CHECK(t.defined(), op, "needs a defined tensor (", where(), ")");
+}
+
+// Only all-reduces can be part of a captured graph (what DDP needs); the others are refused
+// inside a capture rather than run once at capture and never again.
+void check_not_captured(const char* op) {
+  ember::detail::check_not_capturing(op, "a collective other than all_reduce (only all-reduces can be captured)");
 }
 
 #if EMBER_WITH_CUDA
@@ -146,6 +153,13 @@ void complete(Work::State& s) {
 
 void Work::wait() {
   if (!s_ || s_->done) return;
+  if (s_->join) {
+    auto join = std::move(s_->join);
+    s_->join = nullptr;
+    join();
+    complete(*s_);
+    return;
+  }
   const auto deadline = s_->start + std::chrono::duration<double>(g_job.timeout);
   for (int spins = 0; s_->test && !s_->test(); ++spins) {
     if (std::chrono::steady_clock::now() > deadline) {
@@ -162,7 +176,7 @@ void Work::wait() {
 
 void Work::then(std::function<void()> f) {
   if (!s_) s_ = std::make_shared<State>();  // a default Work has completed
-  if (s_->done || !s_->test) {
+  if (s_->done || (!s_->test && !s_->join)) {
     if (!s_->done) complete(*s_);
     f();
     return;
@@ -175,6 +189,7 @@ void Work::then(std::function<void()> f) {
 
 bool Work::is_completed() {
   if (!s_ || s_->done) return true;
+  if (s_->join) return false;  // captured: completes when wait() joins it
   if (!s_->test || s_->test()) complete(*s_);
   return s_->done;
 }
@@ -252,6 +267,7 @@ void finalize() {
 
 void barrier() {
   check_ready("dist.barrier");
+  check_not_captured("dist.barrier");
   if (g_job.world == 1) return;
 #if EMBER_WITH_MPI
   Work(mpi_work("dist.barrier", [](MPI_Request* r) { MPI_Ibarrier(MPI_COMM_WORLD, r); })).wait();
@@ -289,6 +305,19 @@ Work all_reduce_unchecked(Tensor& t, ReduceOp op, const char* name) {
   check_ready(name);
   check_tensor(name, t);
   EMBER_CHECK(op != ReduceOp::avg || is_floating(t.dtype()), name, "avg needs a float tensor, got ", t.str());
+  if (const ember::detail::CaptureState* cs = ember::detail::capture_state()) {
+    // Inside a graph capture. On CUDA, NCCL's all-reduce is captured like a kernel (nccl.cpp).
+    // On the stand-in device the collective joins the record: every replay runs it, blocking,
+    // at this point of the step, on every rank (each rank replays the same record).
+    EMBER_CHECK(t.device() == cs->device, name, "an all-reduce of ", t.str(), " inside a graph captured on ",
+                cs->device, ": a captured collective must be on the capture's device (", where(), ")");
+    if (t.device().is_fake()) {
+      EMBER_CHECK(cs->record != nullptr, name, "no record to add the all-reduce to (", where(), ")");
+      if (g_job.world > 1)
+        cs->record->push_back([t, op, name]() mutable { all_reduce_unchecked(t, op, name).wait(); });
+      return completed(nullptr);  // a world of 1: the reduction is the tensor itself
+    }
+  }
 #if EMBER_WITH_CUDA
   if (use_nccl(t)) return nccl_all_reduce(t, op, name);
 #endif
@@ -335,6 +364,7 @@ void all_reduce(Tensor& t, ReduceOp op) { all_reduce_async(t, op).wait(); }
 Work broadcast_async(Tensor& t, int root) {
   const char* op = "dist.broadcast";
   check_ready(op);
+  check_not_captured(op);
   check_tensor(op, t);
   EMBER_CHECK(root >= 0 && root < g_job.world, op, "root ", root, " is not a rank of a world of ", g_job.world);
   check_same_everywhere(op, t);
@@ -364,6 +394,7 @@ void broadcast(Tensor& t, int root) { broadcast_async(t, root).wait(); }
 Work all_gather_async(const Tensor& t, std::vector<Tensor>& out) {
   const char* op = "dist.all_gather";
   check_ready(op);
+  check_not_captured(op);
   check_tensor(op, t);
   check_same_everywhere(op, t);
   NoGradGuard ng;
@@ -429,6 +460,7 @@ std::vector<int64_t> split_rows(int64_t n, int world) {
 Work reduce_scatter_async(const Tensor& t, Tensor& out, ReduceOp op_kind) {
   const char* op = "dist.reduce_scatter";
   check_ready(op);
+  check_not_captured(op);
   check_tensor(op, t);
   EMBER_CHECK(t.dim() >= 1, op, "needs a tensor of at least one dim, got ", t.str());
   EMBER_CHECK(op_kind != ReduceOp::avg || is_floating(t.dtype()), op, "avg needs a float tensor, got ", t.str());

@@ -12,10 +12,14 @@ namespace ember::dist {
 
 // One collective in flight. `test` reports completion without blocking (and throws on a
 // transport error); `on_timeout` runs once before the timeout error (NCCL aborts its
-// communicator there); `finish` runs once after completion on this rank.
+// communicator there); `finish` runs once after completion on this rank. A collective captured
+// into a CUDA graph has `join` instead of `test`: wait() calls it once (it orders the caller's
+// stream after the collective, a dependency inside the graph, no host wait) and is_completed()
+// says "not yet" until then, so nothing polls the device while a capture is open.
 struct Work::State {
   const char* op = "";
   std::function<bool()> test;
+  std::function<void()> join;
   std::function<void()> on_timeout;
   std::function<void()> finish;
   std::vector<Tensor> keep;  // alive until completion

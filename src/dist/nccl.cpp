@@ -18,6 +18,7 @@
 #include <string>
 #include <thread>
 
+#include "core/capture.h"
 #include "cuda/runtime.h"
 #include "ember/cuda.h"
 #include "dist/internal.h"
@@ -224,6 +225,11 @@ EventPtr make_event() {
 template <class Call>
 Work launch(const char* op, const Tensor& work, std::vector<Tensor> keep, Call call, std::function<void()> finish) {
   const auto start = std::chrono::steady_clock::now();
+  const bool captured = ember::detail::capture_state() != nullptr;
+  // Making the communicator synchronises and talks to the other ranks: never inside a capture.
+  EMBER_CHECK(!captured || g_comm.comm != nullptr, op,
+              "the first NCCL collective of the process runs inside a graph capture; run one step eagerly first "
+              "(cuda::StepGraph's warm-up steps do) so that the communicator exists (", where(), ")");
   Comm& c = comm_for(work, op);
   cuda::DeviceGuard guard(c.device);
   EventPtr ready = make_event(), done = make_event();
@@ -236,6 +242,15 @@ Work launch(const char* op, const Tensor& work, std::vector<Tensor> keep, Call c
   s->start = start;
   s->keep = std::move(keep);
   s->finish = std::move(finish);
+  if (captured) {
+    // Inside a capture the communicator's stream is forked from the captured stream by `ready`;
+    // wait() joins it back with `done` (edges of the graph; the capture cannot end with the fork
+    // open). No polling: querying a captured event is not allowed, and a replayed collective's
+    // failure shows up as NCCL's asynchronous error at the next eager collective.
+    const int dev = c.device;
+    s->join = [done, dev]() { EMBER_CUDA_CHECK(cudaStreamWaitEvent(cuda::current_stream(dev), done.get(), 0)); };
+    return Work(s);
+  }
   s->test = [op, done]() {
     ncclResult_t st = ncclSuccess;
     if (g_comm.comm != nullptr && api().async_error(g_comm.comm, &st) == ncclSuccess && st != ncclSuccess &&

@@ -137,7 +137,7 @@ void Graph::capture(Device device, const std::function<void()>& work) {
   g.clear();
   g.device = device;
   g.pool = detail::new_memory_pool();
-  const detail::CaptureState st{device, g.pool, &g.before_replay};
+  const detail::CaptureState st{device, g.pool, &g.before_replay, device.is_fake() ? &g.recorded : nullptr};
 
   if (device.is_fake()) {
     try {

@@ -357,6 +357,119 @@ TEST_SUITE("dist") {
     CHECK(scaler.get_scale() == 128.0);
   }
 
+  TEST_CASE("DDP inside a captured training step: replays equal eager steps, bit for bit, on every rank") {
+    // The stand-in device records the bucket all-reduces with the kernels; every replay runs
+    // them over MPI at the same point of the step. Without that the ranks' parameters would
+    // drift apart (each trains on its own shard), which the last check would see.
+    const Device dev("fake:0");
+    const int64_t B = 4;
+    auto train = [&](bool graph) {
+      auto model = mlp(42 + static_cast<uint64_t>(R()));  // DDP broadcasts rank 0's weights
+      model->to(dev);
+      nn::DistributedDataParallel ddp(*model, {.bucket_cap_mb = 0.0005, .first_bucket_mb = 0.0002});
+      REQUIRE(ddp.num_buckets() > 1);
+      optim::AdamW opt(model->parameters(), {.lr = 0.01});
+      Tensor x = zeros({B, 6}, TensorOptions(DType::f32).with_device(dev));
+      Tensor y = zeros({B}, TensorOptions(DType::i64).with_device(dev));
+      auto step = [&] {
+        opt.zero_grad();
+        nn::cross_entropy(model->forward(x), y).backward();
+        opt.step();
+      };
+      std::unique_ptr<cuda::StepGraph> g;
+      if (graph) g = std::make_unique<cuda::StepGraph>(dev, step, cuda::StepGraphOptions{2, {&x, &y}});
+      for (int s = 0; s < 6; ++s) {
+        const Batch all = global_batch(B * W(), s);
+        x.copy_(all.x.narrow(0, R() * B, B));
+        y.copy_(all.y.narrow(0, R() * B, B));
+        if (g) g->run();
+        else step();
+      }
+      if (g) CHECK(g->replays() == 4);  // 2 warm-up runs, then capture + replay, then replays
+      std::vector<Tensor> out;
+      for (const Tensor& p : model->parameters()) out.push_back(p.to(Device::cpu()));
+      return out;
+    };
+    const std::vector<Tensor> eager = train(false), replayed = train(true);
+    REQUIRE(eager.size() == replayed.size());
+    for (size_t i = 0; i < eager.size(); ++i) {
+      CAPTURE(i);
+      CHECK(equal(replayed[i], eager[i]));
+      const std::vector<Tensor> every = dist::all_gather(replayed[i]);
+      for (const Tensor& t : every) CHECK(equal(t, every.front()));  // the replays all-reduced
+    }
+  }
+
+  TEST_CASE("GradScaler under DDP inside a captured step: an overflow on one rank skips the replay on every rank") {
+    // `gain` (a static input) is 1, except on the last rank at step 3, where it is inf: that
+    // rank's gradients overflow; the captured all-reduce of the scaler's flag makes every rank
+    // skip the step, so the ranks stay equal and the scale halves once.
+    const Device dev("fake:0");
+    auto train = [&](bool graph, double* final_scale) {
+      auto model = mlp(11);
+      model->to(dev);
+      nn::DistributedDataParallel ddp(*model);
+      optim::SGD opt(model->parameters(), {.lr = 0.1});
+      amp::GradScaler scaler({.init_scale = 256.0, .growth_interval = 1000});
+      Tensor x = zeros({2, 6}, TensorOptions(DType::f32).with_device(dev));
+      Tensor y = zeros({2}, TensorOptions(DType::i64).with_device(dev));
+      Tensor gain = ones({1}, TensorOptions(DType::f32).with_device(dev));
+      auto step = [&] {
+        opt.zero_grad();
+        scaler.scale(nn::cross_entropy(model->forward(x * gain), y)).backward();
+        scaler.step(opt);
+        scaler.update();
+      };
+      std::unique_ptr<cuda::StepGraph> g;
+      if (graph) g = std::make_unique<cuda::StepGraph>(dev, step, cuda::StepGraphOptions{1, {&x, &y, &gain}});
+      for (int s = 0; s < 5; ++s) {
+        const Batch all = global_batch(2 * W(), 20 + s);
+        x.copy_(all.x.narrow(0, 2 * R(), 2));
+        y.copy_(all.y.narrow(0, 2 * R(), 2));
+        gain.fill_(s == 3 && R() == W() - 1 ? INFINITY : 1.0);
+        if (g) g->run();
+        else step();
+      }
+      *final_scale = scaler.get_scale();
+      std::vector<Tensor> out;
+      for (const Tensor& p : model->parameters()) out.push_back(p.to(Device::cpu()));
+      return out;
+    };
+    double eager_scale = 0, graph_scale = 0;
+    const std::vector<Tensor> eager = train(false, &eager_scale), replayed = train(true, &graph_scale);
+    CHECK(eager_scale == 128.0);
+    CHECK(graph_scale == 128.0);
+    for (size_t i = 0; i < eager.size(); ++i) {
+      CAPTURE(i);
+      CHECK(equal(replayed[i], eager[i]));
+      CHECK(std::isfinite(sum(replayed[i]).item<double>()));
+      const std::vector<Tensor> every = dist::all_gather(replayed[i]);
+      for (const Tensor& t : every) CHECK(equal(t, every.front()));
+    }
+  }
+
+  TEST_CASE("inside a capture: other collectives, and an all-reduce off the capture's device, are errors") {
+    const Device dev("fake:0");
+    Tensor t = ones({3}, TensorOptions(DType::f32).with_device(dev));
+    Tensor host = ones({3});
+    cuda::Graph g;
+    CHECK_THROWS_WITH_AS(g.capture(dev, [&] { dist::broadcast(t, 0); }),
+                         doctest::Contains("only all-reduces can be captured"), Error);
+    std::vector<Tensor> parts;
+    CHECK_THROWS_WITH_AS(g.capture(dev, [&] { dist::all_gather_async(t, parts); }),
+                         doctest::Contains("dist.all_gather"), Error);
+    CHECK_THROWS_WITH_AS(g.capture(dev, [&] { dist::all_reduce(host, dist::ReduceOp::sum); }),
+                         doctest::Contains("must be on the capture's device"), Error);
+    CHECK(!g.captured());
+    // A captured all-reduce of the stand-in device's tensor: each replay sums over the ranks.
+    g.capture(dev, [&] { dist::all_reduce(t, dist::ReduceOp::sum); });
+    CHECK(sum(t).item<double>() == 3.0);  // nothing ran at capture
+    g.replay();
+    CHECK(sum(t).item<double>() == 3.0 * W());
+    g.replay();
+    CHECK(sum(t).item<double>() == 3.0 * W() * W());
+  }
+
   TEST_CASE("NCCL: every collective's CUDA path against the CPU (a world of 1 on a GPU)") {
     // Two ranks cannot share one GPU under NCCL, so on a one-GPU machine this is the NCCL path
     // with a world of 1: the communicator, stream ordering, staging and every collective.
@@ -411,5 +524,33 @@ TEST_SUITE("dist") {
     nn::cross_entropy(ref->forward(all.x), all.y).backward();
     const auto mine = model->parameters(), want = ref->parameters();
     for (size_t i = 0; i < mine.size(); ++i) CHECK(allclose(mine[i].grad().to(Device::cpu()), want[i].grad(), 1e-4, 1e-5));
+    // DDP inside a CUDA graph: the NCCL all-reduces are captured; replays equal eager steps.
+    auto train = [&](bool graph) {
+      auto net = mlp(4);
+      net->to(gpu);
+      nn::DistributedDataParallel d(*net, {.bucket_cap_mb = 0.0005, .first_bucket_mb = 0.0002});
+      optim::AdamW opt(net->parameters(), {.lr = 0.01});
+      Tensor x = zeros({8, 6}, TensorOptions(DType::f32).with_device(gpu));
+      Tensor y = zeros({8}, TensorOptions(DType::i64).with_device(gpu));
+      auto step = [&] {
+        opt.zero_grad();
+        nn::cross_entropy(net->forward(x), y).backward();
+        opt.step();
+      };
+      std::unique_ptr<cuda::StepGraph> g;
+      if (graph) g = std::make_unique<cuda::StepGraph>(gpu, step, cuda::StepGraphOptions{2, {&x, &y}});
+      for (int s = 0; s < 5; ++s) {
+        const Batch bt = global_batch(8, s);
+        x.copy_(bt.x);
+        y.copy_(bt.y);
+        if (g) g->run();
+        else step();
+      }
+      std::vector<Tensor> out;
+      for (const Tensor& p : net->parameters()) out.push_back(p.to(Device::cpu()));
+      return out;
+    };
+    const std::vector<Tensor> eager = train(false), replayed = train(true);
+    for (size_t i = 0; i < eager.size(); ++i) CHECK(equal(replayed[i], eager[i]));
   }
 }
