@@ -23,7 +23,10 @@
 //   Both compute their (32, 32) tile of P and dS the same way (tile_grads); the recomputation
 //   of S and dP in pass 3 is the price of a deterministic dQ without f32 atomics.
 // Shared rows are padded to D + 2 halves so that the 4-byte reads of neighbouring rows fall on
-// different banks. SIMT FMAs, not tensor cores: see docs/attention.md for what is next.
+// different banks. These are SIMT FMAs; the tensor-core kernels (attention_mma.cuh forward,
+// attention_mma_bwd.cuh backward) are the default and fall back to these when
+// EMBER_ATTENTION_KERNEL=simt, when a pointer is not 16-byte aligned, or when their first-use
+// check on a device disagrees with these (docs/attention.md).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -33,6 +36,7 @@
 #include <vector>
 
 #include "attention_mma.cuh"
+#include "attention_mma_bwd.cuh"
 #include "common.cuh"
 #include "cuda/kernels.h"
 #include "cuda/once_verdict.h"
@@ -427,16 +431,15 @@ void launch_forward(bool tensor_cores, const T* q, const T* k, const T* v, T* ou
   EMBER_CUDA_LAUNCH_CHECK();
 }
 
-// EMBER_ATTENTION_KERNEL=mma (default) or simt: which forward kernel runs.
-bool tensor_core_forward_enabled() {
-  static const bool on = [] {
-    const char* e = std::getenv("EMBER_ATTENTION_KERNEL");
-    if (e == nullptr || *e == '\0' || std::strcmp(e, "mma") == 0) return true;
-    EMBER_CHECK(std::strcmp(e, "simt") == 0, "scaled_dot_product_attention", "EMBER_ATTENTION_KERNEL=\"", e,
-                "\" is not a kernel; use mma (the default) or simt");
-    return false;
-  }();
-  return on;
+// EMBER_ATTENTION_KERNEL=mma (default) or simt: whether the tensor-core kernels (forward and
+// backward) may run. Read on every call (a getenv is nothing beside a launch), so a test can
+// switch kernels within one process.
+bool tensor_core_enabled() {
+  const char* e = std::getenv("EMBER_ATTENTION_KERNEL");
+  if (e == nullptr || *e == '\0' || std::strcmp(e, "mma") == 0) return true;
+  EMBER_CHECK(std::strcmp(e, "simt") == 0, "scaled_dot_product_attention", "EMBER_ATTENTION_KERNEL=\"", e,
+              "\" is not a kernel; use mma (the default) or simt");
+  return false;
 }
 
 // The first time a (device, dtype, head dim) would run the tensor-core forward, it runs on a
@@ -523,10 +526,142 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Atte
   const T *pq = static_cast<const T*>(q.data_ptr()), *pk = static_cast<const T*>(k.data_ptr()),
           *pv = static_cast<const T*>(v.data_ptr());
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
-  const bool tc = tensor_core_forward_enabled() && aligned(pq) && aligned(pk) && aligned(pv) &&
+  const bool tc = tensor_core_enabled() && aligned(pq) && aligned(pk) && aligned(pv) &&
                   tensor_core_forward_checked<T, D>(stream);
   launch_forward<T, D>(tc, pq, pk, pv, static_cast<T*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()),
                        mask_args(p), BH, p.H, scale_log2, stream);
+}
+
+// The two backward paths on raw pointers, after D_i (di) is computed: the SIMT kernels above
+// or the tensor-core ones (attention_mma_bwd.cuh). dq, dk, dv may each be null (not wanted).
+template <class T, int D>
+void launch_backward(bool tensor_cores, const T* q, const T* k, const T* v, const T* dout, const float* lse,
+                     const float* di, T* dq, T* dk, T* dv, const MaskArgs& m, int64_t BH, int64_t H, float scale,
+                     cudaStream_t stream) {
+  namespace bw = attn_mma_bwd;
+  const float scale_log2 = scale * kLog2e;
+  if (tensor_cores) {
+    static std::once_flag attr[64];
+    const int dev = current_device();
+    std::call_once(attr[dev % 64], [] {
+      EMBER_CUDA_CHECK(cudaFuncSetAttribute(bw::kv_kernel<T, D, MaskArgs>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            bw::kv_smem_bytes<D>()));
+      EMBER_CUDA_CHECK(cudaFuncSetAttribute(bw::q_kernel<T, D, MaskArgs>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                            bw::q_smem_bytes<D>()));
+    });
+    if (dk || dv) {
+      bw::kv_kernel<T, D, MaskArgs><<<tile_grid(m.Tk, bw::kBK, BH), bw::kThreads, bw::kv_smem_bytes<D>(), stream>>>(
+          q, k, v, dout, lse, di, dk, dv, m, BH, H, scale, scale_log2);
+      EMBER_CUDA_LAUNCH_CHECK();
+    }
+    if (dq) {
+      bw::q_kernel<T, D, MaskArgs><<<tile_grid(m.Tq, bw::kBQ, BH), bw::kThreads, bw::q_smem_bytes<D>(), stream>>>(
+          q, k, v, dout, lse, di, dq, m, BH, H, scale, scale_log2);
+      EMBER_CUDA_LAUNCH_CHECK();
+    }
+    return;
+  }
+  if (dk || dv) {
+    attention_backward_kv_kernel<T, D><<<tile_grid(m.Tk, kBwdB, BH), kAttnThreads, 0, stream>>>(
+        q, k, v, dout, lse, di, dk, dv, m, BH, H, scale, scale_log2);
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
+  if (dq) {
+    attention_backward_q_kernel<T, D><<<tile_grid(m.Tq, kBwdB, BH), kAttnThreads, 0, stream>>>(
+        q, k, v, dout, lse, di, dq, m, BH, H, scale, scale_log2);
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
+}
+
+template <class T, int D>
+void launch_row_dot(const T* dout, const T* out, float* di, int64_t rows, cudaStream_t stream) {
+  attention_row_dot_kernel<T, D><<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(dout, out, di, rows);
+  EMBER_CUDA_LAUNCH_CHECK();
+}
+
+// The first time a (device, dtype, head dim) would run the tensor-core backward, it runs beside
+// the SIMT kernels on three small ragged problems (B 2, H 1, key padding leaving batch 0 seven
+// keys): Tq 100 / Tk 150 full and causal (Tk > Tq), and Tq 150 / Tk 100 causal, whose first 50
+// queries see no key (zero gradients, and a NaN there would show). Inputs are multiples of
+// 1/16 in [-1.25, 1.25]; O and the logsumexp come from the SIMT forward. Tolerance: the
+// tensor-core path rounds P and dS to the input type (relative u = 2^-8 for bf16, 2^-11 for
+// f16) before each of its three products, where the SIMT path keeps them in f32, and both round
+// the result to the input type (u / 2 each). Over a sum of n terms with independent rounding
+// errors that is a few u of the largest gradient, so 8u of each gradient's largest magnitude
+// passes rounding and fails an indexing or masking error, which is of the order of the
+// gradient itself. On a larger difference, or a NaN or inf on one side only, the SIMT kernels
+// are kept for that combination in this process, with a line on stderr.
+template <class T, int D>
+bool tensor_core_backward_check_run(int dev, cudaStream_t stream) {
+  struct Case {
+    int64_t Tq, Tk;
+    bool causal;
+  };
+  constexpr int64_t B = 2, H = 1, BH = B * H, Tmax = 150;
+  constexpr Case cases[] = {{100, 150, false}, {100, 150, true}, {150, 100, true}};
+  const int64_t n = BH * Tmax * D;  // elements of one (B, H, Tmax, D) tensor
+  std::vector<T> host(static_cast<size_t>(4 * n));  // q, k, v, dO
+  for (size_t i = 0; i < host.size(); ++i)
+    host[i] = static_cast<T>(static_cast<float>(static_cast<int>((i * 2654435761u) >> 9) % 41 - 20) / 16.f);
+  // One buffer: q k v dO | O | dQ dK dV (mma) | dQ dK dV (SIMT) | lse di | padding mask.
+  const size_t tb = static_cast<size_t>(n) * sizeof(T), fb = static_cast<size_t>(BH * Tmax) * sizeof(float);
+  Storage buf(11 * tb + 2 * fb + static_cast<size_t>(B * Tmax) + 64, Device::cuda(dev));
+  unsigned char* base = static_cast<unsigned char*>(buf.data());
+  const auto at = [&](int slot) { return reinterpret_cast<T*>(base + static_cast<size_t>(slot) * tb); };
+  T *q = at(0), *k = at(1), *v = at(2), *dout = at(3), *o = at(4);
+  float* lse = reinterpret_cast<float*>(base + 11 * tb);
+  float* di = lse + BH * Tmax;
+  bool* dpad = reinterpret_cast<bool*>(base + 11 * tb + 2 * fb);
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(q, host.data(), 4 * tb, cudaMemcpyHostToDevice, stream));
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  const double u = std::is_same_v<T, __half> ? 1.0 / 2048 : 1.0 / 256;
+  for (const Case& c : cases) {
+    std::vector<unsigned char> pad(static_cast<size_t>(B * c.Tk), 0);
+    for (int64_t j = 7; j < c.Tk; ++j) pad[static_cast<size_t>(j)] = 1;  // batch 0: only keys 0..6
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(dpad, pad.data(), pad.size(), cudaMemcpyHostToDevice, stream));
+    const MaskArgs m{dpad, nullptr, 0, 0, 0, 0, c.Tq, c.Tk, c.causal};
+    launch_forward<T, D>(false, q, k, v, o, lse, m, BH, H, scale * kLog2e, stream);
+    launch_row_dot<T, D>(dout, o, di, BH * c.Tq, stream);
+    launch_backward<T, D>(true, q, k, v, dout, lse, di, at(5), at(6), at(7), m, BH, H, scale, stream);
+    launch_backward<T, D>(false, q, k, v, dout, lse, di, at(8), at(9), at(10), m, BH, H, scale, stream);
+    std::vector<T> got(static_cast<size_t>(6 * n));
+    EMBER_CUDA_CHECK(cudaMemcpyAsync(got.data(), at(5), 6 * tb, cudaMemcpyDeviceToHost, stream));
+    EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
+    double rel[3] = {0, 0, 0};
+    bool ok = true;
+    for (int w = 0; w < 3; ++w) {  // dQ (Tq rows), dK, dV (Tk rows)
+      const int64_t len = BH * (w == 0 ? c.Tq : c.Tk) * D;
+      const T* a = got.data() + w * n;
+      const T* s = got.data() + (3 + w) * n;
+      double worst = 0, largest = 0;
+      for (int64_t i = 0; i < len; ++i) {
+        const double x = static_cast<float>(a[i]), y = static_cast<float>(s[i]);
+        if (!(std::fabs(x - y) <= 1e30)) ok = false;  // NaN or inf on one side
+        worst = std::max(worst, std::fabs(x - y));
+        largest = std::max(largest, std::fabs(y));
+      }
+      rel[w] = worst / std::max(largest, 1e-3);
+      if (!(rel[w] <= 8 * u)) ok = false;
+    }
+    if (!ok) {
+      std::fprintf(stderr,
+                   "ember: the tensor-core attention backward (%s, D %d, Tq %lld, Tk %lld, %s) disagreed with the "
+                   "SIMT kernels on device %d (largest differences relative to the largest gradient: dQ %g, dK %g, "
+                   "dV %g); using the SIMT kernels from now on\n",
+                   std::is_same_v<T, __half> ? "f16" : "bf16", D, static_cast<long long>(c.Tq),
+                   static_cast<long long>(c.Tk), c.causal ? "causal" : "full", dev, rel[0], rel[1], rel[2]);
+      return false;
+    }
+  }
+  return true;
+}
+
+template <class T, int D>
+bool tensor_core_backward_checked(cudaStream_t stream) {
+  static OnceVerdict<64> verdicts;  // per device (one instance per dtype and head dim)
+  const int dev = current_device();
+  return verdicts.get(dev, "the tensor-core attention backward self-check", "using the SIMT kernels",
+                      [&] { return tensor_core_backward_check_run<T, D>(dev, stream); }, stream_capturing(stream));
 }
 
 template <class T, int D>
@@ -547,27 +682,21 @@ void backward_typed(const Tensor& grad_out, const Tensor& q, const Tensor& k, co
         EMBER_CUDA_CHECK(cudaMemsetAsync(t->data_ptr(), 0, static_cast<size_t>(t->numel()) * sizeof(T), stream));
     return;
   }
-  const MaskArgs m = mask_args(p);
-  const float scale = static_cast<float>(p.scale), scale_log2 = scale * kLog2e;
+  T* pdq = grad_q.defined() ? static_cast<T*>(grad_q.data_ptr()) : nullptr;
+  T* pdk = grad_k.defined() ? static_cast<T*>(grad_k.data_ptr()) : nullptr;
+  T* pdv = grad_v.defined() ? static_cast<T*>(grad_v.data_ptr()) : nullptr;
+  if (!pdq && !pdk && !pdv) return;
+  // The tensor-core kernels copy 16-byte chunks and store 4-byte pairs.
+  auto aligned = [](const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  const bool tc = tensor_core_enabled() && aligned(pq) && aligned(pk) && aligned(pv) && aligned(pdo) &&
+                  aligned(pdq) && aligned(pdk) && aligned(pdv) && tensor_core_backward_checked<T, D>(stream);
   // Scratch from the caching allocator: freed at scope exit, reused only in stream order.
   const int64_t rows = BH * p.Tq;
   Storage di_buf(static_cast<size_t>(rows) * sizeof(float), q.device());
   float* di = static_cast<float*>(di_buf.data());  // (B, H, Tq)
-  attention_row_dot_kernel<T, D><<<grid_for(rows, kThreads / kWarp), kThreads, 0, stream>>>(
-      pdo, static_cast<const T*>(out.data_ptr()), di, rows);
-  EMBER_CUDA_LAUNCH_CHECK();
-  if (grad_k.defined() || grad_v.defined()) {
-    T* pdk = grad_k.defined() ? static_cast<T*>(grad_k.data_ptr()) : nullptr;
-    T* pdv = grad_v.defined() ? static_cast<T*>(grad_v.data_ptr()) : nullptr;
-    attention_backward_kv_kernel<T, D><<<tile_grid(p.Tk, kBwdB, BH), kAttnThreads, 0, stream>>>(
-        pq, pk, pv, pdo, pl, di, pdk, pdv, m, BH, p.H, scale, scale_log2);
-    EMBER_CUDA_LAUNCH_CHECK();
-  }
-  if (grad_q.defined()) {
-    attention_backward_q_kernel<T, D><<<tile_grid(p.Tq, kBwdB, BH), kAttnThreads, 0, stream>>>(
-        pq, pk, pv, pdo, pl, di, static_cast<T*>(grad_q.data_ptr()), m, BH, p.H, scale, scale_log2);
-    EMBER_CUDA_LAUNCH_CHECK();
-  }
+  launch_row_dot<T, D>(pdo, static_cast<const T*>(out.data_ptr()), di, rows, stream);
+  launch_backward<T, D>(tc, pq, pk, pv, pdo, pl, di, pdq, pdk, pdv, mask_args(p), BH, p.H, static_cast<float>(p.scale),
+                        stream);
 }
 
 // Calls f.template operator()<T, D>() for the (dtype, head dim) pair; the op layer only sends

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <string>
 #include <vector>
@@ -119,6 +120,36 @@ bool has_nan(const Tensor& t) {
     if (std::isnan(x)) return true;
   return false;
 }
+
+// max |a - b| / max |b| (b's largest magnitude floored at 1e-3), on the host.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  const std::vector<double> x = vals(a.to(Device::cpu())), y = vals(b.to(Device::cpu()));
+  double worst = 0, largest = 1e-3;
+  for (size_t i = 0; i < x.size(); ++i) {
+    worst = std::max(worst, std::fabs(x[i] - y[i]));
+    largest = std::max(largest, std::fabs(y[i]));
+  }
+  return worst / largest;
+}
+
+// Sets EMBER_ATTENTION_KERNEL for its lifetime (the CUDA kernels read it on every call).
+class KernelChoice {
+ public:
+  explicit KernelChoice(const char* value) {
+    if (const char* old = std::getenv("EMBER_ATTENTION_KERNEL")) old_ = old, had_ = true;
+    setenv("EMBER_ATTENTION_KERNEL", value, 1);
+  }
+  ~KernelChoice() {
+    if (had_) setenv("EMBER_ATTENTION_KERNEL", old_.c_str(), 1);
+    else unsetenv("EMBER_ATTENTION_KERNEL");
+  }
+  KernelChoice(const KernelChoice&) = delete;
+  KernelChoice& operator=(const KernelChoice&) = delete;
+
+ private:
+  std::string old_;
+  bool had_ = false;
+};
 
 }  // namespace
 
@@ -363,23 +394,30 @@ TEST_SUITE("attention") {
     CHECK_EMBER_ERROR(scaled_dot_product_attention(q, k.to(dev), v), op, dev.str(), "cpu");
   }
 
-  TEST_CASE("CUDA fused attention matches the CPU: f16/bf16, D 64 and 128, T 1/17/200, causal, masks") {
+  TEST_CASE("CUDA fused attention matches the CPU: f16/bf16, D 64 and 128, T 1/17/200/1000, causal, masks") {
     cuda::set_poison_allocations(cuda::is_available());
     const Device dev = ember_test::test_device();
     Generator g(307);
+    // T 1000 (several key and query tiles of every kernel, double-buffering) only on a GPU:
+    // the CPU reference of all the cases would take minutes on the stand-in device.
+    const std::vector<int64_t> lengths = ember_test::on_gpu() ? std::vector<int64_t>{1, 17, 200, 1000}
+                                                              : std::vector<int64_t>{1, 17, 200};
     for (DType dt : {DType::f16, DType::bf16})
       for (int64_t D : {64, 128})
-        for (int64_t T : {1, 17, 200})
-          for (int variant = 0; variant < 4; ++variant) {  // 0 plain, 1 causal, 2 padding, 3 causal + bool + Tq != Tk
-            const int64_t B = 2, H = 3, Tq = variant == 3 ? (T + 1) / 2 : T, Tk = T;
+        for (int64_t T : lengths)
+          // 0 plain, 1 causal, 2 padding, 3 causal + bool + Tq < Tk, 4 causal + padding + Tq > Tk (the first
+          // Tq - Tk queries see no key: zero gradients)
+          for (int variant = 0; variant < 5; ++variant) {
+            const int64_t B = T >= 1000 ? 1 : 2, H = T >= 1000 ? 2 : 3;
+            const int64_t Tq = variant == 3 ? (T + 1) / 2 : T, Tk = variant == 4 ? (T + 1) / 2 : T;
             const std::string ctx = std::string(dtype_name(dt)) + " D=" + std::to_string(D) + " T=" +
                                     std::to_string(T) + " variant " + std::to_string(variant);
             CAPTURE(ctx);
             Tensor q = randn({B, H, Tq, D}, DType::f32, &g).to(dt), k = randn({B, H, Tk, D}, DType::f32, &g).to(dt);
             Tensor v = randn({B, H, Tk, D}, DType::f32, &g).to(dt), up = randn({B, H, Tq, D}, DType::f32, &g).to(dt);
             AttentionOptions o;
-            o.causal = variant == 1 || variant == 3;
-            if (variant == 2) {
+            o.causal = variant == 1 || variant == 3 || variant == 4;
+            if (variant == 2 || variant == 4) {
               Tensor pad = gt(rand({B, Tk}, DType::f32, &g), scalar_tensor(0.7));
               pad.narrow(0, 0, 1).zero_();
               o.key_padding_mask = pad;
@@ -399,6 +437,8 @@ TEST_SUITE("attention") {
             check_close(qd.grad().to(Device::cpu()), qc.grad(), tol, 2 * tol);
             check_close(kd.grad().to(Device::cpu()), kc.grad(), tol, 2 * tol);
             check_close(vd.grad().to(Device::cpu()), vc.grad(), tol, 2 * tol);
+            CHECK_FALSE(has_nan(qd.grad()));
+            CHECK_FALSE(has_nan(kd.grad()));
             AttentionForward fd = sdpa_forward(q.to(dev), k.to(dev), v.to(dev), od), fc = sdpa_forward(q, k, v, o);
             check_close(fd.logsumexp.to(Device::cpu()), fc.logsumexp, 1e-3, 1e-3);
           }
@@ -412,6 +452,62 @@ TEST_SUITE("attention") {
     fmd.attn_mask = fm.attn_mask.to(dev);
     check_close(scaled_dot_product_attention(q.to(dev), k.to(dev), v.to(dev), fmd).to(Device::cpu()),
                 scaled_dot_product_attention(q, k, v, fm), 1e-4, 1e-4);
+    cuda::set_poison_allocations(false);
+  }
+
+  TEST_CASE("CUDA attention backward: the tensor-core kernels against the SIMT kernels") {
+    if (!ember_test::on_gpu()) return;  // both kernels are CUDA-only
+    const Device dev = ember_test::test_device();
+    cuda::set_poison_allocations(true);
+    Generator g(308);
+    for (DType dt : {DType::f16, DType::bf16})
+      for (int64_t D : {64, 128})
+        for (int64_t T : {1, 17, 200, 1000})
+          for (int variant = 0; variant < 4; ++variant) {  // 0 plain, 1 causal Tq < Tk, 2 padding + bool, 3 causal Tq > Tk
+            const int64_t B = 2, H = 2, Tq = variant == 1 ? (T + 1) / 2 : T, Tk = variant == 3 ? (T + 1) / 2 : T;
+            const std::string ctx = std::string(dtype_name(dt)) + " D=" + std::to_string(D) + " T=" +
+                                    std::to_string(T) + " variant " + std::to_string(variant);
+            CAPTURE(ctx);
+            const auto make = [&](Shape s) { return randn(s, DType::f32, &g).to(dt).to(dev); };
+            Tensor q = make({B, H, Tq, D}), k = make({B, H, Tk, D}), v = make({B, H, Tk, D}), up = make({B, H, Tq, D});
+            AttentionOptions o;
+            o.causal = variant == 1 || variant == 3;
+            if (variant == 2 || variant == 3) {
+              Tensor pad = gt(rand({B, Tk}, DType::f32, &g), scalar_tensor(0.7));
+              pad.narrow(0, 0, 1).zero_();
+              o.key_padding_mask = pad.to(dev);
+            }
+            if (variant == 2) o.attn_mask = gt(rand({B, 1, Tq, Tk}, DType::f32, &g), scalar_tensor(0.2)).to(dev);
+            const AttentionForward f = sdpa_forward(q, k, v, o);
+            AttentionGrads simt, mma;
+            {
+              KernelChoice choice("simt");
+              simt = sdpa_backward(up, q, k, v, f, o);
+            }
+            {
+              KernelChoice choice("mma");
+              mma = sdpa_backward(up, q, k, v, f, o);
+              // Only the gradients asked for, each equal to the full call's.
+              AttentionGrads only_k = sdpa_backward(up, q, k, v, f, o, {false, true, false});
+              CHECK_FALSE(only_k.grad_q.defined());
+              CHECK_FALSE(only_k.grad_v.defined());
+              CHECK(equal(only_k.grad_k, mma.grad_k));
+              AttentionGrads only_q = sdpa_backward(up, q, k, v, f, o, {true, false, false});
+              CHECK(equal(only_q.grad_q, mma.grad_q));
+            }
+            // P and dS rounded to the input type before the products (u = 2^-11 f16, 2^-8 bf16),
+            // as the kernel's own first-use check measures it.
+            const double u = dt == DType::f16 ? 1.0 / 2048 : 1.0 / 256;
+            CHECK(rel_diff(mma.grad_q, simt.grad_q) <= 8 * u);
+            CHECK(rel_diff(mma.grad_k, simt.grad_k) <= 8 * u);
+            CHECK(rel_diff(mma.grad_v, simt.grad_v) <= 8 * u);
+            CHECK_FALSE(has_nan(mma.grad_q));
+            CHECK_FALSE(has_nan(mma.grad_k));
+            CHECK_FALSE(has_nan(mma.grad_v));
+            // The two paths round differently, so bit-equal results at T >= 17 would mean the
+            // tensor-core kernels did not run (their first-use check fell back).
+            if (T >= 17) CHECK_FALSE(equal(mma.grad_k, simt.grad_k));
+          }
     cuda::set_poison_allocations(false);
   }
 }
