@@ -10,10 +10,14 @@
 // - direct == im2col on larger f32 shapes, forward and both backward primitives.
 // - Every bad-input class raises ember::Error naming the op and the shapes.
 // - CUDA vs CPU (f32, f64, f16, bf16) with allocation poisoning, skipped without a GPU.
+// - The tensor-core kernels (f16, bf16, f32 with TF32) on shapes the dispatch rule gives them,
+//   every pass against the CPU, skipped without a GPU.
 #include <doctest/doctest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -28,6 +32,12 @@ using ember_test::close_ratio;
 using ember_test::list_str;
 using ember_test::to_string;
 using ember_test::vals;
+
+// kernels/conv.cu: which kernel ran this thread's last CUDA conv1d pass ("mma", "simt", "none").
+// Not in the public headers; a weak reference, null in a build without the CUDA backend.
+namespace ember::cuda {
+__attribute__((weak)) const char* last_conv1d_kernel();
+}  // namespace ember::cuda
 
 namespace {
 
@@ -363,6 +373,9 @@ TEST_SUITE("conv") {
 
   TEST_CASE("CUDA vs CPU: forward, backward primitives and autograd, f32/f64/f16/bf16, strided inputs") {
     ember::cuda::set_poison_allocations(ember::cuda::is_available());  // unwritten outputs show up as NaN
+    // The f32 tolerance below is for exact f32 products: TF32 (EMBER_ALLOW_TF32=1) is tested below.
+    const bool tf32_before = ember::cuda::is_available() && ember::cuda::allow_tf32();
+    if (tf32_before) ember::cuda::set_allow_tf32(false);
     std::vector<Combo> cs = combos();
     // Tiles of 64 rows (C/groups >= 32) and a backward-weight reduction split across blocks.
     cs.push_back({"64 channels, k5, padding 2 (64-row tiles, split weight reduction)", {4, 64, 300}, {64, 64, 5}, 1,
@@ -419,6 +432,90 @@ TEST_SUITE("conv") {
         if (c.bias) cmp(bg.grad(), sum(f64(G), {0, 2}), R_bw, "b.grad");
       }
     }
+    if (tf32_before) ember::cuda::set_allow_tf32(true);
+    ember::cuda::set_poison_allocations(false);
+  }
+
+  // The tensor-core kernels take a pass when its GEMM has at least 32 rows, 32 columns and 32
+  // reduction terms (kernels/conv.cu, use_mma); each case says which passes that is, and where
+  // the kernel that ran can be asked, the test checks it was the expected one (a kernel that
+  // failed its first-use self-check would fall back to SIMT and show up here as "simt").
+  TEST_CASE("CUDA tensor cores: every pass in f16, bf16 and f32 with TF32 against the CPU, odd sizes and strides") {
+    if (!ember::cuda::is_available()) {
+      MESSAGE("no CUDA GPU: the tensor-core conv1d cases are skipped");
+      return;
+    }
+    ember::cuda::set_poison_allocations(true);  // unwritten outputs show up as NaN
+    const bool tf32_before = ember::cuda::allow_tf32();
+    const char* env = std::getenv("EMBER_CONV_KERNEL");
+    const bool simt_forced = env != nullptr && std::strcmp(env, "simt") == 0;
+    auto wants_mma = [&](int64_t M, int64_t P, int64_t R) { return !simt_forced && M >= 32 && P >= 32 && R >= 32; };
+    const std::vector<Combo> cs = {
+        // 64-row tiles, every dimension ragged (C 37 -> 45, L 131, R 111 / 135 / 393).
+        {"C 37 -> 45, L 131, k3, padding 1", {3, 37, 131}, {45, 37, 3}, 1, 1, 1, 1, true},
+        // 128-row tiles (M 130), K 5, stride 2: backward-input keeps only the taps on the stride.
+        {"C 70 -> 130, L 200, k5, stride 2, padding 2", {2, 70, 200}, {130, 70, 5}, 2, 2, 1, 1, true},
+        {"groups 2, dilation 2, padding 3, k3, no bias", {2, 96, 77}, {80, 48, 3}, 1, 3, 2, 2, false},
+        // L_out = 1: the forward and backward-weight GEMMs are too thin (SIMT), backward-input
+        // (M 64, P 40, R 864) runs on tensor cores with a stride longer than the input.
+        {"L_out = 1: k9, stride 64", {4, 64, 40}, {96, 64, 9}, 64, 0, 1, 1, true},
+        // Depthwise with a channel multiplier: every GEMM has 1 row or 5 reduction terms (SIMT).
+        {"depthwise, multiplier 32, k5, padding 2", {2, 8, 150}, {256, 1, 5}, 1, 2, 1, 8, true},
+        // A long weight reduction, split over many blocks (partials summed in split order).
+        {"long rows: L 1000, N 8 (split weight reduction)", {8, 64, 1000}, {64, 64, 3}, 1, 1, 1, 1, true},
+        {"C 256 -> 256, L 300, k5, padding 2, stride 3, dilation 2", {2, 256, 300}, {256, 256, 5}, 3, 2, 2, 1, true},
+    };
+    const Device gpu = Device::cuda(0);
+    uint64_t seed = 900;
+    for (DType dt : {DType::f16, DType::bf16, DType::f32}) {
+      const std::string dt_name = dt == DType::f32 ? "f32 (TF32)" : dtype_name(dt);
+      CAPTURE(dt_name);
+      if (dt == DType::f32) ember::cuda::set_allow_tf32(true);
+      // f16/bf16: the inputs are exact in their type, products exact in f32, f32 accumulation, one
+      // rounding to the output type. TF32 rounds each f32 input to 11 significant bits (relative
+      // error up to 2^-11 each), so a sum of R products of N(0, 1) values is off by about
+      // 2^-10.5 sqrt(R) (its own size is about sqrt(R)); the absolute part allows 7 of those.
+      const double rtol = dt == DType::f16 ? 2e-3 : dt == DType::bf16 ? 1.6e-2 : 1e-2;
+      const double atol_unit = dt == DType::f32 ? 5e-3 : 1e-5;
+      for (const Combo& c : cs) {
+        CAPTURE(c.label);
+        auto draw = [&](const Shape& s) { return randn64(s, ++seed).to(DType::f32).to(dt); };
+        Tensor x = draw(c.x), w = draw(c.w), b = c.bias ? draw(c.b()) : Tensor(), G = draw(c.y());
+        auto f64 = [](const Tensor& t) { return t.defined() ? t.to(DType::f64) : t; };
+        auto on_gpu = [&](const Tensor& t) { return t.defined() ? t.to(gpu) : t; };
+        const int64_t cg = c.w[1], og = c.w[0] / c.groups, K = c.w[2];
+        auto cmp = [&](const Tensor& got, const Tensor& want, int64_t R, bool mma, const char* what) {
+          const std::string what_s = what;
+          CAPTURE(what_s);
+          REQUIRE(got.device() == gpu);
+          CHECK(got.dtype() == dt);
+          if (ember::cuda::last_conv1d_kernel != nullptr)
+            CHECK(std::string(ember::cuda::last_conv1d_kernel()) == (mma ? "mma" : "simt"));
+          check_close(got.to(Device::cpu()), want, rtol, atol_unit * std::sqrt(static_cast<double>(R)));
+        };
+        const int64_t R_fwd = cg * K, R_bin = og * K, R_bw = c.x[0] * c.L_out();
+        cmp(conv1d(on_gpu(x), on_gpu(w), on_gpu(b), c.stride, c.padding, c.dilation, c.groups),
+            conv1d(f64(x), f64(w), f64(b), c.stride, c.padding, c.dilation, c.groups), R_fwd,
+            wants_mma(og, c.L_out(), R_fwd), "forward");
+        cmp(conv1d_backward_input(on_gpu(G), on_gpu(w), c.x[2], c.stride, c.padding, c.dilation, c.groups),
+            conv1d_backward_input(f64(G), f64(w), c.x[2], c.stride, c.padding, c.dilation, c.groups), R_bin,
+            wants_mma(cg, c.x[2], R_bin), "backward-input");
+        cmp(conv1d_backward_weight(on_gpu(G), on_gpu(x), K, c.stride, c.padding, c.dilation, c.groups),
+            conv1d_backward_weight(f64(G), f64(x), K, c.stride, c.padding, c.dilation, c.groups), R_bw,
+            wants_mma(og, cg * K, R_bw), "backward-weight");
+      }
+    }
+    // f32 without TF32 (the default) stays on the exact SIMT kernel.
+    ember::cuda::set_allow_tf32(false);
+    {
+      const Combo& c = cs[0];
+      Tensor x = randn64(c.x, 1).to(DType::f32), w = randn64(c.w, 2).to(DType::f32);
+      Tensor y = conv1d(x.to(gpu), w.to(gpu), Tensor(), c.stride, c.padding);
+      if (ember::cuda::last_conv1d_kernel != nullptr) CHECK(std::string(ember::cuda::last_conv1d_kernel()) == "simt");
+      check_close(y.to(Device::cpu()), conv1d(x.to(DType::f64), w.to(DType::f64), Tensor(), c.stride, c.padding), 1e-5,
+                  1e-5 * std::sqrt(static_cast<double>(c.w[1] * c.w[2])));
+    }
+    ember::cuda::set_allow_tf32(tf32_before);
     ember::cuda::set_poison_allocations(false);
   }
 }
