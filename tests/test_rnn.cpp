@@ -11,14 +11,22 @@
 //   mismatch.
 // - CUDA vs CPU, with allocation poisoning, on cuda:0 or, without a GPU, the stand-in device
 //   fake:0 (device placement and the tests, not the kernels).
+// - GPU only (skipped without one): the persistent kernels and the per-step kernels, each
+//   forced through EMBER_RNN_KERNEL, against the CPU in every mode, f32/f16/bf16, batches 1, 3
+//   and 8, H 37 and 263 (263 is prime and above the SM count, so the units split unevenly over
+//   the CTAs), lengths, reverse; the persistent kernels inside a CUDA graph; a bad
+//   EMBER_RNN_KERNEL.
 // nn::RNN / nn::LSTM / nn::GRU are in test_rnn_modules.cpp.
 #include <doctest/doctest.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "ember/cuda_graph.h"
 #include "ember/nn/rnn.h"
 #include "ember/ops/rnn.h"
 #include "rnn_util.h"
@@ -110,6 +118,48 @@ std::string label(RNNMode m, bool rev, bool len, bool state, bool bias) {
 }
 
 double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+
+// Sets an environment variable for one scope (EMBER_RNN_KERNEL is read at every call) and puts
+// back what was there.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(name_, old_->c_str(), 1);
+    else unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+};
+
+// Runs p on `dev` in dt and on the CPU (f64 for f32, the same dtype for f16/bf16, which rounds
+// where the CUDA kernels store: docs/rnn.md, "Reduced precision") and compares everything.
+void check_device_against_cpu(Problem p, DType dt, Device dev) {
+  for (Tensor* t : {&p.gx, &p.w, &p.b, &p.h0, &p.c0, &p.wo, &p.wh, &p.wc})
+    if (t->defined()) *t = t->to(dt);
+  const bool half = dt == DType::f16 || dt == DType::bf16;
+  Problem ref = p;
+  if (!half)
+    for (Tensor* t : {&ref.gx, &ref.w, &ref.b, &ref.h0, &ref.c0, &ref.wo, &ref.wh, &ref.wc})
+      if (t->defined()) *t = t->to(DType::f64);
+  const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 2e-2 : 8e-2;
+  const Run want = run_problem(ref, false);
+  const Run got = run_problem(p, false, dev);
+  REQUIRE(got.r.output.device() == dev);
+  CHECK(got.r.output.dtype() == dt);
+  Run got_cpu = got;
+  auto host = [](const Tensor& t) { return t.defined() ? t.to(Device::cpu()) : t; };
+  got_cpu.r = {host(got.r.output), host(got.r.h_n), host(got.r.c_n)};
+  for (Tensor& g : got_cpu.grads) g = host(g);
+  compare_runs(got_cpu, want, tol, tol);
+}
 
 }  // namespace
 
@@ -363,44 +413,85 @@ TEST_SUITE("rnn") {
   // --- CUDA -------------------------------------------------------------------------------------
 
   TEST_CASE("CUDA vs CPU: forward and all gradients, f32/f64/f16/bf16, every mode and direction, lengths") {
+    // On a GPU this runs whichever kernel the rule picks (the persistent one for this batch).
     ember::cuda::set_poison_allocations(cuda::is_available());  // unwritten outputs show up as NaN
     const Device gpu = test_device();
     uint64_t seed = 2000;
-    for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16}) {
-      const double tol = dt == DType::f64 ? 1e-10 : dt == DType::f32 ? 1e-4 : dt == DType::f16 ? 2e-2 : 8e-2;
+    for (DType dt : {DType::f32, DType::f64, DType::f16, DType::bf16})
       for (RNNMode m : kModes)
         for (bool rev : {false, true})
           for (bool len : {false, true}) {
             const std::string dt_name = dtype_name(dt);
             CAPTURE(dt_name);
             CAPTURE(label(m, rev, len, true, true));
-            // Inputs rounded to dt; the CPU reference runs in f64 on the same values.
-            Problem p = make_problem(m, rev, len, true, true, 7, 5, 33, DType::f64, seed += 20);
-            auto rd = [&](Tensor& t) {
-              if (t.defined()) t = t.to(dt);
-            };
-            for (Tensor* t : {&p.gx, &p.w, &p.b, &p.h0, &p.c0, &p.wo, &p.wh, &p.wc}) rd(*t);
-            // f32/f64: against the CPU in f64 on the same values. f16/bf16: against the CPU in the
-            // same dtype, which rounds h, hh and the workspace at the points the CUDA kernels
-            // store them (docs/rnn.md, "Reduced precision"). Against f64 a 16-bit run can differ
-            // in whole elements of the gradient: a ReLU whose input rounds across 0 passes or
-            // stops its gradient (the first GPU run saw that for RNN_RELU).
-            const bool half = dt == DType::f16 || dt == DType::bf16;
-            Problem p64 = p;
-            if (!half)
-              for (Tensor* t : {&p64.gx, &p64.w, &p64.b, &p64.h0, &p64.c0, &p64.wo, &p64.wh, &p64.wc})
-                if (t->defined()) *t = t->to(DType::f64);
-            const Run want = run_problem(p64, false);
-            const Run got = run_problem(p, false, gpu);
-            REQUIRE(got.r.output.device() == gpu);
-            CHECK(got.r.output.dtype() == dt);
-            Run got_cpu = got;
-            auto host = [](const Tensor& t) { return t.defined() ? t.to(Device::cpu()) : t; };
-            got_cpu.r = {host(got.r.output), host(got.r.h_n), host(got.r.c_n)};
-            for (Tensor& g : got_cpu.grads) g = host(g);
-            compare_runs(got_cpu, want, tol, tol);
+            check_device_against_cpu(make_problem(m, rev, len, true, true, 7, 5, 33, DType::f64, seed += 20), dt, gpu);
           }
+    ember::cuda::set_poison_allocations(false);
+  }
+
+  TEST_CASE("GPU: persistent and per-step kernels vs CPU, every mode, f32/f16/bf16, N 1/3/8, uneven unit slices" *
+            doctest::skip(!cuda::is_available())) {
+    ember::cuda::set_poison_allocations(true);
+    const Device gpu = Device::cuda(0);
+    uint64_t seed = 7000;
+    // persistent: a failed self-check is an ember::Error here, not a silent fallback, so a
+    // pass means the persistent kernels ran (sizes this small fit any GPU that launches
+    // cooperative kernels).
+    for (const char* kernel : {"persistent", "steps"}) {
+      ScopedEnv env("EMBER_RNN_KERNEL", kernel);
+      for (DType dt : {DType::f32, DType::f16, DType::bf16})
+        for (RNNMode m : kModes)
+          for (int64_t N : {1, 3, 8})
+            for (int64_t H : {37, 263})
+              for (bool rev : {false, true}) {
+                const bool len = N > 1, extras = (N + rev) % 2 == 0;  // bias and initial state half the time
+                const std::string dt_name = dtype_name(dt), kernel_name = kernel;
+                CAPTURE(kernel_name);
+                CAPTURE(dt_name);
+                CAPTURE(label(m, rev, len, extras, extras));
+                CAPTURE(N);
+                CAPTURE(H);
+                check_device_against_cpu(make_problem(m, rev, len, extras, extras, 7, N, H, DType::f64, seed += 20),
+                                         dt, gpu);
+              }
     }
     ember::cuda::set_poison_allocations(false);
+  }
+
+  TEST_CASE("GPU: the persistent kernels inside a CUDA graph replay the eager values" *
+            doctest::skip(!cuda::is_available())) {
+    ScopedEnv env("EMBER_RNN_KERNEL", "persistent");
+    const Device gpu = Device::cuda(0);
+    for (RNNMode m : {RNNMode::lstm, RNNMode::gru}) {
+      CAPTURE(rnn_mode_name(m));
+      const Problem p = make_problem(m, true, false, true, true, 9, 4, 263, DType::f32, 4242);
+      const Tensor gx = p.gx.to(gpu), w = p.w.to(gpu), b = p.b.to(gpu), h0 = p.h0.to(gpu);
+      const Tensor c0 = p.c0.defined() ? p.c0.to(gpu) : Tensor(), go = p.wo.to(gpu);
+      auto step = [&] {
+        NoGradGuard ng;
+        const RNNRecurrenceForward f = rnn_recurrence_forward(gx, w, b, h0, c0, Tensor(), p.opts, true);
+        const RNNRecurrenceGrads g =
+            rnn_recurrence_backward(go, Tensor(), Tensor(), w, f.workspace, f.h_prev, Tensor(), p.opts);
+        // What the persistent kernels compute alone (no GEMM), so a replay must match bit for bit.
+        return std::vector<Tensor>{f.output, f.h_n, f.workspace, g.grad_gates_x, g.grad_h0};
+      };
+      const std::vector<Tensor> eager = step();  // also decides the self-check outside the capture
+      std::vector<Tensor> captured;
+      cuda::Graph graph;
+      graph.capture(gpu, [&] { captured = step(); });
+      for (int replay = 0; replay < 2; ++replay) {
+        graph.replay();
+        for (size_t i = 0; i < eager.size(); ++i)
+          check_close(captured[i].to(Device::cpu()), eager[i].to(Device::cpu()), 0, 0);
+      }
+    }
+  }
+
+  TEST_CASE("GPU: an unknown EMBER_RNN_KERNEL raises ember::Error" * doctest::skip(!cuda::is_available())) {
+    ScopedEnv env("EMBER_RNN_KERNEL", "fastest");
+    const Device gpu = Device::cuda(0);
+    const Tensor gx = randn_t({4, 2, 12}, 1, DType::f32).to(gpu), w = randn_t({12, 3}, 2, DType::f32).to(gpu);
+    CHECK_EMBER_ERROR(rnn_recurrence(gx, w, Tensor(), Tensor(), Tensor(), Tensor(), {RNNMode::lstm, false}),
+                      "rnn_recurrence", "EMBER_RNN_KERNEL=\"fastest\"", "persistent or steps");
   }
 }
