@@ -21,14 +21,15 @@
 #               cuDNN of PyTorch's wheel), then only the targets run below, `ninja -k 0` (300 s)
 #     tests     the whole ember_tests binary, every suite, EMBER_TEST_DEVICE=cuda (180 s); then
 #               ember_dist_tests as one process: NCCL with a world of 1 (60 s)
-#     example   fashion_mnist 2 epochs (60 s); char_lm --model lstm, then transformer, 250 steps
-#               or 1 minute each (150 s each), then the transformer with --cuda-graph (150 s)
 #     bench     ember-gpu-bench, ember-conv-gpu-bench, ember-lstm_gpu_bench,
 #               ember-attention_gpu_bench, ember-softmax_gpu_bench with
 #               --benchmark_min_time=0.05 and JSON output (90 s each), then PyTorch's SDPA peer
 #               python3 bench/g4_sdpa_torch.py (90 s); then G6/G7 end to end: ember-g6g7_bench
 #               (150 s), python3 bench/g7_lstm_torch.py (120 s) and bench/g6_gpt_torch.py (eager and
 #               torch.compile, 180 s), their JSON lines in e2e.txt
+#     example   fashion_mnist 2 epochs (60 s); char_lm --model lstm, then transformer, 250 steps
+#               or 1 minute each (--quick: 30 s; 150 s each), then the transformer with --cuda-graph
+#               (150 s). After the benches: their figures matter more when time runs out
 #     memcheck  compute-sanitizer memcheck over the cuda* suites, then over the other suites,
 #               EMBER_TEST_DEVICE=cuda, without the deliberate out-of-memory case
 #               "an absurd allocation ..." (-tce), whose cudaMalloc failures memcheck would count
@@ -465,46 +466,6 @@ if has tests && [[ -n ${BUILT[ember_dist_tests]:-} ]]; then
   fi
 fi
 
-# --- examples ----------------------------------------------------------------------------------
-first_dir() { for d in "$@"; do [[ -d $d ]] && { echo "$d"; return; }; done; }
-example() {  # name need timeout cmd...
-  local name=$1 need=$2 to=$3
-  shift 3
-  run_cmd "$name" "$need" "$to" "$LOGS/examples.txt" "$@" || return 0
-  local last
-  last=$(last_block "$LOGS/examples.txt" | grep -a -E '^(final |error:|no CUDA|stopped )' | tail -n 1)
-  if timed_out; then record "$name" timeout "after ${DUR}s"
-  elif [[ $RC == 0 ]]; then record "$name" ok "${DUR}s, $(last_block "$LOGS/examples.txt" | grep -a -E '^final ' | tail -n 1)"
-  else record "$name" FAIL "exit $RC: $last"
-  fi
-}
-if has example; then
-  banner "examples on cuda"
-  fm=$(first_dir .deps/fashion-mnist /usr/share/datasets/fashion-mnist)
-  kjv=$(first_dir .deps/kjv /usr/share/sword/modules/texts/ztext/engKJV2006eb)
-  if [[ $HAVE_GPU == 0 ]]; then record examples skipped "no GPU visible"
-  else
-    if [[ -z ${BUILT[fashion_mnist]:-} ]]; then record fashion_mnist FAIL "not built"
-    elif [[ -z $fm ]]; then record fashion_mnist skipped "no data (device-check.sh --prepare --with-data)"
-    else example fashion_mnist 15 60 "$(binary fashion_mnist)" --device cuda --epochs 2 --batch 256 --data "$fm" --checkpoint ""
-    fi
-    for m in lstm transformer; do
-      if [[ -z ${BUILT[char_lm]:-} ]]; then record "char_lm $m" FAIL "not built"
-      elif [[ -z $kjv ]]; then record "char_lm $m" skipped "no data (device-check.sh --prepare --with-data)"
-      else example "char_lm $m" 30 150 "$(binary char_lm)" --model "$m" --device cuda --steps 250 --minutes 1 \
-             --log-every 50 --eval-every 250 --sample 120 --data "$kjv" --checkpoint ""
-      fi
-    done
-    # The transformer again with its step captured as a CUDA graph (docs/cuda.md): its tokens/s
-    # lines against the eager run's above, and the same held-out loss to rounding.
-    if [[ -n ${BUILT[char_lm]:-} && -n $kjv ]]; then
-      example "char_lm transformer --cuda-graph" 30 150 "$(binary char_lm)" --model transformer --device cuda \
-        --cuda-graph --steps 250 --minutes 1 --log-every 50 --eval-every 250 --sample 120 --data "$kjv" --checkpoint ""
-    fi
-  fi
-  tail -n 25 "$LOGS/examples.txt" 2>/dev/null
-fi
-
 # --- benches -----------------------------------------------------------------------------------
 if has bench; then
   benches=(ember-gpu-bench ember-conv-gpu-bench ember-lstm_gpu_bench ember-attention_gpu_bench ember-softmax_gpu_bench)
@@ -567,6 +528,48 @@ if has bench; then
       fi
     fi
   fi
+fi
+
+# --- examples ----------------------------------------------------------------------------------
+first_dir() { for d in "$@"; do [[ -d $d ]] && { echo "$d"; return; }; done; }
+example() {  # name need timeout cmd...
+  local name=$1 need=$2 to=$3
+  shift 3
+  run_cmd "$name" "$need" "$to" "$LOGS/examples.txt" "$@" || return 0
+  local last
+  last=$(last_block "$LOGS/examples.txt" | grep -a -E '^(final |error:|no CUDA|stopped )' | tail -n 1)
+  if timed_out; then record "$name" timeout "after ${DUR}s"
+  elif [[ $RC == 0 ]]; then record "$name" ok "${DUR}s, $(last_block "$LOGS/examples.txt" | grep -a -E '^final ' | tail -n 1)"
+  else record "$name" FAIL "exit $RC: $last"
+  fi
+}
+if has example; then
+  banner "examples on cuda"
+  fm=$(first_dir .deps/fashion-mnist /usr/share/datasets/fashion-mnist)
+  kjv=$(first_dir .deps/kjv /usr/share/sword/modules/texts/ztext/engKJV2006eb)
+  if [[ $HAVE_GPU == 0 ]]; then record examples skipped "no GPU visible"
+  else
+    if [[ -z ${BUILT[fashion_mnist]:-} ]]; then record fashion_mnist FAIL "not built"
+    elif [[ -z $fm ]]; then record fashion_mnist skipped "no data (device-check.sh --prepare --with-data)"
+    else example fashion_mnist 15 60 "$(binary fashion_mnist)" --device cuda --epochs 2 --batch 256 --data "$fm" --checkpoint ""
+    fi
+    minutes=1
+    [[ $QUICK == 1 ]] && minutes=0.5
+    for m in lstm transformer; do
+      if [[ -z ${BUILT[char_lm]:-} ]]; then record "char_lm $m" FAIL "not built"
+      elif [[ -z $kjv ]]; then record "char_lm $m" skipped "no data (device-check.sh --prepare --with-data)"
+      else example "char_lm $m" 30 150 "$(binary char_lm)" --model "$m" --device cuda --steps 250 --minutes "$minutes" \
+             --log-every 50 --eval-every 250 --sample 120 --data "$kjv" --checkpoint ""
+      fi
+    done
+    # The transformer again with its step captured as a CUDA graph (docs/cuda.md): its tokens/s
+    # lines against the eager run's above, and the same held-out loss to rounding.
+    if [[ -n ${BUILT[char_lm]:-} && -n $kjv ]]; then
+      example "char_lm transformer --cuda-graph" 30 150 "$(binary char_lm)" --model transformer --device cuda \
+        --cuda-graph --steps 250 --minutes "$minutes" --log-every 50 --eval-every 250 --sample 120 --data "$kjv" --checkpoint ""
+    fi
+  fi
+  tail -n 25 "$LOGS/examples.txt" 2>/dev/null
 fi
 
 # --- memcheck ----------------------------------------------------------------------------------

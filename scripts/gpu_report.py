@@ -106,6 +106,7 @@ def split_case(name):
 CONSOLE_ROW = re.compile(r"^(\S+)\s+([0-9.]+) (ns|us|ms|s)\s+([0-9.]+) (ns|us|ms|s)\s+(\d+)(.*)$")
 CONSOLE_ERROR = re.compile(r"^(\S+)\s+ERROR OCCURRED: '(.*)'")
 G4_LINE = re.compile(r"^G4 (\S+) ([0-9.]+) ms ([0-9.]+) TFLOP/s")
+G4_CUDNN_LINE = re.compile(r"^G4cudnn (\S+) ([0-9.]+) ms ([0-9.]+) TFLOP/s")
 CONTEXT_LINE = re.compile(r"^([A-Za-z_]+): (.+)$")
 
 
@@ -191,12 +192,13 @@ def parse_bench_files(paths):
     return cases, context
 
 
-def parse_sdpa(paths):
-    """PyTorch SDPA lines -> {case: (ms, TFLOP/s)}; the last line of a case wins."""
+def parse_sdpa(paths, pattern=G4_LINE):
+    """PyTorch SDPA lines -> {case: (ms, TFLOP/s)}; the last line of a case wins. The flash
+    backend's lines (G4_LINE) are G4's peer; cuDNN's (G4_CUDNN_LINE) only an extra md table."""
     out = {}
     for path in paths:
         for line in read(path).splitlines():
-            m = G4_LINE.match(line)
+            m = pattern.match(line)
             if m:
                 out[m.group(1)] = (float(m.group(2)), float(m.group(3)))
     return out
@@ -412,7 +414,7 @@ def fmt(x, digits=4):
 
 
 def report_md(meta, rows, cases, counts, failing, asserts, examples, memcheck, steps, history, origin=None,
-              e2e_rows=()):
+              e2e_rows=(), sdpa=None, sdpa_cudnn=None):
     slug = device_slug(meta["device"])
     out = [f"# GPU results: {meta['device']}", "",
            origin or "Written by `scripts/device-check.sh --quick` (through `scripts/gpu_report.py`).",
@@ -457,6 +459,13 @@ def report_md(meta, rows, cases, counts, failing, asserts, examples, memcheck, s
         out += ["", "cuBLAS with TF32 (the only TF32 figures; ember's f32 is true f32):", "",
                 "| case | ms | TFLOP/s |", "|---|---|---|"]
         out += [f"| {b} | {fmt(c['ms'])} | {fmt(c['counters'].get('TFLOP/s'))} |" for b, c in tf32]
+    if sdpa_cudnn:
+        out += ["", "G4 beside cuDNN's fused attention (PyTorch's cuDNN SDPA backend, same run; the JSON peer "
+                "stays flash):", "", "| case | ember ms | flash ms | cuDNN ms | ember / cuDNN |", "|---|---|---|---|---|"]
+        for base, (ms, _) in sorted(sdpa_cudnn.items()):
+            mine = cases.get((base, "ember"), {}).get("ms")
+            flash = (sdpa or {}).get(base, (None, None))[0]
+            out.append(f"| {base} | {fmt(mine)} | {fmt(flash)} | {fmt(ms)} | {fmt(mine / ms if mine else None, 3)} |")
     mem = [(b, c) for (b, l), c in cases.items() if b.startswith("mem/")]
     if mem:
         out += ["", "Memory-bound cases (ember-gpu-bench; `of_copy` = rate / device-to-device copy rate):", "",
@@ -515,6 +524,7 @@ def device_slug(name):
 def make_report(args):
     cases, context = parse_bench_files(args.bench or [])
     sdpa = parse_sdpa(args.sdpa or [])
+    sdpa_cudnn = parse_sdpa(args.sdpa or [], G4_CUDNN_LINE)
     figures, rows = build_figures(cases, sdpa)
     e2e_figs, e2e_rows = e2e_figures(parse_e2e(getattr(args, "e2e", None) or []))
     figures += e2e_figs
@@ -529,7 +539,7 @@ def make_report(args):
     doc = report_json(meta, figures, counts)
     md = report_md(meta, rows, cases, counts, failing, asserts, parse_examples(args.examples or []),
                    parse_memcheck(args.memcheck or []), parse_steps(args.steps), history, getattr(args, "origin", None),
-                   e2e_rows)
+                   e2e_rows, sdpa, sdpa_cudnn)
     return doc, md
 
 
@@ -602,6 +612,15 @@ def self_test(fixtures):
             problems.append("a second run gave a different JSON")
         if f"[{kept}]({kept})" not in md2:
             problems.append("the md does not link the kept earlier run")
+        # cuDNN's SDPA lines: an extra md table, never G4's JSON peer (a made-up figure here).
+        extra = os.path.join(tmp, "sdpa-cudnn.txt")
+        write(extra, "G4cudnn G4_attention/bf16/T1024/D64/full/fwd 0.150 ms 229.06 TFLOP/s\n")
+        ns.sdpa, ns.json, ns.md = [f("sdpa.txt"), extra], None, None
+        doc3, md3 = make_report(ns)
+        if doc3 != doc:
+            problems.append("cuDNN SDPA lines changed the JSON")
+        if "| G4_attention/bf16/T1024/D64/full/fwd |" not in md3 or "| 0.15 |" not in md3:
+            problems.append("the md lacks the cuDNN SDPA table row")
     problems += e2e_self_test()
     if problems:
         print("gpu_report self-test: FAILED\n  " + "\n  ".join(problems))
