@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "ember/cuda.h"
 #include "ember/nn/conv.h"
 #include "ember/ops/conv.h"
 #include "op_harness.h"
@@ -32,12 +33,6 @@ using ember_test::close_ratio;
 using ember_test::list_str;
 using ember_test::to_string;
 using ember_test::vals;
-
-// kernels/conv.cu: which kernel ran this thread's last CUDA conv1d pass ("mma", "simt", "none").
-// Not in the public headers; a weak reference, null in a build without the CUDA backend.
-namespace ember::cuda {
-__attribute__((weak)) const char* last_conv1d_kernel();
-}  // namespace ember::cuda
 
 namespace {
 
@@ -489,8 +484,7 @@ TEST_SUITE("conv") {
           CAPTURE(what_s);
           REQUIRE(got.device() == gpu);
           CHECK(got.dtype() == dt);
-          if (ember::cuda::last_conv1d_kernel != nullptr)
-            CHECK(std::string(ember::cuda::last_conv1d_kernel()) == (mma ? "mma" : "simt"));
+          CHECK(std::string(ember::cuda::last_conv1d_kernel()) == (mma ? "mma" : "simt"));
           check_close(got.to(Device::cpu()), want, rtol, atol_unit * std::sqrt(static_cast<double>(R)));
         };
         const int64_t R_fwd = cg * K, R_bin = og * K, R_bw = c.x[0] * c.L_out();
@@ -511,7 +505,7 @@ TEST_SUITE("conv") {
       const Combo& c = cs[0];
       Tensor x = randn64(c.x, 1).to(DType::f32), w = randn64(c.w, 2).to(DType::f32);
       Tensor y = conv1d(x.to(gpu), w.to(gpu), Tensor(), c.stride, c.padding);
-      if (ember::cuda::last_conv1d_kernel != nullptr) CHECK(std::string(ember::cuda::last_conv1d_kernel()) == "simt");
+      CHECK(std::string(ember::cuda::last_conv1d_kernel()) == "simt");
       check_close(y.to(Device::cpu()), conv1d(x.to(DType::f64), w.to(DType::f64), Tensor(), c.stride, c.padding), 1e-5,
                   1e-5 * std::sqrt(static_cast<double>(c.w[1] * c.w[2])));
     }

@@ -130,5 +130,8 @@ int gemm_sm90_tile();
 // The kernel that computed this thread's last CUDA GEMM: "cublas", "wgmma", "mma", "simt" or
 // "none" (for tests and benches).
 const char* last_gemm_kernel();
+// The kernel that computed this thread's last CUDA conv1d pass: "mma" (tensor cores), "simt" or
+// "none" (for tests and benches; EMBER_CONV_KERNEL picks, docs/conv.md).
+const char* last_conv1d_kernel();
 
 }  // namespace ember::cuda

@@ -40,5 +40,6 @@ bool allow_tf32() { return false; }
 void set_gemm_sm90_tile(int) { no_cuda("cuda::set_gemm_sm90_tile"); }
 int gemm_sm90_tile() { return -1; }
 int compute_capability(int) { no_cuda("cuda::compute_capability"); }
+const char* last_conv1d_kernel() { return "none"; }
 
 }  // namespace ember::cuda
