@@ -27,6 +27,15 @@
 // attention_mma_bwd.cuh backward) are the default and fall back to these when
 // EMBER_ATTENTION_KERNEL=simt, when a pointer is not 16-byte aligned, or when their first-use
 // check on a device disagrees with these (docs/attention.md).
+//
+// Dropout (p > 0) runs separate instantiations of every kernel (template flag kDrop, so p = 0
+// runs code without a trace of it) that draw the CPU's Philox mask per tile into shared memory
+// (attention_dropout.cuh): the forward sums l over the undropped P (the logsumexp is P's),
+// zeroes dropped probabilities before P V and scales O by 1 / (1 - p); the backward uses
+// P_dropped for dV and masks and scales dP before dS, as src/cpu/attention.cpp does. The first
+// use per (device, dtype, head dim) checks the SIMT dropout kernels against a host computation
+// of the CPU's stream (and refuses dropout with an error if they disagree), and the tensor-core
+// dropout kernels against the SIMT ones (falling back to SIMT for dropout if they disagree).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -35,6 +44,7 @@
 #include <mutex>
 #include <vector>
 
+#include "attention_dropout.cuh"
 #include "attention_mma.cuh"
 #include "attention_mma_bwd.cuh"
 #include "common.cuh"
@@ -52,6 +62,7 @@ constexpr int kFwdBQ = 64, kFwdBK = 32;  // forward: queries per CTA, keys per s
 constexpr int kBwdB = 32;              // backward: queries and keys per tile
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int64_t kMaxGridY = 65535;
+using attn_dropout::Dropout;
 
 struct MaskArgs {
   const bool* pad;    // (B, Tk), true = ignore the key; or null
@@ -101,16 +112,17 @@ __device__ __forceinline__ void load_tile(T* __restrict__ dst, const T* __restri
 
 // --- forward ------------------------------------------------------------------------------------
 
-template <class T, int D>
+template <class T, int D, bool kDrop>
 __global__ void __launch_bounds__(kAttnThreads)
     attention_forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                              T* __restrict__ out, float* __restrict__ lse, MaskArgs m, int64_t BH, int64_t H,
-                             float scale_log2) {
+                             float scale_log2, Dropout dr) {
   constexpr int kP = D + 2, kC = D / 8;
   __shared__ __align__(16) T Qs[kFwdBQ * kP];  // (64, D)
   __shared__ __align__(16) T Ks[kFwdBK * kP];  // (32, D)
   __shared__ __align__(16) T Vs[kFwdBK * kP];  // (32, D)
   __shared__ float Ps[kFwdBQ][kFwdBK + 1];     // (64, 32) probabilities of the current tile
+  __shared__ uint8_t keep[kDrop ? kFwdBQ * kFwdBK : 1];  // its dropout mask
   const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
   const int64_t Tq = m.Tq, Tk = m.Tk;
   const int64_t q0 = int64_t(blockIdx.x) * kFwdBQ;
@@ -135,6 +147,7 @@ __global__ void __launch_bounds__(kAttnThreads)
       __syncthreads();  // Ks, Vs, Ps free (and Qs written, on the first tile)
       load_tile<T, D, kFwdBK>(Ks, kb, j0, Tk);
       load_tile<T, D, kFwdBK>(Vs, vb, j0, Tk);
+      if constexpr (kDrop) attn_dropout::fill_keep<kFwdBQ, kFwdBK, kAttnThreads>(keep, dr, bh, q0, j0, Tq, Tk);
       __syncthreads();
       float s[4][4];
 #pragma unroll
@@ -169,8 +182,9 @@ __global__ void __launch_bounds__(kAttnThreads)
 #pragma unroll
         for (int c = 0; c < 4; ++c) {
           const float p = exp2f(s[a][c] - muse);
-          Ps[ty * 4 + a][tx + 8 * c] = p;
-          psum += p;
+          psum += p;  // l is the undropped normaliser (the logsumexp is P's, as on the CPU)
+          if constexpr (kDrop) Ps[ty * 4 + a][tx + 8 * c] = keep[(ty * 4 + a) * kFwdBK + tx + 8 * c] ? p : 0.f;
+          else Ps[ty * 4 + a][tx + 8 * c] = p;
         }
         lrow[a] = lrow[a] * alpha + group8_sum(psum);
         mrow[a] = mnew;
@@ -196,7 +210,7 @@ __global__ void __launch_bounds__(kAttnThreads)
       const int64_t i = q0 + ty * 4 + a;
       if (i >= Tq) continue;
       const bool dead = lrow[a] == 0.f;  // no key allowed
-      const float inv = dead ? 0.f : 1.f / lrow[a];
+      const float inv = dead ? 0.f : (kDrop ? dr.scale : 1.f) / lrow[a];
 #pragma unroll
       for (int c = 0; c < kC; ++c) out[(bh * Tq + i) * D + tx + 8 * c] = from_acc<T>(o[a][c] * inv);
       if (tx == 0) lse[bh * Tq + i] = dead ? neg_inf : mrow[a] / kLog2e + logf(lrow[a]);
@@ -223,11 +237,12 @@ __global__ void attention_row_dot_kernel(const T* __restrict__ dout, const T* __
 // P and dS = scale P (dP - D_i) of the (32 queries from i0, 32 keys from j0) tile into Ps and
 // dSs. Thread (ty, tx) computes rows ty*2, ty*2+1 and columns tx + 8c, c < 4. lse and di
 // point at the pair's rows.
-template <class T, int D>
+template <class T, int D, bool kDrop>
 __device__ __forceinline__ void tile_grads(const T* Qs, const T* dOs, const T* Ks, const T* Vs,
-                                           float (*Ps)[kBwdB + 1], float (*dSs)[kBwdB + 1], const float* lse,
-                                           const float* di, const MaskArgs& m, int64_t b, int64_t h, int64_t i0,
-                                           int64_t j0, float scale, float scale_log2) {
+                                           float (*Ps)[kBwdB + 1], float (*dSs)[kBwdB + 1], const uint8_t* keep,
+                                           const Dropout& dr, const float* lse, const float* di, const MaskArgs& m,
+                                           int64_t b, int64_t h, int64_t i0, int64_t j0, float scale,
+                                           float scale_log2) {
   constexpr int kP = D + 2;
   const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
   float s[2][4], dp[2][4];
@@ -265,22 +280,29 @@ __device__ __forceinline__ void tile_grads(const T* Qs, const T* dOs, const T* K
     for (int c = 0; c < 4; ++c) {
       const bool ok = l != -INFINITY && allowed(m, b, h, i, j0 + tx + 8 * c);
       const float p = ok ? exp2f(s[a][c] * scale_log2 - l * kLog2e) : 0.f;
-      Ps[ty * 2 + a][tx + 8 * c] = p;
-      dSs[ty * 2 + a][tx + 8 * c] = scale * p * (dp[a][c] - dsum);
+      if constexpr (kDrop) {  // P_dropped for dV; dP masked and scaled before dS
+        const bool kept = keep[(ty * 2 + a) * kBwdB + tx + 8 * c];
+        Ps[ty * 2 + a][tx + 8 * c] = kept ? p * dr.scale : 0.f;
+        dSs[ty * 2 + a][tx + 8 * c] = scale * p * ((kept ? dp[a][c] * dr.scale : 0.f) - dsum);
+      } else {
+        Ps[ty * 2 + a][tx + 8 * c] = p;
+        dSs[ty * 2 + a][tx + 8 * c] = scale * p * (dp[a][c] - dsum);
+      }
     }
   }
 }
 
 // dK, dV of one 32-key tile per CTA.
-template <class T, int D>
+template <class T, int D, bool kDrop>
 __global__ void __launch_bounds__(kAttnThreads)
     attention_backward_kv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                  const T* __restrict__ dout, const float* __restrict__ lse,
                                  const float* __restrict__ di, T* __restrict__ dk, T* __restrict__ dv, MaskArgs m,
-                                 int64_t BH, int64_t H, float scale, float scale_log2) {
+                                 int64_t BH, int64_t H, float scale, float scale_log2, Dropout dr) {
   constexpr int kP = D + 2, kC = D / 8;
   __shared__ __align__(16) T Qs[kBwdB * kP], dOs[kBwdB * kP], Ks[kBwdB * kP], Vs[kBwdB * kP];
   __shared__ float Ps[kBwdB][kBwdB + 1], dSs[kBwdB][kBwdB + 1];
+  __shared__ uint8_t keep[kDrop ? kBwdB * kBwdB : 1];  // the tile's dropout mask
   const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
   const int64_t Tq = m.Tq, Tk = m.Tk;
   const int64_t j0 = int64_t(blockIdx.x) * kBwdB;
@@ -300,8 +322,10 @@ __global__ void __launch_bounds__(kAttnThreads)
       __syncthreads();
       load_tile<T, D, kBwdB>(Qs, q + bh * Tq * D, i0, Tq);
       load_tile<T, D, kBwdB>(dOs, dout + bh * Tq * D, i0, Tq);
+      if constexpr (kDrop) attn_dropout::fill_keep<kBwdB, kBwdB, kAttnThreads>(keep, dr, bh, i0, j0, Tq, Tk);
       __syncthreads();
-      tile_grads<T, D>(Qs, dOs, Ks, Vs, Ps, dSs, lse + bh * Tq, di + bh * Tq, m, b, h, i0, j0, scale, scale_log2);
+      tile_grads<T, D, kDrop>(Qs, dOs, Ks, Vs, Ps, dSs, keep, dr, lse + bh * Tq, di + bh * Tq, m, b, h, i0, j0, scale,
+                              scale_log2);
       __syncthreads();
 #pragma unroll 4
       for (int i = 0; i < kBwdB; ++i) {
@@ -336,15 +360,16 @@ __global__ void __launch_bounds__(kAttnThreads)
 }
 
 // dQ of one 32-query tile per CTA.
-template <class T, int D>
+template <class T, int D, bool kDrop>
 __global__ void __launch_bounds__(kAttnThreads)
     attention_backward_q_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                                 const T* __restrict__ dout, const float* __restrict__ lse,
                                 const float* __restrict__ di, T* __restrict__ dq, MaskArgs m, int64_t BH, int64_t H,
-                                float scale, float scale_log2) {
+                                float scale, float scale_log2, Dropout dr) {
   constexpr int kP = D + 2, kC = D / 8;
   __shared__ __align__(16) T Qs[kBwdB * kP], dOs[kBwdB * kP], Ks[kBwdB * kP], Vs[kBwdB * kP];
   __shared__ float Ps[kBwdB][kBwdB + 1], dSs[kBwdB][kBwdB + 1];
+  __shared__ uint8_t keep[kDrop ? kBwdB * kBwdB : 1];  // the tile's dropout mask
   const int ty = threadIdx.x / 8, tx = threadIdx.x % 8;
   const int64_t Tq = m.Tq, Tk = m.Tk;
   const int64_t i0 = int64_t(blockIdx.x) * kBwdB;
@@ -364,8 +389,10 @@ __global__ void __launch_bounds__(kAttnThreads)
       __syncthreads();
       load_tile<T, D, kBwdB>(Ks, k + bh * Tk * D, j0, Tk);
       load_tile<T, D, kBwdB>(Vs, v + bh * Tk * D, j0, Tk);
+      if constexpr (kDrop) attn_dropout::fill_keep<kBwdB, kBwdB, kAttnThreads>(keep, dr, bh, i0, j0, Tq, Tk);
       __syncthreads();
-      tile_grads<T, D>(Qs, dOs, Ks, Vs, Ps, dSs, lse + bh * Tq, di + bh * Tq, m, b, h, i0, j0, scale, scale_log2);
+      tile_grads<T, D, kDrop>(Qs, dOs, Ks, Vs, Ps, dSs, keep, dr, lse + bh * Tq, di + bh * Tq, m, b, h, i0, j0, scale,
+                              scale_log2);
       __syncthreads();
 #pragma unroll 4
       for (int j = 0; j < kBwdB; ++j) {
@@ -409,26 +436,35 @@ dim3 tile_grid(int64_t n, int tile, int64_t BH) {
   return dim3(static_cast<unsigned>((n + tile - 1) / tile), static_cast<unsigned>(std::min(BH, kMaxGridY)));
 }
 
-// The two forward kernels on raw pointers: the SIMT one above and the tensor-core one
-// (attention_mma.cuh). Same inputs, same outputs (O and the row logsumexp).
-template <class T, int D>
-void launch_forward(bool tensor_cores, const T* q, const T* k, const T* v, T* out, float* lse, const MaskArgs& m,
-                    int64_t BH, int64_t H, float scale_log2, cudaStream_t stream) {
+// One instantiation (dropout or not) of the two forward kernels.
+template <class T, int D, bool kDrop>
+void launch_forward_as(bool tensor_cores, const T* q, const T* k, const T* v, T* out, float* lse, const MaskArgs& m,
+                       int64_t BH, int64_t H, float scale_log2, const Dropout& dr, cudaStream_t stream) {
   if (tensor_cores) {
+    constexpr int smem = attn_mma::smem_bytes<D, kDrop>();
     static std::once_flag attr[64];
     const int dev = current_device();
     std::call_once(attr[dev % 64], [] {
-      EMBER_CUDA_CHECK(cudaFuncSetAttribute(attn_mma::forward_kernel<T, D, MaskArgs>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize, attn_mma::smem_bytes<D>()));
+      EMBER_CUDA_CHECK(cudaFuncSetAttribute(attn_mma::forward_kernel<T, D, MaskArgs, kDrop>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
     });
-    attn_mma::forward_kernel<T, D, MaskArgs>
-        <<<tile_grid(m.Tq, attn_mma::kBQ, BH), attn_mma::kThreads, attn_mma::smem_bytes<D>(), stream>>>(
-            q, k, v, out, lse, m, BH, H, scale_log2);
+    attn_mma::forward_kernel<T, D, MaskArgs, kDrop><<<tile_grid(m.Tq, attn_mma::kBQ, BH), attn_mma::kThreads, smem,
+                                                      stream>>>(q, k, v, out, lse, m, BH, H, scale_log2, dr);
   } else {
-    attention_forward_kernel<T, D><<<tile_grid(m.Tq, kFwdBQ, BH), kAttnThreads, 0, stream>>>(q, k, v, out, lse, m, BH, H,
-                                                                                            scale_log2);
+    attention_forward_kernel<T, D, kDrop><<<tile_grid(m.Tq, kFwdBQ, BH), kAttnThreads, 0, stream>>>(
+        q, k, v, out, lse, m, BH, H, scale_log2, dr);
   }
   EMBER_CUDA_LAUNCH_CHECK();
+}
+
+// The two forward kernels on raw pointers: the SIMT one above and the tensor-core one
+// (attention_mma.cuh). Same inputs, same outputs (O and the row logsumexp). dr.on picks the
+// dropout instantiations, so p = 0 runs kernels without a trace of dropout.
+template <class T, int D>
+void launch_forward(bool tensor_cores, const T* q, const T* k, const T* v, T* out, float* lse, const MaskArgs& m,
+                    int64_t BH, int64_t H, float scale_log2, cudaStream_t stream, const Dropout& dr = {}) {
+  if (dr.on) launch_forward_as<T, D, true>(tensor_cores, q, k, v, out, lse, m, BH, H, scale_log2, dr, stream);
+  else launch_forward_as<T, D, false>(tensor_cores, q, k, v, out, lse, m, BH, H, scale_log2, dr, stream);
 }
 
 // EMBER_ATTENTION_KERNEL=mma (default) or simt: whether the tensor-core kernels (forward and
@@ -442,13 +478,19 @@ bool tensor_core_enabled() {
   return false;
 }
 
+// The dropout stream of the first-use checks: p = 0.25 (1 / (1 - p) = 4/3), any seed and offset.
+Dropout check_dropout() { return attn_dropout::make_dropout(0.25, 0x5eed2024ULL, 12345); }
+
 // The first time a (device, dtype, head dim) would run the tensor-core forward, it runs on a
 // small problem beside the SIMT kernel (ragged query and key tiles, causal with Tk > Tq, key
 // padding); if outputs or logsumexps differ by more than the rounding of P to the
 // input type explains, the tensor-core kernel is not used for that combination in this process
-// and a line on stderr says so. A guard for a kernel that is new on a device.
-template <class T, int D>
+// and a line on stderr says so. A guard for a kernel that is new on a device. The dropout
+// instantiations (kDrop) have their own verdict: both kernels run with the check's dropout
+// stream (kCheckDropout), the SIMT one being itself checked against the host (dropout_checked).
+template <class T, int D, bool kDrop>
 bool tensor_core_forward_check_run(int dev, cudaStream_t stream) {
+  const Dropout dr = kDrop ? check_dropout() : Dropout{};
   constexpr int64_t B = 2, H = 1, Tq = 100, Tk = 150, BH = B * H;
   const int64_t nq = BH * Tq * D, nk = BH * Tk * D;
   std::vector<T> host(static_cast<size_t>(nq + 2 * nk));
@@ -473,8 +515,8 @@ bool tensor_core_forward_check_run(int dev, cudaStream_t stream) {
   const float scale_log2 = kLog2e / std::sqrt(static_cast<float>(D));
   for (bool causal : {false, true}) {
     MaskArgs m{dpad, nullptr, 0, 0, 0, 0, Tq, Tk, causal};
-    launch_forward<T, D>(true, dq, dk, dv, o_mma, l_mma, m, BH, H, scale_log2, stream);
-    launch_forward<T, D>(false, dq, dk, dv, o_simt, l_simt, m, BH, H, scale_log2, stream);
+    launch_forward<T, D>(true, dq, dk, dv, o_mma, l_mma, m, BH, H, scale_log2, stream, dr);
+    launch_forward<T, D>(false, dq, dk, dv, o_simt, l_simt, m, BH, H, scale_log2, stream, dr);
     std::vector<T> o(static_cast<size_t>(2 * nq));
     std::vector<float> l(static_cast<size_t>(2 * BH * Tq));
     EMBER_CUDA_CHECK(cudaMemcpyAsync(o.data(), o_mma, bytes_out, cudaMemcpyDeviceToHost, stream));
@@ -496,25 +538,31 @@ bool tensor_core_forward_check_run(int dev, cudaStream_t stream) {
       if (!(std::fabs(a - b) <= 1e30)) finite_match = false;
       worst_l = std::max(worst_l, static_cast<double>(std::fabs(a - b)));
     }
-    // |O| <= 1.25 here; P rounded to the input type before P V costs about 2^-8 relative.
-    if (!(finite_match && worst_o <= 0.03 && worst_l <= 1e-3)) {
+    // |O| <= 1.25 here (times 1 / (1 - p) with dropout); P rounded to the input type before P V
+    // costs about 2^-8 relative.
+    if (!(finite_match && worst_o <= 0.03 * dr.scale && worst_l <= 1e-3)) {
       std::fprintf(stderr,
-                   "ember: the tensor-core attention forward (%s, D %d, %s) disagreed with the SIMT kernel on "
-                   "device %d (largest differences: output %g, logsumexp %g); using the SIMT kernel from now on\n",
-                   std::is_same_v<T, __half> ? "f16" : "bf16", D, causal ? "causal" : "full", dev, worst_o, worst_l);
+                   "ember: the tensor-core attention forward (%s, D %d, %s%s) disagreed with the SIMT kernel on "
+                   "device %d (largest differences: output %g, logsumexp %g); using the SIMT kernel from now on%s\n",
+                   std::is_same_v<T, __half> ? "f16" : "bf16", D, causal ? "causal" : "full",
+                   kDrop ? ", dropout" : "", dev, worst_o, worst_l, kDrop ? " for dropout" : "");
       return false;
     }
   }
   return true;
 }
 
-template <class T, int D>
+template <class T, int D, bool kDrop>
 bool tensor_core_forward_checked(cudaStream_t stream) {
-  static OnceVerdict<64> verdicts;  // per device (one instance per dtype and head dim)
+  static OnceVerdict<64> verdicts;  // per device (one instance per dtype, head dim and dropout)
   const int dev = current_device();
   return verdicts.get(dev, "the tensor-core attention self-check", "using the SIMT kernel",
-                      [&] { return tensor_core_forward_check_run<T, D>(dev, stream); }, stream_capturing(stream));
+                      [&] { return tensor_core_forward_check_run<T, D, kDrop>(dev, stream); },
+                      stream_capturing(stream));
 }
+
+template <class T, int D>
+void require_dropout_checked(cudaStream_t stream);
 
 template <class T, int D>
 void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionParams& p, const Tensor& out,
@@ -525,11 +573,55 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Atte
   cudaStream_t stream = current_stream();
   const T *pq = static_cast<const T*>(q.data_ptr()), *pk = static_cast<const T*>(k.data_ptr()),
           *pv = static_cast<const T*>(v.data_ptr());
+  const Dropout dr = attn_dropout::make_dropout(p.dropout, p.seed, p.offset);
+  if (dr.on) require_dropout_checked<T, D>(stream);
   auto aligned = [](const void* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   const bool tc = tensor_core_enabled() && aligned(pq) && aligned(pk) && aligned(pv) &&
-                  tensor_core_forward_checked<T, D>(stream);
+                  tensor_core_forward_checked<T, D, false>(stream) &&
+                  (!dr.on || tensor_core_forward_checked<T, D, true>(stream));
   launch_forward<T, D>(tc, pq, pk, pv, static_cast<T*>(out.data_ptr()), static_cast<float*>(lse.data_ptr()),
-                       mask_args(p), BH, p.H, scale_log2, stream);
+                       mask_args(p), BH, p.H, scale_log2, stream, dr);
+}
+
+// One instantiation (dropout or not) of the two backward paths.
+template <class T, int D, bool kDrop>
+void launch_backward_as(bool tensor_cores, const T* q, const T* k, const T* v, const T* dout, const float* lse,
+                        const float* di, T* dq, T* dk, T* dv, const MaskArgs& m, int64_t BH, int64_t H, float scale,
+                        const Dropout& dr, cudaStream_t stream) {
+  namespace bw = attn_mma_bwd;
+  const float scale_log2 = scale * kLog2e;
+  if (tensor_cores) {
+    constexpr int kv_smem = bw::kv_smem_bytes<D, kDrop>(), q_smem = bw::q_smem_bytes<D, kDrop>();
+    static std::once_flag attr[64];
+    const int dev = current_device();
+    std::call_once(attr[dev % 64], [] {
+      EMBER_CUDA_CHECK(cudaFuncSetAttribute(bw::kv_kernel<T, D, MaskArgs, kDrop>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, kv_smem));
+      EMBER_CUDA_CHECK(cudaFuncSetAttribute(bw::q_kernel<T, D, MaskArgs, kDrop>,
+                                            cudaFuncAttributeMaxDynamicSharedMemorySize, q_smem));
+    });
+    if (dk || dv) {
+      bw::kv_kernel<T, D, MaskArgs, kDrop><<<tile_grid(m.Tk, bw::kBK, BH), bw::kThreads, kv_smem, stream>>>(
+          q, k, v, dout, lse, di, dk, dv, m, BH, H, scale, scale_log2, dr);
+      EMBER_CUDA_LAUNCH_CHECK();
+    }
+    if (dq) {
+      bw::q_kernel<T, D, MaskArgs, kDrop><<<tile_grid(m.Tq, bw::kBQ, BH), bw::kThreads, q_smem, stream>>>(
+          q, k, v, dout, lse, di, dq, m, BH, H, scale, scale_log2, dr);
+      EMBER_CUDA_LAUNCH_CHECK();
+    }
+    return;
+  }
+  if (dk || dv) {
+    attention_backward_kv_kernel<T, D, kDrop><<<tile_grid(m.Tk, kBwdB, BH), kAttnThreads, 0, stream>>>(
+        q, k, v, dout, lse, di, dk, dv, m, BH, H, scale, scale_log2, dr);
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
+  if (dq) {
+    attention_backward_q_kernel<T, D, kDrop><<<tile_grid(m.Tq, kBwdB, BH), kAttnThreads, 0, stream>>>(
+        q, k, v, dout, lse, di, dq, m, BH, H, scale, scale_log2, dr);
+    EMBER_CUDA_LAUNCH_CHECK();
+  }
 }
 
 // The two backward paths on raw pointers, after D_i (di) is computed: the SIMT kernels above
@@ -537,40 +629,11 @@ void forward_typed(const Tensor& q, const Tensor& k, const Tensor& v, const Atte
 template <class T, int D>
 void launch_backward(bool tensor_cores, const T* q, const T* k, const T* v, const T* dout, const float* lse,
                      const float* di, T* dq, T* dk, T* dv, const MaskArgs& m, int64_t BH, int64_t H, float scale,
-                     cudaStream_t stream) {
-  namespace bw = attn_mma_bwd;
-  const float scale_log2 = scale * kLog2e;
-  if (tensor_cores) {
-    static std::once_flag attr[64];
-    const int dev = current_device();
-    std::call_once(attr[dev % 64], [] {
-      EMBER_CUDA_CHECK(cudaFuncSetAttribute(bw::kv_kernel<T, D, MaskArgs>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            bw::kv_smem_bytes<D>()));
-      EMBER_CUDA_CHECK(cudaFuncSetAttribute(bw::q_kernel<T, D, MaskArgs>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            bw::q_smem_bytes<D>()));
-    });
-    if (dk || dv) {
-      bw::kv_kernel<T, D, MaskArgs><<<tile_grid(m.Tk, bw::kBK, BH), bw::kThreads, bw::kv_smem_bytes<D>(), stream>>>(
-          q, k, v, dout, lse, di, dk, dv, m, BH, H, scale, scale_log2);
-      EMBER_CUDA_LAUNCH_CHECK();
-    }
-    if (dq) {
-      bw::q_kernel<T, D, MaskArgs><<<tile_grid(m.Tq, bw::kBQ, BH), bw::kThreads, bw::q_smem_bytes<D>(), stream>>>(
-          q, k, v, dout, lse, di, dq, m, BH, H, scale, scale_log2);
-      EMBER_CUDA_LAUNCH_CHECK();
-    }
-    return;
-  }
-  if (dk || dv) {
-    attention_backward_kv_kernel<T, D><<<tile_grid(m.Tk, kBwdB, BH), kAttnThreads, 0, stream>>>(
-        q, k, v, dout, lse, di, dk, dv, m, BH, H, scale, scale_log2);
-    EMBER_CUDA_LAUNCH_CHECK();
-  }
-  if (dq) {
-    attention_backward_q_kernel<T, D><<<tile_grid(m.Tq, kBwdB, BH), kAttnThreads, 0, stream>>>(
-        q, k, v, dout, lse, di, dq, m, BH, H, scale, scale_log2);
-    EMBER_CUDA_LAUNCH_CHECK();
-  }
+                     cudaStream_t stream, const Dropout& dr = {}) {
+  if (dr.on)
+    launch_backward_as<T, D, true>(tensor_cores, q, k, v, dout, lse, di, dq, dk, dv, m, BH, H, scale, dr, stream);
+  else
+    launch_backward_as<T, D, false>(tensor_cores, q, k, v, dout, lse, di, dq, dk, dv, m, BH, H, scale, dr, stream);
 }
 
 template <class T, int D>
@@ -591,8 +654,11 @@ void launch_row_dot(const T* dout, const T* out, float* di, int64_t rows, cudaSt
 // passes rounding and fails an indexing or masking error, which is of the order of the
 // gradient itself. On a larger difference, or a NaN or inf on one side only, the SIMT kernels
 // are kept for that combination in this process, with a line on stderr.
-template <class T, int D>
+// With kDrop (the dropout instantiations, their own verdict) the forward and both backward
+// paths run with the check's dropout stream.
+template <class T, int D, bool kDrop>
 bool tensor_core_backward_check_run(int dev, cudaStream_t stream) {
+  const Dropout dr = kDrop ? check_dropout() : Dropout{};
   struct Case {
     int64_t Tq, Tk;
     bool causal;
@@ -620,10 +686,10 @@ bool tensor_core_backward_check_run(int dev, cudaStream_t stream) {
     for (int64_t j = 7; j < c.Tk; ++j) pad[static_cast<size_t>(j)] = 1;  // batch 0: only keys 0..6
     EMBER_CUDA_CHECK(cudaMemcpyAsync(dpad, pad.data(), pad.size(), cudaMemcpyHostToDevice, stream));
     const MaskArgs m{dpad, nullptr, 0, 0, 0, 0, c.Tq, c.Tk, c.causal};
-    launch_forward<T, D>(false, q, k, v, o, lse, m, BH, H, scale * kLog2e, stream);
+    launch_forward<T, D>(false, q, k, v, o, lse, m, BH, H, scale * kLog2e, stream, dr);
     launch_row_dot<T, D>(dout, o, di, BH * c.Tq, stream);
-    launch_backward<T, D>(true, q, k, v, dout, lse, di, at(5), at(6), at(7), m, BH, H, scale, stream);
-    launch_backward<T, D>(false, q, k, v, dout, lse, di, at(8), at(9), at(10), m, BH, H, scale, stream);
+    launch_backward<T, D>(true, q, k, v, dout, lse, di, at(5), at(6), at(7), m, BH, H, scale, stream, dr);
+    launch_backward<T, D>(false, q, k, v, dout, lse, di, at(8), at(9), at(10), m, BH, H, scale, stream, dr);
     std::vector<T> got(static_cast<size_t>(6 * n));
     EMBER_CUDA_CHECK(cudaMemcpyAsync(got.data(), at(5), 6 * tb, cudaMemcpyDeviceToHost, stream));
     EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
@@ -645,23 +711,151 @@ bool tensor_core_backward_check_run(int dev, cudaStream_t stream) {
     }
     if (!ok) {
       std::fprintf(stderr,
-                   "ember: the tensor-core attention backward (%s, D %d, Tq %lld, Tk %lld, %s) disagreed with the "
+                   "ember: the tensor-core attention backward (%s, D %d, Tq %lld, Tk %lld, %s%s) disagreed with the "
                    "SIMT kernels on device %d (largest differences relative to the largest gradient: dQ %g, dK %g, "
-                   "dV %g); using the SIMT kernels from now on\n",
+                   "dV %g); using the SIMT kernels from now on%s\n",
                    std::is_same_v<T, __half> ? "f16" : "bf16", D, static_cast<long long>(c.Tq),
-                   static_cast<long long>(c.Tk), c.causal ? "causal" : "full", dev, rel[0], rel[1], rel[2]);
+                   static_cast<long long>(c.Tk), c.causal ? "causal" : "full", kDrop ? ", dropout" : "", dev, rel[0],
+                   rel[1], rel[2], kDrop ? " for dropout" : "");
       return false;
     }
   }
   return true;
 }
 
-template <class T, int D>
+template <class T, int D, bool kDrop>
 bool tensor_core_backward_checked(cudaStream_t stream) {
-  static OnceVerdict<64> verdicts;  // per device (one instance per dtype and head dim)
+  static OnceVerdict<64> verdicts;  // per device (one instance per dtype, head dim and dropout)
   const int dev = current_device();
   return verdicts.get(dev, "the tensor-core attention backward self-check", "using the SIMT kernels",
-                      [&] { return tensor_core_backward_check_run<T, D>(dev, stream); }, stream_capturing(stream));
+                      [&] { return tensor_core_backward_check_run<T, D, kDrop>(dev, stream); },
+                      stream_capturing(stream));
+}
+
+// The dropout kernels' first use per (device, dtype, head dim): the SIMT forward and backward with
+// dropout (check_dropout's stream) against a computation in double on the host, written from the
+// CPU kernel's formulas (src/cpu/attention.cpp: keep iff philox_uniform01 < 1 - p, in double), on
+// a small ragged problem: B 2, H 1, Tq 37, Tk 45 (odd, so row starts fall on every lane of a
+// Philox block), two key tiles and two query tiles, causal with Tq < Tk, batch 0 seeing only keys
+// 0..6. A wrong element of the mask moves outputs and gradients by a sizeable fraction of their
+// magnitude; rounding (f32 arithmetic, outputs rounded to the input type) stays within 4u of the
+// largest magnitude (u = 2^-11 f16, 2^-8 bf16). The tensor-core dropout kernels are compared with
+// these SIMT ones by their own checks.
+template <class T, int D>
+bool dropout_check_run(int dev, cudaStream_t stream) {
+  constexpr int64_t B = 2, H = 1, BH = B * H, Tq = 37, Tk = 45;
+  const Dropout dr = check_dropout();
+  const double keep_p = 1.0 - 0.25;
+  const int64_t nq = BH * Tq * D, nk = BH * Tk * D;
+  std::vector<T> host(static_cast<size_t>(2 * nq + 2 * nk));  // q, k, v, dO
+  for (size_t i = 0; i < host.size(); ++i)
+    host[i] = static_cast<T>(static_cast<float>(static_cast<int>((i * 2654435761u) >> 9) % 41 - 20) / 16.f);
+  std::vector<unsigned char> pad(static_cast<size_t>(B * Tk), 0);
+  for (int64_t j = 7; j < Tk; ++j) pad[static_cast<size_t>(j)] = 1;  // batch 0: only keys 0..6
+  // One buffer: q k v dO | O dQ dK dV | lse di | padding mask.
+  const size_t in_elems = host.size(), fb = static_cast<size_t>(BH * Tq) * sizeof(float);
+  Storage buf(2 * in_elems * sizeof(T) + 2 * fb + pad.size() + 64, Device::cuda(dev));
+  T* q = static_cast<T*>(buf.data());
+  T *k = q + nq, *v = k + nk, *dout = v + nk, *o = dout + nq, *dq = o + nq, *dk = dq + nq, *dv = dk + nk;
+  float* lse = reinterpret_cast<float*>(dv + nk);
+  float* di = lse + BH * Tq;
+  bool* dpad = reinterpret_cast<bool*>(di + BH * Tq);
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(q, host.data(), in_elems * sizeof(T), cudaMemcpyHostToDevice, stream));
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(dpad, pad.data(), pad.size(), cudaMemcpyHostToDevice, stream));
+  const MaskArgs m{dpad, nullptr, 0, 0, 0, 0, Tq, Tk, true};
+  const float scale = 1.f / std::sqrt(static_cast<float>(D));
+  launch_forward<T, D>(false, q, k, v, o, lse, m, BH, H, scale * kLog2e, stream, dr);
+  launch_row_dot<T, D>(dout, o, di, BH * Tq, stream);
+  launch_backward<T, D>(false, q, k, v, dout, lse, di, dq, dk, dv, m, BH, H, scale, stream, dr);
+  std::vector<T> got(in_elems);  // O dQ dK dV
+  EMBER_CUDA_CHECK(cudaMemcpyAsync(got.data(), o, in_elems * sizeof(T), cudaMemcpyDeviceToHost, stream));
+  EMBER_CUDA_CHECK(cudaStreamSynchronize(stream));
+
+  const auto in = [&](int64_t at) { return static_cast<double>(static_cast<float>(host[static_cast<size_t>(at)])); };
+  std::vector<double> want(in_elems, 0.0);  // O dQ dK dV, as got
+  double* wo = want.data();
+  double *wdq = wo + nq, *wdk = wdq + nq, *wdv = wdk + nk;
+  std::vector<double> P(static_cast<size_t>(Tk)), Pd(static_cast<size_t>(Tk)), kept(static_cast<size_t>(Tk));
+  for (int64_t bh = 0; bh < BH; ++bh)
+    for (int64_t i = 0; i < Tq; ++i) {
+      const int64_t qi = (bh * Tq + i) * D, gi = 2 * nk + nq + qi;  // q row, dO row (host offsets)
+      double mx = -INFINITY;
+      for (int64_t j = 0; j < Tk; ++j) {
+        const bool ok = !pad[static_cast<size_t>((bh / H) * Tk + j)] && j <= i + (Tk - Tq);
+        double dot = 0;
+        for (int64_t d = 0; d < D; ++d) dot += in(qi + d) * in(nq + (bh * Tk + j) * D + d);
+        P[j] = ok ? dot * scale : -INFINITY;
+        mx = std::max(mx, P[j]);
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < Tk; ++j) {
+        P[j] = P[j] == -INFINITY ? 0.0 : std::exp(P[j] - mx);
+        sum += P[j];
+      }
+      for (int64_t j = 0; j < Tk; ++j) {
+        P[j] /= sum;
+        const uint64_t e = static_cast<uint64_t>((bh * Tq + i) * Tk + j);
+        const PhiloxBlock r = philox_block(dr.offset + e / 4, 0, dr.seed);
+        kept[j] = philox_uniform01(r.v[e % 4]) < keep_p ? 1.0 / keep_p : 0.0;
+        Pd[j] = P[j] * kept[j];
+        for (int64_t d = 0; d < D; ++d) wo[qi + d] += Pd[j] * in(nq + nk + (bh * Tk + j) * D + d);
+      }
+      double Di = 0;
+      for (int64_t d = 0; d < D; ++d) Di += in(gi + d) * wo[qi + d];
+      for (int64_t j = 0; j < Tk; ++j) {
+        const int64_t kj = (bh * Tk + j) * D;
+        double dp = 0;
+        for (int64_t d = 0; d < D; ++d) dp += in(gi + d) * in(nq + nk + kj + d);
+        const double ds = scale * P[j] * (dp * kept[j] - Di);
+        for (int64_t d = 0; d < D; ++d) {
+          wdv[kj + d] += Pd[j] * in(gi + d);
+          wdq[qi + d] += ds * in(nq + kj + d);
+          wdk[kj + d] += ds * in(qi + d);
+        }
+      }
+    }
+  const double u = std::is_same_v<T, __half> ? 1.0 / 2048 : 1.0 / 256;
+  const int64_t starts[5] = {0, nq, 2 * nq, 2 * nq + nk, 2 * nq + 2 * nk};
+  double rel[4];
+  bool ok = true;
+  for (int w = 0; w < 4; ++w) {  // O, dQ, dK, dV
+    double worst = 0, largest = 0;
+    for (int64_t i = starts[w]; i < starts[w + 1]; ++i) {
+      const double x = static_cast<float>(got[static_cast<size_t>(i)]), y = want[static_cast<size_t>(i)];
+      if (!(std::fabs(x - y) <= 1e30)) ok = false;  // NaN or inf
+      worst = std::max(worst, std::fabs(x - y));
+      largest = std::max(largest, std::fabs(y));
+    }
+    rel[w] = worst / std::max(largest, 1e-3);
+    if (!(rel[w] <= 4 * u)) ok = false;
+  }
+  if (!ok)
+    std::fprintf(stderr,
+                 "ember: the CUDA attention dropout kernels (%s, D %d) disagreed with the host's computation of the "
+                 "CPU's dropout stream on device %d (largest differences relative to the largest value: output %g, "
+                 "dQ %g, dK %g, dV %g); the fused CUDA path refuses dropout from now on "
+                 "(EMBER_ATTENTION_DROPOUT=composed runs it through the composed path)\n",
+                 std::is_same_v<T, __half> ? "f16" : "bf16", D, dev, rel[0], rel[1], rel[2], rel[3]);
+  return ok;
+}
+
+// Throws unless the dropout kernels passed their first-use check on this device. There is no
+// older kernel in this backend to fall back to (dropout used to run only in the composed path,
+// above the backend), so a failed check stops the call with an error instead of computing with
+// an unverified mask.
+template <class T, int D>
+void require_dropout_checked(cudaStream_t stream) {
+  static OnceVerdict<64> verdicts;  // per device (one instance per dtype and head dim)
+  const int dev = current_device();
+  const bool capturing = stream_capturing(stream);
+  const bool ok = verdicts.get(dev, "the attention dropout self-check", "the fused CUDA path refuses dropout",
+                               [&] { return dropout_check_run<T, D>(dev, stream); }, capturing);
+  EMBER_CHECK(ok, "scaled_dot_product_attention", "the CUDA dropout kernels (",
+              std::is_same_v<T, __half> ? "f16" : "bf16", ", D ", D, ") are not verified on device ", dev,
+              capturing ? ": their first-use check cannot run during CUDA graph capture (run one step before "
+                          "capturing)"
+                        : ": their first-use check failed (see the line above on stderr)",
+              "; EMBER_ATTENTION_DROPOUT=composed runs attention dropout through the composed path");
 }
 
 template <class T, int D>
@@ -687,16 +881,19 @@ void backward_typed(const Tensor& grad_out, const Tensor& q, const Tensor& k, co
   T* pdv = grad_v.defined() ? static_cast<T*>(grad_v.data_ptr()) : nullptr;
   if (!pdq && !pdk && !pdv) return;
   // The tensor-core kernels copy 16-byte chunks and store 4-byte pairs.
+  const Dropout dr = attn_dropout::make_dropout(p.dropout, p.seed, p.offset);
+  if (dr.on) require_dropout_checked<T, D>(stream);
   auto aligned = [](const void* ptr) { return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
   const bool tc = tensor_core_enabled() && aligned(pq) && aligned(pk) && aligned(pv) && aligned(pdo) &&
-                  aligned(pdq) && aligned(pdk) && aligned(pdv) && tensor_core_backward_checked<T, D>(stream);
+                  aligned(pdq) && aligned(pdk) && aligned(pdv) && tensor_core_backward_checked<T, D, false>(stream) &&
+                  (!dr.on || tensor_core_backward_checked<T, D, true>(stream));
   // Scratch from the caching allocator: freed at scope exit, reused only in stream order.
   const int64_t rows = BH * p.Tq;
   Storage di_buf(static_cast<size_t>(rows) * sizeof(float), q.device());
   float* di = static_cast<float*>(di_buf.data());  // (B, H, Tq)
   launch_row_dot<T, D>(pdo, static_cast<const T*>(out.data_ptr()), di, rows, stream);
   launch_backward<T, D>(tc, pq, pk, pv, pdo, pl, di, pdq, pdk, pdv, mask_args(p), BH, p.H, static_cast<float>(p.scale),
-                        stream);
+                        stream, dr);
 }
 
 // Calls f.template operator()<T, D>() for the (dtype, head dim) pair; the op layer only sends

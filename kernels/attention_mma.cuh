@@ -17,6 +17,10 @@
 // - Causal: key tiles past the last key the tile's last query may see are never loaded.
 // - Output O / l and the row logsumexp (natural log, f32) exactly as the SIMT forward writes
 //   them, so the SIMT backward reads either. A row with no allowed key: output 0, lse -inf.
+// - Dropout (kDrop, a separate instantiation so that p = 0 pays nothing): the tile's keep mask
+//   is drawn into shared memory (attention_dropout.cuh) while the tile's copies are in flight;
+//   l sums the undropped P (the logsumexp is that of P, as on the CPU), dropped elements are
+//   zeroed before P V, and the output is scaled by 1 / (1 - p) with 1 / l.
 // Shared rows are padded by 8 elements (16 bytes): row pitches of 144 or 272 bytes put the 8
 // row addresses of an ldmatrix phase in 8 different 16-byte bank groups.
 #pragma once
@@ -26,16 +30,19 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "attention_dropout.cuh"
 #include "mma.cuh"
 
 namespace ember::cuda::attn_mma {
 
 constexpr int kBQ = 64, kBK = 64, kWarps = 4, kThreads = 32 * kWarps, kPad = 8;
 
-template <int D>
+template <int D, bool kDrop = false>
 __host__ __device__ constexpr int smem_bytes() {
-  return (kBQ + 4 * kBK) * (D + kPad) * 2;  // Q, and K and V double-buffered
+  // Q, and K and V double-buffered; with dropout, the (64, 64) keep mask of the tile.
+  return (kBQ + 4 * kBK) * (D + kPad) * 2 + (kDrop ? kBQ * kBK : 0);
 }
+using attn_dropout::Dropout;
 
 using mma::cp_async_commit;
 using mma::cp_async_wait;
@@ -67,15 +74,16 @@ __device__ __forceinline__ void load_rows_async(T* dst, const T* src, int64_t r0
   }
 }
 
-template <class T, int D, class Mask>
+template <class T, int D, class Mask, bool kDrop>
 __global__ void __launch_bounds__(kThreads)
     forward_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, T* __restrict__ out,
-                   float* __restrict__ lse, Mask m, int64_t BH, int64_t H, float scale_log2) {
+                   float* __restrict__ lse, Mask m, int64_t BH, int64_t H, float scale_log2, Dropout dr) {
   constexpr int kP = D + kPad, kDK = D / 16, kDN = D / 8, kKN = kBK / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);  // (64, D)
   T* Ks = Qs + kBQ * kP;                   // [2] (64, D)
   T* Vs = Ks + 2 * kBK * kP;               // [2] (64, D)
+  uint8_t* keep = reinterpret_cast<uint8_t*>(Vs + 2 * kBK * kP);  // (64 queries, 64 keys), kDrop only
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;  // fragment row group and column pair
   const int64_t Tq = m.Tq, Tk = m.Tk;
@@ -112,6 +120,8 @@ __global__ void __launch_bounds__(kThreads)
         load_rows_async<T, D, kBK>(Vs + (buf ^ 1) * kBK * kP, vb, int64_t(jt + 1) * kBK, Tk);
       }
       cp_async_commit();
+      // The previous tile's reads of keep ended at the loop's last barrier.
+      if constexpr (kDrop) attn_dropout::fill_keep<kBQ, kBK, kThreads>(keep, dr, bh, q0, int64_t(jt) * kBK, Tq, Tk);
       cp_async_wait<1>();  // everything but the group just committed has landed
       __syncthreads();
       if (jt == 0) {
@@ -181,6 +191,13 @@ __global__ void __launch_bounds__(kThreads)
         psum[r] += __shfl_xor_sync(0xffffffffu, psum[r], 2);
         lrow[r] = lrow[r] * alpha[r] + psum[r];
       }
+      if constexpr (kDrop) {  // after the sums: l is the undropped normaliser
+#pragma unroll
+        for (int n = 0; n < kKN; ++n)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            if (!keep[(warp * 16 + g + 8 * (e / 2)) * kBK + 8 * n + 2 * t + (e % 2)]) s[n][e] = 0.f;
+      }
 #pragma unroll
       for (int n = 0; n < kDN; ++n) {
         o[n][0] *= alpha[0];
@@ -220,7 +237,7 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t i = q0 + warp * 16 + g + 8 * r;
       if (i >= Tq) continue;
       const bool dead = lrow[r] == 0.f;
-      const float inv = dead ? 0.f : 1.f / lrow[r];
+      const float inv = dead ? 0.f : (kDrop ? dr.scale : 1.f) / lrow[r];
       T* orow = out + (bh * Tq + i) * D;
 #pragma unroll
       for (int n = 0; n < kDN; ++n)

@@ -26,6 +26,12 @@
 // gradients (its D_i is dO . 0 = 0). Shared rows are padded by 8 elements, as in the forward.
 // Query tile of kv_kernel: 64 for D 64, 32 for D 128, so that dK and dV (2 D / 8 x 4 f32 per
 // thread) and the two score tiles fit the 255 registers without spilling.
+//
+// Dropout (kDrop, separate instantiations; p = 0 pays nothing), as the CPU backward: each tile's
+// keep mask (queries x keys) is drawn into shared memory (attention_dropout.cuh) while the
+// tile's copies are in flight; dV += P_dropped^T dO with P_dropped = P / (1 - p) where kept and
+// 0 where dropped, and dS = scale P (dP_dropped - D) with dP_dropped = dP / (1 - p) where kept,
+// 0 where dropped (D = dO . O, O being the dropped output).
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -55,15 +61,19 @@ template <int D>
 __host__ __device__ constexpr int kv_query_tile() {
   return D == 64 ? 64 : 32;
 }
-template <int D>
+template <int D, bool kDrop = false>
 __host__ __device__ constexpr int kv_smem_bytes() {
-  // K and V once; Q and dO double-buffered; lse * log2 e and D_i double-buffered.
-  return (2 * kBK + 4 * kv_query_tile<D>()) * (D + kPad) * 2 + 4 * kv_query_tile<D>() * 4;
+  // K and V once; Q and dO double-buffered; lse * log2 e and D_i double-buffered; with dropout
+  // the (query tile, 64 keys) keep mask.
+  return (2 * kBK + 4 * kv_query_tile<D>()) * (D + kPad) * 2 + 4 * kv_query_tile<D>() * 4 +
+         (kDrop ? kv_query_tile<D>() * kBK : 0);
 }
-template <int D>
+template <int D, bool kDrop = false>
 __host__ __device__ constexpr int q_smem_bytes() {
-  return (2 * kBQ + 4 * kBK) * (D + kPad) * 2;  // Q, dO; K and V double-buffered
+  // Q, dO; K and V double-buffered; with dropout the (64, 64) keep mask.
+  return (2 * kBQ + 4 * kBK) * (D + kPad) * 2 + (kDrop ? kBQ * kBK : 0);
 }
+using attn_dropout::Dropout;
 
 // A fragments of rows 16 w .. 16 w + 15, k-chunk c (columns 16c .. 16c + 15) of a tile with
 // pitch kP: the x4 matrices are (rows 0-7, cols 0-7), (rows 8-15, cols 0-7), (rows 0-7,
@@ -96,11 +106,12 @@ __device__ __forceinline__ void stage_rows(float* ls, float* ds, const float* ls
   }
 }
 
-template <class T, int D, class Mask>
+template <class T, int D, class Mask, bool kDrop>
 __global__ void __launch_bounds__(kThreads)
     kv_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
               const T* __restrict__ dout, const float* __restrict__ lse, const float* __restrict__ di,
-              T* __restrict__ dk, T* __restrict__ dv, Mask m, int64_t BH, int64_t H, float scale, float scale_log2) {
+              T* __restrict__ dk, T* __restrict__ dv, Mask m, int64_t BH, int64_t H, float scale, float scale_log2,
+              Dropout dr) {
   constexpr int kP = D + kPad, kDK = D / 16, kDN = D / 8, kQ = kv_query_tile<D>(), kQN = kQ / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Ks = reinterpret_cast<T*>(smem_raw);  // (64, D)
@@ -109,6 +120,7 @@ __global__ void __launch_bounds__(kThreads)
   T* dOs = Qs + 2 * kQ * kP;               // [2] (kQ, D)
   float* Ls = reinterpret_cast<float*>(dOs + 2 * kQ * kP);  // [2] (kQ)
   float* Ds = Ls + 2 * kQ;                                  // [2] (kQ)
+  uint8_t* keep = reinterpret_cast<uint8_t*>(Ds + 2 * kQ);  // (kQ queries, 64 keys), kDrop only
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t Tq = m.Tq, Tk = m.Tk;
@@ -149,6 +161,8 @@ __global__ void __launch_bounds__(kThreads)
         stage_rows<kQ>(Ls + (buf ^ 1) * kQ, Ds + (buf ^ 1) * kQ, lb, db, i0 + kQ, Tq);
       }
       cp_async_commit();
+      // The previous tile's reads of keep ended at the loop's last barrier.
+      if constexpr (kDrop) attn_dropout::fill_keep<kQ, kBK, kThreads>(keep, dr, bh, i0, j0, Tq, Tk);
       cp_async_wait<1>();  // everything but the group just committed has landed
       __syncthreads();
       // Which of this thread's 4 kQN elements the masks allow, as bits 4n + e, before the
@@ -200,8 +214,14 @@ __global__ void __launch_bounds__(kThreads)
           const float l2 = Lt[ic];
           const bool ok = l2 != -INFINITY && ((allow >> (4 * n + e)) & 1u);
           const float p = ok ? exp2f(s[n][e] * scale_log2 - l2) : 0.f;
-          s[n][e] = p;
-          dp[n][e] = scale * p * (dp[n][e] - Dt[ic]);
+          if constexpr (kDrop) {
+            const bool kept = keep[ic * kBK + 16 * warp + g + 8 * (e / 2)];
+            s[n][e] = kept ? p * dr.scale : 0.f;
+            dp[n][e] = scale * p * ((kept ? dp[n][e] * dr.scale : 0.f) - Dt[ic]);
+          } else {
+            s[n][e] = p;
+            dp[n][e] = scale * p * (dp[n][e] - Dt[ic]);
+          }
         }
       }
 
@@ -251,17 +271,18 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-template <class T, int D, class Mask>
+template <class T, int D, class Mask, bool kDrop>
 __global__ void __launch_bounds__(kThreads)
     q_kernel(const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v, const T* __restrict__ dout,
              const float* __restrict__ lse, const float* __restrict__ di, T* __restrict__ dq, Mask m, int64_t BH,
-             int64_t H, float scale, float scale_log2) {
+             int64_t H, float scale, float scale_log2, Dropout dr) {
   constexpr int kP = D + kPad, kDK = D / 16, kDN = D / 8, kKN = kBK / 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* Qs = reinterpret_cast<T*>(smem_raw);  // (64, D)
   T* dOs = Qs + kBQ * kP;                  // (64, D)
   T* Ks = dOs + kBQ * kP;                  // [2] (64, D)
   T* Vs = Ks + 2 * kBK * kP;               // [2] (64, D)
+  uint8_t* keep = reinterpret_cast<uint8_t*>(Vs + 2 * kBK * kP);  // (64 queries, 64 keys), kDrop only
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int g = lane / 4, t = lane % 4;
   const int64_t Tq = m.Tq, Tk = m.Tk;
@@ -302,6 +323,7 @@ __global__ void __launch_bounds__(kThreads)
         load_rows_async<T, D, kBK>(Vs + (buf ^ 1) * kBK * kP, vb, int64_t(jt + 1) * kBK, Tk);
       }
       cp_async_commit();
+      if constexpr (kDrop) attn_dropout::fill_keep<kBQ, kBK, kThreads>(keep, dr, bh, q0, int64_t(jt) * kBK, Tq, Tk);
       cp_async_wait<1>();
       __syncthreads();
       const T* Kt = Ks + buf * kBK * kP;
@@ -348,7 +370,12 @@ __global__ void __launch_bounds__(kThreads)
           const int r = e / 2;
           const bool ok = l2[r] != -INFINITY && ((allow >> (4 * n + e)) & 1u);
           const float p = ok ? exp2f(s[n][e] * scale_log2 - l2[r]) : 0.f;
-          dp[n][e] = scale * p * (dp[n][e] - dsum[r]);
+          float dpd = dp[n][e];
+          if constexpr (kDrop) {
+            const bool kept = keep[(16 * warp + g + 8 * r) * kBK + 8 * n + 2 * t + (e % 2)];
+            dpd = kept ? dpd * dr.scale : 0.f;
+          }
+          dp[n][e] = scale * p * (dpd - dsum[r]);
         }
       }
 

@@ -132,22 +132,23 @@ double rel_diff(const Tensor& a, const Tensor& b) {
   return worst / largest;
 }
 
-// Sets EMBER_ATTENTION_KERNEL for its lifetime (the CUDA kernels read it on every call).
+// Sets EMBER_ATTENTION_KERNEL (or another variable) for its lifetime (the CUDA kernels and the
+// op read them on every call).
 class KernelChoice {
  public:
-  explicit KernelChoice(const char* value) {
-    if (const char* old = std::getenv("EMBER_ATTENTION_KERNEL")) old_ = old, had_ = true;
-    setenv("EMBER_ATTENTION_KERNEL", value, 1);
+  explicit KernelChoice(const char* value, const char* var = "EMBER_ATTENTION_KERNEL") : var_(var) {
+    if (const char* old = std::getenv(var)) old_ = old, had_ = true;
+    setenv(var, value, 1);
   }
   ~KernelChoice() {
-    if (had_) setenv("EMBER_ATTENTION_KERNEL", old_.c_str(), 1);
-    else unsetenv("EMBER_ATTENTION_KERNEL");
+    if (had_) setenv(var_.c_str(), old_.c_str(), 1);
+    else unsetenv(var_.c_str());
   }
   KernelChoice(const KernelChoice&) = delete;
   KernelChoice& operator=(const KernelChoice&) = delete;
 
  private:
-  std::string old_;
+  std::string var_, old_;
   bool had_ = false;
 };
 
@@ -453,6 +454,119 @@ TEST_SUITE("attention") {
     check_close(scaled_dot_product_attention(q.to(dev), k.to(dev), v.to(dev), fmd).to(Device::cpu()),
                 scaled_dot_product_attention(q, k, v, fm), 1e-4, 1e-4);
     cuda::set_poison_allocations(false);
+  }
+
+  TEST_CASE("CUDA fused attention with dropout equals the CPU for the same generator state, both CUDA kernels") {
+    const Device dev = ember_test::test_device();
+    cuda::set_poison_allocations(cuda::is_available());
+    Generator g(309);
+    // Both kernel settings (on the stand-in, which runs the CPU kernel, the setting is not read).
+    for (const char* kernel : {"mma", "simt"})
+      for (DType dt : {DType::f16, DType::bf16})
+        for (int64_t D : {64, 128})
+          for (int64_t T : {17, 200})
+            for (bool causal : {false, true}) {
+              KernelChoice choice(kernel);
+              // Tk odd for T 17 (rows start on every lane of a Philox block), a multiple of 4 for T 200;
+              // causal with Tq < Tk and key padding.
+              const int64_t B = 2, H = 2, Tq = T, Tk = causal ? T + 3 : T;
+              const double p = T == 17 ? 0.5 : 0.2;
+              const std::string ctx = std::string(kernel) + " " + dtype_name(dt) + " D=" + std::to_string(D) +
+                                      " T=" + std::to_string(T) + (causal ? " causal" : "");
+              CAPTURE(ctx);
+              Tensor q = randn({B, H, Tq, D}, DType::f32, &g).to(dt), k = randn({B, H, Tk, D}, DType::f32, &g).to(dt);
+              Tensor v = randn({B, H, Tk, D}, DType::f32, &g).to(dt), up = randn({B, H, Tq, D}, DType::f32, &g).to(dt);
+              AttentionOptions o;
+              o.causal = causal;
+              o.dropout = p;
+              if (causal) {
+                Tensor pad = gt(rand({B, Tk}, DType::f32, &g), scalar_tensor(0.7));
+                pad.narrow(0, 0, 1).zero_();
+                o.key_padding_mask = pad;
+              }
+              AttentionOptions od = o;
+              if (o.key_padding_mask.defined()) od.key_padding_mask = o.key_padding_mask.to(dev);
+              Generator gd(900 + static_cast<uint64_t>(T)), gc(900 + static_cast<uint64_t>(T));
+              od.generator = &gd;
+              o.generator = &gc;
+              Tensor qd = q.to(dev).requires_grad_(), kd = k.to(dev).requires_grad_(), vd = v.to(dev).requires_grad_();
+              REQUIRE(sdpa_fused_supported(qd, kd, vd, od));
+              Tensor qc = q.clone().requires_grad_(), kc = k.clone().requires_grad_(), vc = v.clone().requires_grad_();
+              Tensor yd = scaled_dot_product_attention(qd, kd, vd, od);
+              Tensor yc = scaled_dot_product_attention(qc, kc, vc, o);
+              CHECK(gd.offset() == gc.offset());
+              (yd * up.to(dev)).sum().backward();
+              (yc * up).sum().backward();
+              // The masks agree element for element, so the difference is rounding, as without dropout,
+              // on values up to 1 / (1 - p) larger.
+              const double tol = (dt == DType::f16 ? 1e-2 : 5e-2) / (1 - p);
+              check_close(yd.to(Device::cpu()), yc, tol, tol);
+              check_close(qd.grad().to(Device::cpu()), qc.grad(), tol, 2 * tol);
+              check_close(kd.grad().to(Device::cpu()), kc.grad(), tol, 2 * tol);
+              check_close(vd.grad().to(Device::cpu()), vc.grad(), tol, 2 * tol);
+              CHECK_FALSE(has_nan(qd.grad()));
+              CHECK_FALSE(has_nan(kd.grad()));
+              CHECK_FALSE(has_nan(vd.grad()));
+            }
+    cuda::set_poison_allocations(false);
+  }
+
+  TEST_CASE("CUDA dropout mask: element for element the CPU's, kept fraction within binomial bounds") {
+    const Device dev = ember_test::test_device();
+    Generator g(310);
+    // v = the identity (Tk = D keys): out[b, h, i, j] is the dropped probability P[i, j] / (1 - p) or
+    // 0, so the output shows the mask itself.
+    for (const char* kernel : {"mma", "simt"})
+      for (DType dt : {DType::f16, DType::bf16})
+        for (int64_t D : {64, 128}) {
+          KernelChoice choice(kernel);
+          const int64_t B = 2, H = 2, Tq = 200, Tk = D;
+          const double p = 0.3;
+          const std::string ctx = std::string(kernel) + " " + dtype_name(dt) + " D=" + std::to_string(D);
+          CAPTURE(ctx);
+          std::vector<float> eye(static_cast<size_t>(B * H * Tk * D), 0.f);
+          for (int64_t m = 0; m < B * H; ++m)
+            for (int64_t j = 0; j < Tk; ++j) eye[static_cast<size_t>((m * Tk + j) * D + j)] = 1.f;
+          Tensor v = from_vector<float>(eye, {B, H, Tk, D}, DType::f32).to(dt);
+          Tensor q = randn({B, H, Tq, D}, DType::f32, &g).to(dt), k = randn({B, H, Tk, D}, DType::f32, &g).to(dt);
+          AttentionOptions o;
+          o.dropout = p;
+          Generator gd(77), gc(77);
+          o.generator = &gd;
+          const std::vector<double> yd =
+              vals(scaled_dot_product_attention(q.to(dev), k.to(dev), v.to(dev), o).to(Device::cpu()));
+          o.generator = &gc;
+          const std::vector<double> yc = vals(scaled_dot_product_attention(q, k, v, o));
+          const std::vector<double> full = vals(scaled_dot_product_attention(q, k, v));  // P itself
+          int64_t counted = 0, kept = 0, mismatched = 0;
+          for (size_t i = 0; i < full.size(); ++i) {
+            if (full[i] < 1e-3) continue;  // a probability that could round to 0 in the output
+            ++counted;
+            kept += yd[i] != 0;
+            mismatched += (yd[i] != 0) != (yc[i] != 0);
+          }
+          CHECK(mismatched == 0);
+          REQUIRE(counted > 20000);
+          const double frac = static_cast<double>(kept) / static_cast<double>(counted);
+          const double sigma = std::sqrt((1 - p) * p / static_cast<double>(counted));
+          CHECK(std::fabs(frac - (1 - p)) <= 5 * sigma);
+        }
+    // EMBER_ATTENTION_DROPOUT=composed sends CUDA dropout to the composed path (the CPU kernel takes it
+    // everywhere, so the stand-in is unaffected).
+    Tensor q = randn({1, 1, 4, 64}, DType::f32, &g).to(DType::bf16).to(dev);
+    AttentionOptions drop;
+    drop.dropout = 0.1;
+    CHECK(sdpa_fused_supported(q, q, q, drop));
+    {
+      KernelChoice composed("composed", "EMBER_ATTENTION_DROPOUT");
+      CHECK(sdpa_fused_supported(q, q, q, drop) == !dev.is_cuda());
+      CHECK(sdpa_fused_supported(q, q, q));  // no dropout: fused
+    }
+    if (dev.is_cuda()) {
+      KernelChoice bad("sometimes", "EMBER_ATTENTION_DROPOUT");
+      CHECK_EMBER_ERROR(sdpa_fused_supported(q, q, q, drop), "scaled_dot_product_attention", "EMBER_ATTENTION_DROPOUT",
+                        "sometimes");
+    }
   }
 
   TEST_CASE("CUDA attention backward: the tensor-core kernels against the SIMT kernels") {

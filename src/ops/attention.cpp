@@ -5,8 +5,11 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <limits>
 
+#include "core/capture.h"
 #include "prim/attention_params.h"
 #include "ops/common.h"
 #include "ops/op_call.h"
@@ -98,12 +101,25 @@ AttentionParams make_params(const Dims& d, const AttentionOptions& o, DType cd) 
   return p;
 }
 
+// EMBER_ATTENTION_DROPOUT=composed (read on every call): CUDA calls with dropout take the composed
+// path, as they did before the kernels applied dropout themselves (for comparison, and the way
+// out should the kernels' first-use dropout check fail on a device). Unset, empty or "fused":
+// the kernels.
+bool cuda_dropout_fused() {
+  const char* e = std::getenv("EMBER_ATTENTION_DROPOUT");
+  if (e == nullptr || *e == '\0' || std::strcmp(e, "fused") == 0) return true;
+  EMBER_CHECK(std::strcmp(e, "composed") == 0, "scaled_dot_product_attention", "EMBER_ATTENTION_DROPOUT=\"", e,
+              "\" is not a choice; use fused (the default) or composed");
+  return false;
+}
+
 bool fused_ok(const Dims& d, const Tensor& q, const AttentionOptions& o) {
   if (o.dropout >= 1) return false;  // everything dropped: the composed path returns zeros
   if (q.device().is_host_memory()) return true;  // the CPU kernel (also on the stand-in device)
   const bool half = q.dtype() == DType::f16 || q.dtype() == DType::bf16;
   const bool float_mask = o.attn_mask.defined() && o.attn_mask.dtype() != DType::boolean;
-  return half && d.D == d.Dv && (d.D == 64 || d.D == 128) && !float_mask && o.dropout == 0;
+  // Dropout p in (0, 1): the kernels draw the CPU's Philox mask themselves.
+  return half && d.D == d.Dv && (d.D == 64 || d.D == 128) && !float_mask && (o.dropout == 0 || cuda_dropout_fused());
 }
 
 }  // namespace
@@ -141,6 +157,11 @@ AttentionForward sdpa_forward(const Tensor& q_in, const Tensor& k_in, const Tens
   AttentionParams p = make_params(d, opts, cd);
   AttentionForward f;
   if (opts.dropout > 0) {
+    // As for ember::dropout: the seed and offset would be frozen into a captured graph, and every
+    // replay would drop the same probabilities.
+    if (!dev.is_cpu())
+      detail::check_not_capturing(op, "drawing the attention dropout mask on the device would repeat the same mask "
+                                      "at every replay");
     Generator& g = opts.generator ? *opts.generator : default_generator();
     f.dropout_seed = p.seed = g.seed();
     f.dropout_offset = p.offset = g.reserve(static_cast<uint64_t>(d.scores));

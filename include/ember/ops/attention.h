@@ -49,8 +49,10 @@ Tensor scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tens
                                     const AttentionOptions& opts = {});
 
 // Whether scaled_dot_product_attention takes the fused path for these arguments. CPU: always,
-// except dropout == 1. CUDA: f16/bf16, D == Dv in {64, 128}, no float attn_mask, dropout == 0;
-// everything else runs the composed reference on the GPU.
+// except dropout == 1. CUDA: f16/bf16, D == Dv in {64, 128}, no float attn_mask, dropout < 1
+// (the kernels draw the same Philox mask as the CPU; EMBER_ATTENTION_DROPOUT=composed sends
+// dropout > 0 to the composed path instead); everything else runs the composed reference on the
+// GPU.
 bool sdpa_fused_supported(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionOptions& opts = {});
 
 // The forward primitive without autograd: the output plus what the backward needs. logsumexp
