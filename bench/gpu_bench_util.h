@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <stdexcept>
@@ -43,6 +44,28 @@ inline double time_on_device(benchmark::State& state, const std::function<void()
   }
   return total;
 }
+
+// Sets an environment variable for one case (the kernel switches EMBER_ATTENTION_KERNEL and
+// EMBER_RNN_KERNEL are read at every call) and restores what was there before.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
 
 // Skips without a GPU; reports library errors as skips rather than aborting the run.
 inline void guarded(benchmark::State& state, const std::function<void()>& body) {

@@ -26,6 +26,7 @@
 namespace {
 
 using ember_bench::guarded;
+using ember_bench::ScopedEnv;
 using ember_bench::time_on_device;
 
 constexpr int64_t kB = 8, kH = 16;
@@ -39,7 +40,8 @@ std::vector<Line>& lines() {
   return all;
 }
 
-void run_case(benchmark::State& state, const std::string& name, int64_t T, int64_t D, bool causal, bool backward) {
+void run_case(benchmark::State& state, const std::string& name, int64_t T, int64_t D, bool causal, bool backward,
+              double dropout = 0.0) {
   guarded(state, [&] {
     using namespace ember;
     const Device dev = Device::cuda(0);
@@ -49,6 +51,7 @@ void run_case(benchmark::State& state, const std::string& name, int64_t T, int64
     Tensor up = randn({kB, kH, T, D}, o, &g);
     AttentionOptions opts;
     opts.causal = causal;
+    opts.dropout = dropout;
     NoGradGuard no_grad;
     const double seconds = time_on_device(state, [&] {
       AttentionForward f = sdpa_forward(q, k, v, opts);
@@ -74,6 +77,24 @@ void register_all() {
               ->UseManualTime()
               ->Unit(benchmark::kMillisecond);
         }
+  // At T 4096: the SIMT kernels (v1, the kernels before tensor cores) beside the default, and
+  // dropout 0.1 inside the fused kernels. These lines are not G4 figures with a peer.
+  auto variant = [](const std::string& name, const char* kernel, int64_t D, bool causal, bool backward, double p) {
+    benchmark::RegisterBenchmark(name.c_str(),
+                                 [=](benchmark::State& s) {
+                                   ScopedEnv env("EMBER_ATTENTION_KERNEL", kernel);
+                                   run_case(s, name, 4096, D, causal, backward, p);
+                                 })
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+  };
+  for (int64_t D : {64, 128})
+    for (bool backward : {false, true}) {
+      const std::string base = "G4_attention/bf16/T4096/D" + std::to_string(D) + "/causal/" +
+                               (backward ? "fwdbwd" : "fwd");
+      variant(base + "/ember_v1_simt", "simt", D, true, backward, 0.0);
+      variant(base + "/dropout0.1", "mma", D, true, backward, 0.1);
+    }
 }
 
 }  // namespace

@@ -44,6 +44,7 @@ namespace {
 using ember::DType;
 using ember::Tensor;
 using ember_bench::guarded;
+using ember_bench::ScopedEnv;
 using ember_bench::time_on_device;
 
 
@@ -251,6 +252,18 @@ void register_all() {
                                  pass_name(p);
         reg(base + "/cudnn", [=](benchmark::State& st) { cudnn_case(st, dt, n, p); });
         reg(base + "/ember", [=](benchmark::State& st) { ember_case(st, dt, n, p); });
+        // The numbered steps at small batch (docs/rnn.md): v1 the per-step GEMM + cell kernels,
+        // v2 the persistent kernel forced; "ember" above is the default rule's choice.
+        if (n <= 32) {
+          reg(base + "/ember_v1_steps", [=](benchmark::State& st) {
+            ScopedEnv env("EMBER_RNN_KERNEL", "steps");
+            ember_case(st, dt, n, p);
+          });
+          reg(base + "/ember_v2_persistent", [=](benchmark::State& st) {
+            ScopedEnv env("EMBER_RNN_KERNEL", "persistent");
+            ember_case(st, dt, n, p);
+          });
+        }
       }
 }
 
