@@ -14,6 +14,7 @@
 #include "test_util.h"
 
 using namespace ember;
+using ember_test::ScopedEnv;
 using ember_test::check_close;
 using ember_test::vals;
 
@@ -131,26 +132,6 @@ double rel_diff(const Tensor& a, const Tensor& b) {
   }
   return worst / largest;
 }
-
-// Sets EMBER_ATTENTION_KERNEL (or another variable) for its lifetime (the CUDA kernels and the
-// op read them on every call).
-class KernelChoice {
- public:
-  explicit KernelChoice(const char* value, const char* var = "EMBER_ATTENTION_KERNEL") : var_(var) {
-    if (const char* old = std::getenv(var)) old_ = old, had_ = true;
-    setenv(var, value, 1);
-  }
-  ~KernelChoice() {
-    if (had_) setenv(var_.c_str(), old_.c_str(), 1);
-    else unsetenv(var_.c_str());
-  }
-  KernelChoice(const KernelChoice&) = delete;
-  KernelChoice& operator=(const KernelChoice&) = delete;
-
- private:
-  std::string var_, old_;
-  bool had_ = false;
-};
 
 }  // namespace
 
@@ -466,7 +447,7 @@ TEST_SUITE("attention") {
         for (int64_t D : {64, 128})
           for (int64_t T : {17, 200})
             for (bool causal : {false, true}) {
-              KernelChoice choice(kernel);
+              ScopedEnv choice("EMBER_ATTENTION_KERNEL", kernel);
               // Tk odd for T 17 (rows start on every lane of a Philox block), a multiple of 4 for T 200;
               // causal with Tq < Tk and key padding.
               const int64_t B = 2, H = 2, Tq = T, Tk = causal ? T + 3 : T;
@@ -519,7 +500,7 @@ TEST_SUITE("attention") {
     for (const char* kernel : {"mma", "simt"})
       for (DType dt : {DType::f16, DType::bf16})
         for (int64_t D : {64, 128}) {
-          KernelChoice choice(kernel);
+          ScopedEnv choice("EMBER_ATTENTION_KERNEL", kernel);
           const int64_t B = 2, H = 2, Tq = 200, Tk = D;
           const double p = 0.3;
           const std::string ctx = std::string(kernel) + " " + dtype_name(dt) + " D=" + std::to_string(D);
@@ -558,12 +539,12 @@ TEST_SUITE("attention") {
     drop.dropout = 0.1;
     CHECK(sdpa_fused_supported(q, q, q, drop));
     {
-      KernelChoice composed("composed", "EMBER_ATTENTION_DROPOUT");
+      ScopedEnv composed("EMBER_ATTENTION_DROPOUT", "composed");
       CHECK(sdpa_fused_supported(q, q, q, drop) == !dev.is_cuda());
       CHECK(sdpa_fused_supported(q, q, q));  // no dropout: fused
     }
     if (dev.is_cuda()) {
-      KernelChoice bad("sometimes", "EMBER_ATTENTION_DROPOUT");
+      ScopedEnv bad("EMBER_ATTENTION_DROPOUT", "sometimes");
       CHECK_EMBER_ERROR(sdpa_fused_supported(q, q, q, drop), "scaled_dot_product_attention", "EMBER_ATTENTION_DROPOUT",
                         "sometimes");
     }
@@ -595,11 +576,11 @@ TEST_SUITE("attention") {
             const AttentionForward f = sdpa_forward(q, k, v, o);
             AttentionGrads simt, mma;
             {
-              KernelChoice choice("simt");
+              ScopedEnv choice("EMBER_ATTENTION_KERNEL", "simt");
               simt = sdpa_backward(up, q, k, v, f, o);
             }
             {
-              KernelChoice choice("mma");
+              ScopedEnv choice("EMBER_ATTENTION_KERNEL", "mma");
               mma = sdpa_backward(up, q, k, v, f, o);
               // Only the gradients asked for, each equal to the full call's.
               AttentionGrads only_k = sdpa_backward(up, q, k, v, f, o, {false, true, false});

@@ -22,7 +22,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +32,7 @@
 #include "test_util.h"
 
 using namespace ember;
+using ember_test::ScopedEnv;
 using ember_test::check_close;
 using ember_test::check_tensor;
 using ember_test::grad_of;
@@ -118,26 +118,6 @@ std::string label(RNNMode m, bool rev, bool len, bool state, bool bias) {
 }
 
 double sigm(double x) { return 1.0 / (1.0 + std::exp(-x)); }
-
-// Sets an environment variable for one scope (EMBER_RNN_KERNEL is read at every call) and puts
-// back what was there.
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    if (const char* old = std::getenv(name)) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (old_) setenv(name_, old_->c_str(), 1);
-    else unsetenv(name_);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  std::optional<std::string> old_;
-};
 
 // Runs p on `dev` in dt and on the CPU (f64 for f32, the same dtype for f16/bf16, which rounds
 // where the CUDA kernels store: docs/rnn.md, "Reduced precision") and compares everything.

@@ -21,6 +21,26 @@
 
 namespace ember_test {
 
+// Sets an environment variable for one scope and puts back what was there (the kernel switches
+// EMBER_ATTENTION_KERNEL, EMBER_ATTENTION_DROPOUT and EMBER_RNN_KERNEL are read at every call).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old, had_ = true;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_) setenv(name_.c_str(), old_.c_str(), 1);
+    else unsetenv(name_.c_str());
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_, old_;
+  bool had_ = false;
+};
+
 // The device the device-parity cases test: cuda:0 when a GPU is visible, else the stand-in
 // device fake:0 (host memory and the CPU backend's kernels under a device identity of its own,
 // ember/core/device.h), so every device-placement path runs in CI. EMBER_TEST_DEVICE=fake or
