@@ -41,6 +41,7 @@
 
 #include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/profile.h"
 #include "../common/training.h"
 #include "ember/ember.h"
@@ -118,65 +119,22 @@ void usage(std::ostream& o) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  // The preset first, so that the other flags override it whatever their order.
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
-  auto as_int = [](const std::string& f, const std::string& v, int64_t lo) {
-    return example::parse_int("char_lm", f, v, lo);
-  };
-  auto as_double = [](const std::string& f, const std::string& v) {
-    return example::parse_double("char_lm", f, v, 0.0, /*strict=*/false);
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (f == "--dist") {
-      a.dist = true;
-      continue;
-    }
-    if (f == "--cuda-graph") {
-      a.cuda_graph = true;
-      continue;
-    }
-    EMBER_CHECK(i + 1 < argc, "char_lm", f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (f == "--preset") continue;  // applied above
-    if (f == "--data") a.data = v;
-    else if (f == "--model") a.model = v;
-    else if (f == "--device") a.device = v;
-    else if (f == "--checkpoint") a.checkpoint = v;
-    else if (f == "--prompt") a.prompt = v;
-    else if (f == "--profile") a.profile = v;
-    else if (f == "--export-onnx") a.export_onnx = v;
-    else if (f == "--d-model") a.d_model = as_int(f, v, 1);
-    else if (f == "--layers") a.layers = as_int(f, v, 1);
-    else if (f == "--heads") a.heads = as_int(f, v, 1);
-    else if (f == "--ff") a.ff = as_int(f, v, 1);
-    else if (f == "--hidden") a.hidden = as_int(f, v, 1);
-    else if (f == "--lstm-layers") a.lstm_layers = as_int(f, v, 1);
-    else if (f == "--context") a.context = as_int(f, v, 2);
-    else if (f == "--batch") a.batch = as_int(f, v, 1);
-    else if (f == "--steps") a.steps = as_int(f, v, 1);
-    else if (f == "--minutes") a.minutes = as_double(f, v);
-    else if (f == "--lr") a.lr = as_double(f, v);
-    else if (f == "--dropout") a.dropout = as_double(f, v);
-    else if (f == "--log-every") a.log_every = as_int(f, v, 1);
-    else if (f == "--eval-every") a.eval_every = as_int(f, v, 1);
-    else if (f == "--sample") a.sample = as_int(f, v, 0);
-    else if (f == "--temperature") a.temperature = as_double(f, v);
-    else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
-    else if (f == "--threads") a.threads = as_int(f, v, 1);
-    else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
-    else if (f == "--amp") a.amp = example::parse_amp("char_lm", v);
-    else EMBER_FAIL("char_lm", "unknown option \"", f, "\" (see --help)");
-  }
+  example::Flags f("char_lm");
+  f.preset([&](const std::string& v) { apply_preset(a, v); });  // the other flags override it, whatever their order
+  f.boolean("--resume", &a.resume).boolean("--dist", &a.dist).boolean("--cuda-graph", &a.cuda_graph);
+  f.text("--data", &a.data).text("--model", &a.model).text("--device", &a.device);
+  f.text("--checkpoint", &a.checkpoint).text("--prompt", &a.prompt);
+  f.text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  f.integer("--d-model", &a.d_model, 1).integer("--layers", &a.layers, 1).integer("--heads", &a.heads, 1);
+  f.integer("--ff", &a.ff, 1).integer("--hidden", &a.hidden, 1).integer("--lstm-layers", &a.lstm_layers, 1);
+  f.integer("--context", &a.context, 2).integer("--batch", &a.batch, 1).integer("--steps", &a.steps, 1);
+  f.real("--minutes", &a.minutes, 0.0, false).real("--lr", &a.lr, 0.0, false);
+  f.real("--dropout", &a.dropout, 0.0, false);
+  f.integer("--log-every", &a.log_every, 1).integer("--eval-every", &a.eval_every, 1);
+  f.integer("--sample", &a.sample, 0).real("--temperature", &a.temperature, 0.0, false);
+  f.integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1).integer("--stop-after", &a.stop_after, 1);
+  f.amp("--amp", &a.amp);
+  a.help = f.parse(argc, argv);
   EMBER_CHECK(a.model == "transformer" || a.model == "lstm", "char_lm", "--model must be transformer or lstm, got \"",
               a.model, "\"");
   EMBER_CHECK(a.model != "transformer" || a.d_model % a.heads == 0, "char_lm", "--d-model ", a.d_model,

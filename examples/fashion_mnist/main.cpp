@@ -44,6 +44,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/onnx_export.h"
 #include "../common/profile.h"
 #include "../common/quantize_report.h"
@@ -219,59 +220,17 @@ void usage(std::ostream& os) {
         "  --help         this text\n";
 }
 
-int64_t parse_int(const std::string& flag, const std::string& v, int64_t min) {
-  return example::parse_int("fashion_mnist", flag, v, min);
-}
-double parse_double(const std::string& flag, const std::string& v) {
-  return example::parse_double("fashion_mnist", flag, v, 0.0, /*strict=*/true);
-}
-
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    if (flag == "--help" || flag == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (flag == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (flag == "--dist") {
-      a.dist = true;
-      continue;
-    }
-    if (flag == "--eval-only") {
-      a.eval_only = true;
-      continue;
-    }
-    if (flag == "--quantize") {
-      EMBER_CHECK(i + 1 < argc, "fashion_mnist", flag, " needs a value (see --help)");
-      a.quantize = example::parse_quantize("fashion_mnist", argv[++i]);
-      continue;
-    }
-    EMBER_CHECK(flag == "--data" || flag == "--epochs" || flag == "--batch" || flag == "--lr" ||
-                    flag == "--seed" || flag == "--threads" || flag == "--limit" || flag == "--device" ||
-                    flag == "--checkpoint" || flag == "--stop-after" || flag == "--amp" || flag == "--profile" ||
-                    flag == "--export-onnx",
-                "fashion_mnist", "unknown option \"", flag, "\" (see --help)");
-    EMBER_CHECK(i + 1 < argc, "fashion_mnist", flag, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (flag == "--data") a.data = v;
-    else if (flag == "--epochs") a.epochs = parse_int(flag, v, 1);
-    else if (flag == "--batch") a.batch = parse_int(flag, v, 1);
-    else if (flag == "--lr") a.lr = parse_double(flag, v);
-    else if (flag == "--seed") a.seed = static_cast<uint64_t>(parse_int(flag, v, 0));
-    else if (flag == "--threads") a.threads = static_cast<int>(parse_int(flag, v, 1));
-    else if (flag == "--limit") a.limit = parse_int(flag, v, 1);
-    else if (flag == "--device") a.device = v;
-    else if (flag == "--checkpoint") a.checkpoint = v;
-    else if (flag == "--stop-after") a.stop_after = parse_int(flag, v, 1);
-    else if (flag == "--amp") a.amp = example::parse_amp("fashion_mnist", v);
-    else if (flag == "--profile") a.profile = v;
-    else if (flag == "--export-onnx") a.export_onnx = v;
-  }
+  example::Flags f("fashion_mnist");
+  f.boolean("--resume", &a.resume).boolean("--dist", &a.dist).boolean("--eval-only", &a.eval_only);
+  f.custom("--quantize", [&](const std::string& v) { a.quantize = example::parse_quantize("fashion_mnist", v); });
+  f.text("--data", &a.data);
+  f.integer("--epochs", &a.epochs, 1).integer("--batch", &a.batch, 1).real("--lr", &a.lr, 0.0, true);
+  f.integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1).integer("--limit", &a.limit, 1);
+  f.text("--device", &a.device).text("--checkpoint", &a.checkpoint).integer("--stop-after", &a.stop_after, 1);
+  f.amp("--amp", &a.amp).text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  a.help = f.parse(argc, argv);
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), "fashion_mnist", "--resume needs a --checkpoint path");
   return a;
 }

@@ -47,6 +47,7 @@
 
 #include "../char_lm/sword_ztext.h"
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/profile.h"
 #include "../common/report.h"
 #include "../common/training.h"
@@ -140,98 +141,23 @@ void usage(std::ostream& o) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
-  auto as_int = [](const std::string& f, const std::string& v, int64_t lo) {
-    return example::parse_int(kProg, f, v, lo);
-  };
-  auto as_double = [](const std::string& f, const std::string& v) {
-    return example::parse_double(kProg, f, v, 0.0, /*strict=*/false);
-  };
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (f == "--dist") {
-      a.dist = true;
-      continue;
-    }
-    if (f == "--cuda-graph") {
-      a.cuda_graph = true;
-      continue;
-    }
-    EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (f == "--preset") continue;  // applied above
-    if (f == "--kjv")
-      a.kjv = v;
-    else if (f == "--data-root")
-      a.data_root = v;
-    else if (f == "--gcide-mb")
-      a.gcide_mb = as_double(f, v);
-    else if (f == "--text")
-      a.text = v;
-    else if (f == "--bpe")
-      a.bpe = as_int(f, v, 0);
-    else if (f == "--vocab")
-      a.vocab = as_int(f, v, 0);
-    else if (f == "--device")
-      a.device = v;
-    else if (f == "--checkpoint")
-      a.checkpoint = v;
-    else if (f == "--plot")
-      a.plot = v;
-    else if (f == "--profile")
-      a.profile = v;
-    else if (f == "--prompt")
-      a.prompt = v;
-    else if (f == "--d-model")
-      a.d_model = as_int(f, v, 1);
-    else if (f == "--layers")
-      a.layers = as_int(f, v, 1);
-    else if (f == "--heads")
-      a.heads = as_int(f, v, 1);
-    else if (f == "--context")
-      a.context = as_int(f, v, 2);
-    else if (f == "--batch")
-      a.batch = as_int(f, v, 1);
-    else if (f == "--steps")
-      a.steps = as_int(f, v, 1);
-    else if (f == "--minutes")
-      a.minutes = as_double(f, v);
-    else if (f == "--lr")
-      a.lr = as_double(f, v);
-    else if (f == "--warmup")
-      a.warmup = as_int(f, v, 0);
-    else if (f == "--weight-decay")
-      a.weight_decay = as_double(f, v);
-    else if (f == "--log-every")
-      a.log_every = as_int(f, v, 1);
-    else if (f == "--eval-every")
-      a.eval_every = as_int(f, v, 1);
-    else if (f == "--eval-windows")
-      a.eval_windows = as_int(f, v, 1);
-    else if (f == "--sample")
-      a.sample = as_int(f, v, 0);
-    else if (f == "--temperature")
-      a.temperature = as_double(f, v);
-    else if (f == "--seed")
-      a.seed = static_cast<uint64_t>(as_int(f, v, 0));
-    else if (f == "--threads")
-      a.threads = as_int(f, v, 1);
-    else if (f == "--stop-after")
-      a.stop_after = as_int(f, v, 1);
-    else if (f == "--amp")
-      a.amp = example::parse_amp(kProg, v);
-    else
-      EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
-  }
+  example::Flags f(kProg);
+  f.preset([&](const std::string& v) { apply_preset(a, v); });  // later flags override it
+  f.boolean("--resume", &a.resume).boolean("--dist", &a.dist).boolean("--cuda-graph", &a.cuda_graph);
+  f.text("--kjv", &a.kjv).text("--data-root", &a.data_root).real("--gcide-mb", &a.gcide_mb, 0.0, false);
+  f.text("--text", &a.text).integer("--bpe", &a.bpe, 0).integer("--vocab", &a.vocab, 0);
+  f.text("--device", &a.device).text("--checkpoint", &a.checkpoint).text("--plot", &a.plot);
+  f.text("--profile", &a.profile).text("--prompt", &a.prompt);
+  f.integer("--d-model", &a.d_model, 1).integer("--layers", &a.layers, 1).integer("--heads", &a.heads, 1);
+  f.integer("--context", &a.context, 2).integer("--batch", &a.batch, 1).integer("--steps", &a.steps, 1);
+  f.real("--minutes", &a.minutes, 0.0, false).real("--lr", &a.lr, 0.0, false).integer("--warmup", &a.warmup, 0);
+  f.real("--weight-decay", &a.weight_decay, 0.0, false);
+  f.integer("--log-every", &a.log_every, 1).integer("--eval-every", &a.eval_every, 1);
+  f.integer("--eval-windows", &a.eval_windows, 1);
+  f.integer("--sample", &a.sample, 0).real("--temperature", &a.temperature, 0.0, false);
+  f.integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1).integer("--stop-after", &a.stop_after, 1);
+  f.amp("--amp", &a.amp);
+  a.help = f.parse(argc, argv);
   EMBER_CHECK(a.d_model % a.heads == 0, kProg, "--d-model ", a.d_model, " must be a multiple of --heads ", a.heads);
   if (a.warmup < 0) a.warmup = std::min(a.warmup_default, a.steps / 10);  // short runs: a tenth of them
   EMBER_CHECK(a.warmup < a.steps, kProg, "--warmup ", a.warmup, " must be below --steps ", a.steps);

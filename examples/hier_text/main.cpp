@@ -39,6 +39,7 @@
 
 #include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/quantize_report.h"
 #include "../common/profile.h"
 #include "../common/report.h"
@@ -136,68 +137,23 @@ void usage(std::ostream& o) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
-  auto as_int = [](const std::string& f, const std::string& v, int64_t lo) { return example::parse_int(kProg, f, v, lo); };
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (f == "--with-words") {
-      a.with_words = true;
-      continue;
-    }
-    if (f == "--eval-only") {
-      a.eval_only = true;
-      continue;
-    }
-    if (f == "--quantize") {
-      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-      a.quantize = example::parse_quantize(kProg, argv[++i]);
-      continue;
-    }
-    EMBER_CHECK(f.rfind("--", 0) == 0, kProg, "unexpected argument \"", f, "\" (see --help)");
-    EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (f == "--preset") continue;
-    if (f == "--data-root") a.data_root = v;
-    else if (f == "--tsv") a.tsv = v;
-    else if (f == "--wordnet") a.noun_file = v;
-    else if (f == "--encoder") {
-      EMBER_CHECK(v == "cnn" || v == "bag", kProg, "--encoder expects cnn or bag, got \"", v, "\"");
-      a.encoder = v;
-    } else if (f == "--min-count") a.min_count = as_int(f, v, 5);
-    else if (f == "--max-leaves") a.max_leaves = as_int(f, v, 0);
-    else if (f == "--depth-k") a.depth_k = as_int(f, v, 1);
-    else if (f == "--window") a.window = as_int(f, v, 4);
-    else if (f == "--embed") a.embed = as_int(f, v, 1);
-    else if (f == "--hidden") a.hidden = as_int(f, v, 1);
-    else if (f == "--kernel") a.kernel = as_int(f, v, 1);
-    else if (f == "--epochs") a.epochs = as_int(f, v, 1);
-    else if (f == "--batch") a.batch = as_int(f, v, 1);
-    else if (f == "--lr") a.lr = example::parse_double(kProg, f, v, 0.0, true);
-    else if (f == "--dropout") {
-      a.dropout = example::parse_double(kProg, f, v, 0.0, false);
-      EMBER_CHECK(a.dropout < 1.0, kProg, "--dropout must be < 1, got ", a.dropout);
-    } else if (f == "--beam") a.beam = as_int(f, v, 1);
-    else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
-    else if (f == "--threads") a.threads = static_cast<int>(as_int(f, v, 1));
-    else if (f == "--device") a.device = v;
-    else if (f == "--amp") a.amp = example::parse_amp(kProg, v);
-    else if (f == "--checkpoint") a.checkpoint = v;
-    else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
-    else if (f == "--plot") a.plot = v;
-    else if (f == "--export-split") a.export_split = v;
-    else if (f == "--profile") a.profile = v;
-    else if (f == "--export-onnx") a.export_onnx = v;
-    else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
-  }
+  example::Flags f(kProg);
+  f.preset([&](const std::string& v) { apply_preset(a, v); });  // later flags override it
+  f.boolean("--resume", &a.resume).boolean("--with-words", &a.with_words).boolean("--eval-only", &a.eval_only);
+  f.custom("--quantize", [&](const std::string& v) { a.quantize = example::parse_quantize(kProg, v); });
+  f.text("--data-root", &a.data_root).text("--tsv", &a.tsv).text("--wordnet", &a.noun_file);
+  f.choice("--encoder", &a.encoder, {"cnn", "bag"});
+  f.integer("--min-count", &a.min_count, 5).integer("--max-leaves", &a.max_leaves, 0);
+  f.integer("--depth-k", &a.depth_k, 1).integer("--window", &a.window, 4).integer("--embed", &a.embed, 1);
+  f.integer("--hidden", &a.hidden, 1).integer("--kernel", &a.kernel, 1);
+  f.integer("--epochs", &a.epochs, 1).integer("--batch", &a.batch, 1).real("--lr", &a.lr, 0.0, true);
+  f.real("--dropout", &a.dropout, 0.0, false, /*below=*/1.0).integer("--beam", &a.beam, 1);
+  f.integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1);
+  f.text("--device", &a.device).amp("--amp", &a.amp);
+  f.text("--checkpoint", &a.checkpoint).integer("--stop-after", &a.stop_after, 1);
+  f.text("--plot", &a.plot).text("--export-split", &a.export_split);
+  f.text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  a.help = f.parse(argc, argv);
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
   return a;
 }

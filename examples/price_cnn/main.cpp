@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/quantize_report.h"
 #include "../common/onnx_export.h"
 #include "../common/profile.h"
@@ -152,72 +153,25 @@ void usage(std::ostream& o) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  // --preset first, so that the flags after it (wherever they are) override it.
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (f == "--eval-only") {
-      a.eval_only = true;
-      continue;
-    }
-    if (f == "--quantize") {
-      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-      a.quantize = example::parse_quantize(kProg, argv[++i]);
-      continue;
-    }
-    static const char* kValued[] = {"--data-root", "--source", "--csv", "--column", "--window", "--norm",
-                                    "--val-frac", "--test-frac", "--preset", "--epochs", "--batch", "--lr",
-                                    "--weight-decay", "--dropout", "--channels", "--hidden", "--seed", "--threads",
-                                    "--device", "--amp", "--checkpoint", "--stop-after", "--plot", "--profile",
-                                    "--export-onnx"};
-    EMBER_CHECK(std::find(std::begin(kValued), std::end(kValued), f) != std::end(kValued), kProg,
-                "unknown option \"", f, "\" (see --help)");
-    EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    auto as_int = [&](int64_t min) { return example::parse_int(kProg, f, v, min); };
-    auto as_double = [&](double min, bool strict) { return example::parse_double(kProg, f, v, min, strict); };
-    if (f == "--data-root") a.data_root = v;
-    else if (f == "--source") {
-      EMBER_CHECK(v == "stocks" || v == "goog", kProg, "--source expects stocks or goog, got \"", v,
-                  "\" (your own file: --csv FILE)");
-      a.source = v;
-    } else if (f == "--csv") a.csv = v;
-    else if (f == "--column") a.column = v;
-    else if (f == "--window") a.window = as_int(2);
-    else if (f == "--norm") {
-      EMBER_CHECK(v == "train" || v == "window", kProg, "--norm expects train or window, got \"", v, "\"");
-      a.norm = v;
-    } else if (f == "--val-frac") a.val_frac = as_double(0.0, true);
-    else if (f == "--test-frac") a.test_frac = as_double(0.0, true);
-    else if (f == "--preset") continue;  // applied above
-    else if (f == "--epochs") a.epochs = as_int(1);
-    else if (f == "--batch") a.batch = as_int(1);
-    else if (f == "--lr") a.lr = as_double(0.0, true);
-    else if (f == "--weight-decay") a.weight_decay = as_double(0.0, false);
-    else if (f == "--dropout") {
-      a.dropout = as_double(0.0, false);
-      EMBER_CHECK(a.dropout < 1.0, kProg, "--dropout must be < 1, got ", a.dropout);
-    } else if (f == "--channels") a.channels = as_int(1);
-    else if (f == "--hidden") a.hidden = as_int(1);
-    else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(0));
-    else if (f == "--threads") a.threads = static_cast<int>(as_int(1));
-    else if (f == "--device") a.device = v;
-    else if (f == "--amp") a.amp = example::parse_amp(kProg, v);
-    else if (f == "--checkpoint") a.checkpoint = v;
-    else if (f == "--stop-after") a.stop_after = as_int(1);
-    else if (f == "--plot") a.plot = v;
-    else if (f == "--profile") a.profile = v;
-    else if (f == "--export-onnx") a.export_onnx = v;
-  }
+  example::Flags f(kProg);
+  f.preset([&](const std::string& v) { apply_preset(a, v); });  // later flags override it
+  f.boolean("--resume", &a.resume).boolean("--eval-only", &a.eval_only);
+  f.custom("--quantize", [&](const std::string& v) { a.quantize = example::parse_quantize(kProg, v); });
+  f.text("--data-root", &a.data_root);
+  f.choice("--source", &a.source, {"stocks", "goog"}, " (your own file: --csv FILE)");
+  f.text("--csv", &a.csv).text("--column", &a.column);
+  f.integer("--window", &a.window, 2);
+  f.choice("--norm", &a.norm, {"train", "window"});
+  f.real("--val-frac", &a.val_frac, 0.0, true).real("--test-frac", &a.test_frac, 0.0, true);
+  f.integer("--epochs", &a.epochs, 1).integer("--batch", &a.batch, 1);
+  f.real("--lr", &a.lr, 0.0, true).real("--weight-decay", &a.weight_decay, 0.0, false);
+  f.real("--dropout", &a.dropout, 0.0, false, /*below=*/1.0);
+  f.integer("--channels", &a.channels, 1).integer("--hidden", &a.hidden, 1);
+  f.integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1);
+  f.text("--device", &a.device).amp("--amp", &a.amp);
+  f.text("--checkpoint", &a.checkpoint).integer("--stop-after", &a.stop_after, 1);
+  f.text("--plot", &a.plot).text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  a.help = f.parse(argc, argv);
   if (!a.csv.empty()) a.source = "csv";
   if (a.window == 0) a.window = a.source == "stocks" ? 12 : 20;
   EMBER_CHECK(a.val_frac + a.test_frac < 0.9, kProg, "--val-frac + --test-frac must leave at least 10% for training, got ",

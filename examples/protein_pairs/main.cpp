@@ -43,6 +43,7 @@
 #include <vector>
 
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/quantize_report.h"
 #include "../common/onnx_export.h"
 #include "../common/profile.h"
@@ -147,58 +148,19 @@ void usage(std::ostream& os) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (f == "--eval-only") {
-      a.eval_only = true;
-      continue;
-    }
-    if (f == "--quantize") {
-      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-      a.quantize = example::parse_quantize(kProg, argv[++i]);
-      continue;
-    }
-    static const char* with_value[] = {"--data-root", "--fasta",   "--pairs",  "--preset",      "--epochs",
-                                       "--batch",     "--lr",      "--window", "--lstm", "--crop",        "--train-pairs",
-                                       "--seed",      "--threads", "--device", "--amp",         "--checkpoint",
-                                       "--stop-after", "--plot", "--profile", "--export-onnx"};
-    EMBER_CHECK(std::find(std::begin(with_value), std::end(with_value), f) != std::end(with_value), kProg,
-                "unknown option \"", f, "\" (see --help)");
-    EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (f == "--data-root") a.data_root = v;
-    else if (f == "--fasta") a.fasta = v;
-    else if (f == "--pairs") a.pairs = v;
-    else if (f == "--preset") a.preset = v;
-    else if (f == "--epochs") a.epochs = example::parse_int(kProg, f, v, 1);
-    else if (f == "--batch") a.batch = example::parse_int(kProg, f, v, 2);
-    else if (f == "--lr") a.lr = example::parse_double(kProg, f, v, 0.0, true);
-    else if (f == "--window") a.window = example::parse_int(kProg, f, v, 8);
-    else if (f == "--crop") {
-      EMBER_CHECK(v == "start" || v == "centre", kProg, "--crop expects start or centre, got \"", v, "\"");
-      a.crop = v;
-    } else if (f == "--lstm") {
-      EMBER_CHECK(v == "on" || v == "off", kProg, "--lstm expects on or off, got \"", v, "\"");
-      a.lstm = v;
-    } else if (f == "--train-pairs") a.train_pairs = example::parse_int(kProg, f, v, 2);
-    else if (f == "--seed") a.seed = static_cast<uint64_t>(example::parse_int(kProg, f, v, 0));
-    else if (f == "--threads") a.threads = static_cast<int>(example::parse_int(kProg, f, v, 1));
-    else if (f == "--device") a.device = v;
-    else if (f == "--amp") a.amp = example::parse_amp(kProg, v);
-    else if (f == "--checkpoint") a.checkpoint = v;
-    else if (f == "--stop-after") a.stop_after = example::parse_int(kProg, f, v, 1);
-    else if (f == "--plot") a.plot = v;
-    else if (f == "--profile") a.profile = v;
-    else if (f == "--export-onnx") a.export_onnx = v;
-  }
+  example::Flags f(kProg);
+  f.boolean("--resume", &a.resume).boolean("--eval-only", &a.eval_only);
+  f.custom("--quantize", [&](const std::string& v) { a.quantize = example::parse_quantize(kProg, v); });
+  f.text("--data-root", &a.data_root).text("--fasta", &a.fasta).text("--pairs", &a.pairs);
+  f.text("--preset", &a.preset);  // checked and applied by preset_config, where only unset flags take its values
+  f.integer("--epochs", &a.epochs, 1).integer("--batch", &a.batch, 2).real("--lr", &a.lr, 0.0, true);
+  f.integer("--window", &a.window, 8);
+  f.choice("--crop", &a.crop, {"start", "centre"}).choice("--lstm", &a.lstm, {"on", "off"});
+  f.integer("--train-pairs", &a.train_pairs, 2).integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1);
+  f.text("--device", &a.device).amp("--amp", &a.amp);
+  f.text("--checkpoint", &a.checkpoint).integer("--stop-after", &a.stop_after, 1);
+  f.text("--plot", &a.plot).text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  a.help = f.parse(argc, argv);
   EMBER_CHECK(a.fasta.empty() == a.pairs.empty(), kProg, "own data needs both --fasta FILE and --pairs FILE.tsv");
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
   return a;

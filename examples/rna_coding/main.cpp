@@ -51,6 +51,7 @@
 
 #include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/quantize_report.h"
 #include "../common/profile.h"
 #include "../common/training.h"
@@ -145,56 +146,20 @@ void usage(std::ostream& o) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; ++i)  // the preset first, so later flags override it
-    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
-  auto as_int = [](const std::string& f, const std::string& v, int64_t lo) { return example::parse_int(kProg, f, v, lo); };
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (f == "--eval-only") {
-      a.eval_only = true;
-      continue;
-    }
-    if (f == "--quantize") {
-      EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-      a.quantize = example::parse_quantize(kProg, argv[++i]);
-      continue;
-    }
-    EMBER_CHECK(f.rfind("--", 0) == 0, kProg, "unexpected argument \"", f, "\" (see --help)");
-    EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (f == "--preset") continue;  // applied above
-    if (f == "--data-root") a.data_root = v;
-    else if (f == "--fasta-coding") a.fasta_coding = v;
-    else if (f == "--fasta-noncoding") a.fasta_noncoding = v;
-    else if (f == "--genbank") a.genbank = v;
-    else if (f == "--window") a.window = as_int(f, v, 16);
-    else if (f == "--channels") a.channels = as_int(f, v, 1);
-    else if (f == "--epochs") a.epochs = as_int(f, v, 1);
-    else if (f == "--batch") a.batch = as_int(f, v, 1);
-    else if (f == "--lr") a.lr = example::parse_double(kProg, f, v, 0.0, true);
-    else if (f == "--dropout") {
-      a.dropout = example::parse_double(kProg, f, v, 0.0, false);
-      EMBER_CHECK(a.dropout < 1.0, kProg, "--dropout must be < 1, got ", a.dropout);
-    } else if (f == "--limit") a.limit = as_int(f, v, 10);
-    else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
-    else if (f == "--threads") a.threads = static_cast<int>(as_int(f, v, 1));
-    else if (f == "--device") a.device = v;
-    else if (f == "--amp") a.amp = example::parse_amp(kProg, v);
-    else if (f == "--checkpoint") a.checkpoint = v;
-    else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
-    else if (f == "--plot") a.plot = v;
-    else if (f == "--profile") a.profile = v;
-    else if (f == "--export-onnx") a.export_onnx = v;
-    else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
-  }
+  example::Flags f(kProg);
+  f.preset([&](const std::string& v) { apply_preset(a, v); });  // later flags override it
+  f.boolean("--resume", &a.resume).boolean("--eval-only", &a.eval_only);
+  f.custom("--quantize", [&](const std::string& v) { a.quantize = example::parse_quantize(kProg, v); });
+  f.text("--data-root", &a.data_root).text("--fasta-coding", &a.fasta_coding);
+  f.text("--fasta-noncoding", &a.fasta_noncoding).text("--genbank", &a.genbank);
+  f.integer("--window", &a.window, 16).integer("--channels", &a.channels, 1);
+  f.integer("--epochs", &a.epochs, 1).integer("--batch", &a.batch, 1).real("--lr", &a.lr, 0.0, true);
+  f.real("--dropout", &a.dropout, 0.0, false, /*below=*/1.0).integer("--limit", &a.limit, 10);
+  f.integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1);
+  f.text("--device", &a.device).amp("--amp", &a.amp);
+  f.text("--checkpoint", &a.checkpoint).integer("--stop-after", &a.stop_after, 1);
+  f.text("--plot", &a.plot).text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  a.help = f.parse(argc, argv);
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
   return a;
 }

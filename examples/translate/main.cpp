@@ -42,6 +42,7 @@
 
 #include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/profile.h"
 #include "../common/report.h"
 #include "../common/seqdata.h"
@@ -132,60 +133,32 @@ void usage(std::ostream& o) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
-  auto as_int = [](const std::string& f, const std::string& v, int64_t lo) { return example::parse_int(kProg, f, v, lo); };
-  auto ratio = [](const std::string& f, const std::string& v) {
-    const double x = example::parse_double(kProg, f, v, 0.0, false);
-    EMBER_CHECK(x <= 1.0, kProg, f, " must be in [0, 1], got ", x);
+  // A ratio in [0, 1]: the teacher-forcing ratios and the dropout.
+  const auto ratio = [](const std::string& flag, const std::string& v) {
+    const double x = example::parse_double(kProg, flag, v, 0.0, false);
+    EMBER_CHECK(x <= 1.0, kProg, flag, " must be in [0, 1], got ", x);
     return x;
   };
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    EMBER_CHECK(f.rfind("--", 0) == 0, kProg, "unexpected argument \"", f, "\" (see --help)");
-    EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (f == "--preset") continue;
-    if (f == "--data-root") a.data_root = v;
-    else if (f == "--tsv") a.tsv = v;
-    else if (f == "--ding") a.ding = v;
-    else if (f == "--max-len") a.max_len = as_int(f, v, 2);
-    else if (f == "--min-count") a.min_count = as_int(f, v, 1);
-    else if (f == "--emb") a.emb = as_int(f, v, 1);
-    else if (f == "--hidden") a.hidden = as_int(f, v, 1);
-    else if (f == "--epochs") a.epochs = as_int(f, v, 1);
-    else if (f == "--batch") a.batch = as_int(f, v, 1);
-    else if (f == "--lr") a.lr = example::parse_double(kProg, f, v, 0.0, true);
-    else if (f == "--dropout") {
-      a.dropout = ratio(f, v);
-      EMBER_CHECK(a.dropout < 1.0, kProg, "--dropout must be < 1, got ", a.dropout);
-    } else if (f == "--tf-start") a.tf_start = ratio(f, v);
-    else if (f == "--tf-end") a.tf_end = ratio(f, v);
-    else if (f == "--beam") a.beam = as_int(f, v, 1);
-    else if (f == "--length-alpha") a.length_alpha = example::parse_double(kProg, f, v, 0.0, false);
-    else if (f == "--show") a.show = as_int(f, v, 0);
-    else if (f == "--limit") a.limit = as_int(f, v, 16);
-    else if (f == "--val-limit") a.val_limit = as_int(f, v, 1);
-    else if (f == "--write-hyp") a.write_hyp = v;
-    else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
-    else if (f == "--threads") a.threads = static_cast<int>(as_int(f, v, 1));
-    else if (f == "--device") a.device = v;
-    else if (f == "--amp") a.amp = example::parse_amp(kProg, v);
-    else if (f == "--checkpoint") a.checkpoint = v;
-    else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
-    else if (f == "--plot") a.plot = v;
-    else if (f == "--profile") a.profile = v;
-    else if (f == "--export-onnx") a.export_onnx = v;
-    else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
-  }
+  example::Flags f(kProg);
+  f.preset([&](const std::string& v) { apply_preset(a, v); });  // later flags override it
+  f.boolean("--resume", &a.resume);
+  f.text("--data-root", &a.data_root).text("--tsv", &a.tsv).text("--ding", &a.ding);
+  f.integer("--max-len", &a.max_len, 2).integer("--min-count", &a.min_count, 1);
+  f.integer("--emb", &a.emb, 1).integer("--hidden", &a.hidden, 1);
+  f.integer("--epochs", &a.epochs, 1).integer("--batch", &a.batch, 1).real("--lr", &a.lr, 0.0, true);
+  f.custom("--dropout", [&](const std::string& v) {
+    a.dropout = ratio("--dropout", v);
+    EMBER_CHECK(a.dropout < 1.0, kProg, "--dropout must be < 1, got ", a.dropout);
+  });
+  f.custom("--tf-start", [&](const std::string& v) { a.tf_start = ratio("--tf-start", v); });
+  f.custom("--tf-end", [&](const std::string& v) { a.tf_end = ratio("--tf-end", v); });
+  f.integer("--beam", &a.beam, 1).real("--length-alpha", &a.length_alpha, 0.0, false);
+  f.integer("--show", &a.show, 0).integer("--limit", &a.limit, 16).integer("--val-limit", &a.val_limit, 1);
+  f.text("--write-hyp", &a.write_hyp).integer("--seed", &a.seed, 0).integer("--threads", &a.threads, 1);
+  f.text("--device", &a.device).amp("--amp", &a.amp);
+  f.text("--checkpoint", &a.checkpoint).integer("--stop-after", &a.stop_after, 1);
+  f.text("--plot", &a.plot).text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  a.help = f.parse(argc, argv);
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
   return a;
 }

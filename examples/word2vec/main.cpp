@@ -53,6 +53,7 @@
 
 #include "../common/onnx_export.h"
 #include "../common/cli.h"
+#include "../common/flags.h"
 #include "../common/profile.h"
 #include "../common/report.h"
 #include "../common/training.h"
@@ -142,56 +143,25 @@ void usage(std::ostream& o) {
 
 Args parse_args(int argc, char** argv) {
   Args a;
-  for (int i = 1; i + 1 < argc; ++i)
-    if (std::string(argv[i]) == "--preset") apply_preset(a, argv[i + 1]);
-  auto as_int = [](const std::string& f, const std::string& v, int64_t lo) { return example::parse_int(kProg, f, v, lo); };
-  for (int i = 1; i < argc; ++i) {
-    const std::string f = argv[i];
-    if (f == "--help" || f == "-h") {
-      a.help = true;
-      continue;
-    }
-    if (f == "--resume") {
-      a.resume = true;
-      continue;
-    }
-    if (f == "--self-check") {
-      a.self_check = true;
-      continue;
-    }
-    EMBER_CHECK(f.rfind("--", 0) == 0, kProg, "unexpected argument \"", f, "\" (see --help)");
-    EMBER_CHECK(i + 1 < argc, kProg, f, " needs a value (see --help)");
-    const std::string v = argv[++i];
-    if (f == "--preset") continue;
-    if (f == "--data-root") a.data_root = v;
-    else if (f == "--text") a.text = v;
-    else if (f == "--model") {
-      EMBER_CHECK(v == "skipgram" || v == "cbow", kProg, "--model expects skipgram or cbow, got \"", v, "\"");
-      a.model = v;
-    } else if (f == "--dim") a.dim = as_int(f, v, 1);
-    else if (f == "--window") a.window = as_int(f, v, 1);
-    else if (f == "--min-count") a.min_count = as_int(f, v, 1);
-    else if (f == "--sample") a.sample = example::parse_double(kProg, f, v, 0.0, false);
-    else if (f == "--epochs") a.epochs = as_int(f, v, 1);
-    else if (f == "--lr") a.lr = example::parse_double(kProg, f, v, 0.0, true), a.lr_set = true;
-    else if (f == "--limit") a.limit = as_int(f, v, 0);
-    else if (f == "--batch") a.batch = as_int(f, v, 1);
-    else if (f == "--threads") a.threads = static_cast<int>(as_int(f, v, 1));
-    else if (f == "--device") a.device = v;
-    else if (f == "--amp") a.amp = example::parse_amp(kProg, v);
-    else if (f == "--seed") a.seed = static_cast<uint64_t>(as_int(f, v, 0));
-    else if (f == "--analogies") a.analogies = v;
-    else if (f == "--probes") a.probes = v;
-    else if (f == "--baseline-contexts") a.baseline_contexts = as_int(f, v, 0);
-    else if (f == "--checkpoint") a.checkpoint = v;
-    else if (f == "--stop-after") a.stop_after = as_int(f, v, 1);
-    else if (f == "--save-vectors") a.save_vectors = v;
-    else if (f == "--export-corpus") a.export_corpus = v;
-    else if (f == "--plot") a.plot = v;
-    else if (f == "--profile") a.profile = v;
-    else if (f == "--export-onnx") a.export_onnx = v;
-    else EMBER_FAIL(kProg, "unknown option \"", f, "\" (see --help)");
-  }
+  example::Flags f(kProg);
+  f.preset([&](const std::string& v) { apply_preset(a, v); });  // later flags override it
+  f.boolean("--resume", &a.resume).boolean("--self-check", &a.self_check);
+  f.text("--data-root", &a.data_root).text("--text", &a.text);
+  f.choice("--model", &a.model, {"skipgram", "cbow"});
+  f.integer("--dim", &a.dim, 1).integer("--window", &a.window, 1).integer("--min-count", &a.min_count, 1);
+  f.real("--sample", &a.sample, 0.0, false).integer("--epochs", &a.epochs, 1);
+  f.custom("--lr", [&](const std::string& v) {  // an explicit --lr also holds for cbow (below)
+    a.lr = example::parse_double(kProg, "--lr", v, 0.0, true);
+    a.lr_set = true;
+  });
+  f.integer("--limit", &a.limit, 0).integer("--batch", &a.batch, 1).integer("--threads", &a.threads, 1);
+  f.text("--device", &a.device).amp("--amp", &a.amp).integer("--seed", &a.seed, 0);
+  f.text("--analogies", &a.analogies).text("--probes", &a.probes);
+  f.integer("--baseline-contexts", &a.baseline_contexts, 0);
+  f.text("--checkpoint", &a.checkpoint).integer("--stop-after", &a.stop_after, 1);
+  f.text("--save-vectors", &a.save_vectors).text("--export-corpus", &a.export_corpus);
+  f.text("--plot", &a.plot).text("--profile", &a.profile).text("--export-onnx", &a.export_onnx);
+  a.help = f.parse(argc, argv);
   if (!a.lr_set && a.model == "cbow") a.lr = 0.05;
   EMBER_CHECK(!a.resume || !a.checkpoint.empty(), kProg, "--resume needs a --checkpoint path");
   return a;
