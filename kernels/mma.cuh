@@ -10,6 +10,11 @@
 // so the C fragments of two neighbouring n8 tiles, rounded to 16 bits, are the A fragment of
 // one k16 chunk (attention's P V uses this).
 #pragma once
+#ifdef EMBER_KERNEL_EMULATION
+// The host emulation (tests/emu, docs/kernel-emulation.md): the same API in plain C++, so the
+// kernels built on it run on a CPU in the test suite.
+#include "emu_mma.h"
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -102,3 +107,5 @@ __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
 }
 
 }  // namespace ember::cuda::mma
+
+#endif  // EMBER_KERNEL_EMULATION
