@@ -414,9 +414,7 @@ thread_local const char* t_last_kernel = "none";
 
 }  // namespace
 
-// Which kernel computed this thread's last conv1d pass on CUDA: "mma", "simt" or "none" (tests).
-const char* last_conv1d_kernel();
-const char* last_conv1d_kernel() { return t_last_kernel; }
+const char* last_conv1d_kernel() { return t_last_kernel; }  // ember/cuda.h
 
 void conv1d_forward(const Tensor& x, const Tensor& w, const Tensor& bias, const Tensor& out_overwrite,
                     int64_t stride, int64_t padding, int64_t dilation, int64_t groups) {
