@@ -2,7 +2,9 @@
 // backward: dK/dV and dQ kernels) run under the host emulation and compared with a
 // double-precision reference: f16 and bf16, head sizes 64 and 128, ragged query and key
 // counts, causal masks with Tk != Tq (rows with no key at all), key padding, a batch whose keys
-// are all padded; the output, the logsumexp and dQ, dK, dV.
+// are all padded; the output, the logsumexp and dQ, dK, dV; and dropout (the kDrop
+// instantiations), whose reference draws the mask with the CPU kernel's own expression
+// (src/cpu/attention.cpp: Philox block offset + e / 4, lane e % 4, kept when uniform < 1 - p).
 #include "emu_runtime.h"  // first: the CUDA keywords on the host
 
 // Before the kernel headers, whose `extern __shared__` declarations must name known arrays.
@@ -19,6 +21,7 @@ EMBER_EMU_DYNAMIC_SHARED(ember::cuda::attn_mma_bwd, smem_raw);
 
 #include "attention_mma.cuh"
 #include "attention_mma_bwd.cuh"
+#include "core/philox.h"
 #include "emu_test_util.h"
 
 namespace emu_attention_test {
@@ -60,7 +63,17 @@ struct AttentionCase {
   et::Reference out_ref, dq_ref, dk_ref, dv_ref;
   std::vector<double> lse_ref, di_ref;
 
-  explicit AttentionCase(const Case& cs) : c(cs), BH(cs.B * cs.H), scale(1.0 / std::sqrt(double(D))) {
+  double p_drop;  // dropout probability, 0 for none
+  uint64_t seed = 0x5eedULL, offset = 12345;  // the Philox stream of the mask
+
+  // Whether score element e of the (B, H, Tq, Tk) draw is kept: the CPU kernel's expression.
+  bool kept(uint64_t e) const {
+    const ember::PhiloxBlock r = ember::philox_block(offset + e / 4, 0, seed);
+    return ember::philox_uniform01(r.v[e % 4]) < 1.0 - p_drop;
+  }
+
+  explicit AttentionCase(const Case& cs, double p = 0.0)
+      : c(cs), BH(cs.B * cs.H), scale(1.0 / std::sqrt(double(D))), p_drop(p) {
     const uint32_t seed = static_cast<uint32_t>(c.Tq * 1009 + c.Tk * 31 + D + c.pad_mode * 7 + c.causal);
     q = et::random_values<T>(static_cast<size_t>(BH * c.Tq * D), seed);
     k = et::random_values<T>(static_cast<size_t>(BH * c.Tk * D), seed + 1);
@@ -105,12 +118,21 @@ struct AttentionCase {
         const double lse = mx + std::log(l);
         lse_ref[static_cast<size_t>(bh * c.Tq + i)] = lse;
         for (int64_t j = 0; j < c.Tk; ++j) p[j] = s[j] == -INFINITY ? 0.0 : std::exp(s[j] - lse);
+        // Dropout: pd = P kept and scaled by float(1 / (1 - p)) (the CPU's multiplier), else 0.
+        const double mult = static_cast<float>(1.0 / (1.0 - p_drop));
+        std::vector<double> pd(p);
+        std::vector<bool> keep(static_cast<size_t>(c.Tk), true);
+        if (p_drop > 0)
+          for (int64_t j = 0; j < c.Tk; ++j) {
+            keep[j] = kept(static_cast<uint64_t>((bh * c.Tq + i) * c.Tk + j));
+            pd[j] = keep[j] ? p[j] * mult : 0.0;
+          }
         const size_t orow = static_cast<size_t>((bh * c.Tq + i) * D);
         for (int d = 0; d < D; ++d)
           for (int64_t j = 0; j < c.Tk; ++j)
-            if (p[j] != 0) out_ref.add(orow + d, p[j] * at(v, bh, j, c.Tk, d));
-        // Backward: D_i = dO_i . O_i, dP = dO V^T, dS = P (dP - D_i), dQ = scale dS K,
-        // dK = scale dS^T Q, dV = P^T dO.
+            if (pd[j] != 0) out_ref.add(orow + d, pd[j] * at(v, bh, j, c.Tk, d));
+        // Backward: D_i = dO_i . O_i, dP = dO V^T (then the mask and multiplier), dS = P (dP - D_i),
+        // dQ = scale dS K, dK = scale dS^T Q, dV = Pd^T dO.
         double di = 0;
         for (int d = 0; d < D; ++d) di += at(dout, bh, i, c.Tq, d) * out_ref.value[orow + d];
         di_ref[static_cast<size_t>(bh * c.Tq + i)] = di;
@@ -118,12 +140,13 @@ struct AttentionCase {
           if (p[j] == 0) continue;
           double dpj = 0;
           for (int d = 0; d < D; ++d) dpj += at(dout, bh, i, c.Tq, d) * at(v, bh, j, c.Tk, d);
+          if (p_drop > 0) dpj = keep[j] ? dpj * mult : 0.0;
           const double ds = scale * p[j] * (dpj - di);
           const size_t krow = static_cast<size_t>((bh * c.Tk + j) * D);
           for (int d = 0; d < D; ++d) {
             dq_ref.add(orow + d, ds * at(k, bh, j, c.Tk, d));
             dk_ref.add(krow + d, ds * at(q, bh, i, c.Tq, d));
-            dv_ref.add(krow + d, p[j] * at(dout, bh, i, c.Tq, d));
+            if (pd[j] != 0) dv_ref.add(krow + d, pd[j] * at(dout, bh, i, c.Tq, d));
           }
         }
       }
@@ -131,40 +154,52 @@ struct AttentionCase {
   }
 
   void forward(std::vector<T>& out, std::vector<float>& lse) const {
+    if (p_drop > 0) forward_as<true>(out, lse);
+    else forward_as<false>(out, lse);
+  }
+  template <bool kDrop>
+  void forward_as(std::vector<T>& out, std::vector<float>& lse) const {
     out.assign(q.size(), et::from_float<T>(NAN));
     lse.assign(static_cast<size_t>(BH * c.Tq), NAN);
     const float scale_log2 = static_cast<float>(scale) * kLog2e;
+    const fw::Dropout dr = kDrop ? ember::cuda::attn_dropout::make_dropout(p_drop, seed, offset) : fw::Dropout{};
     // attention.cu's grid: x = query tiles, y = (b, h) pairs.
     ember::emu::launch(dim3(static_cast<unsigned>((c.Tq + fw::kBQ - 1) / fw::kBQ), static_cast<unsigned>(BH)),
-                       dim3(fw::kThreads), static_cast<size_t>(fw::smem_bytes<D, false>()),
-                       &fw::forward_kernel<T, D, Mask, false>, q.data(), k.data(), v.data(), out.data(), lse.data(), m,
-                       BH, c.H, scale_log2, fw::Dropout{});
+                       dim3(fw::kThreads), static_cast<size_t>(fw::smem_bytes<D, kDrop>()),
+                       &fw::forward_kernel<T, D, Mask, kDrop>, q.data(), k.data(), v.data(), out.data(), lse.data(), m,
+                       BH, c.H, scale_log2, dr);
   }
 
   // The backward kernels on the reference logsumexp and D_i (what the forward and attention.cu's
   // row kernel hand them), so that their own error is what is measured.
   void backward(std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv) const {
+    if (p_drop > 0) backward_as<true>(dq, dk, dv);
+    else backward_as<false>(dq, dk, dv);
+  }
+  template <bool kDrop>
+  void backward_as(std::vector<T>& dq, std::vector<T>& dk, std::vector<T>& dv) const {
+    const bw::Dropout dr = kDrop ? ember::cuda::attn_dropout::make_dropout(p_drop, seed, offset) : bw::Dropout{};
     std::vector<float> lse(lse_ref.begin(), lse_ref.end()), di(di_ref.begin(), di_ref.end());
     dq.assign(q.size(), et::from_float<T>(NAN));
     dk.assign(k.size(), et::from_float<T>(NAN));
     dv.assign(v.size(), et::from_float<T>(NAN));
     const float sc = static_cast<float>(scale), scale_log2 = sc * kLog2e;
     ember::emu::launch(dim3(static_cast<unsigned>((c.Tk + bw::kBK - 1) / bw::kBK), static_cast<unsigned>(BH)),
-                       dim3(bw::kThreads), static_cast<size_t>(bw::kv_smem_bytes<D, false>()),
-                       &bw::kv_kernel<T, D, Mask, false>, q.data(), k.data(), v.data(), dout.data(), lse.data(),
-                       di.data(), dk.data(), dv.data(), m, BH, c.H, sc, scale_log2, bw::Dropout{});
+                       dim3(bw::kThreads), static_cast<size_t>(bw::kv_smem_bytes<D, kDrop>()),
+                       &bw::kv_kernel<T, D, Mask, kDrop>, q.data(), k.data(), v.data(), dout.data(), lse.data(),
+                       di.data(), dk.data(), dv.data(), m, BH, c.H, sc, scale_log2, dr);
     ember::emu::launch(dim3(static_cast<unsigned>((c.Tq + bw::kBQ - 1) / bw::kBQ), static_cast<unsigned>(BH)),
-                       dim3(bw::kThreads), static_cast<size_t>(bw::q_smem_bytes<D, false>()),
-                       &bw::q_kernel<T, D, Mask, false>, q.data(), k.data(), v.data(), dout.data(), lse.data(),
-                       di.data(), dq.data(), m, BH, c.H, sc, scale_log2, bw::Dropout{});
+                       dim3(bw::kThreads), static_cast<size_t>(bw::q_smem_bytes<D, kDrop>()),
+                       &bw::q_kernel<T, D, Mask, kDrop>, q.data(), k.data(), v.data(), dout.data(), lse.data(),
+                       di.data(), dq.data(), m, BH, c.H, sc, scale_log2, dr);
   }
 };
 
 template <class T, int D>
-void check_case(const Case& c) {
+void check_case(const Case& c, double p_drop = 0.0) {
   INFO("B " << c.B << " H " << c.H << " Tq " << c.Tq << " Tk " << c.Tk << " causal " << c.causal << " pad_mode "
-            << c.pad_mode << " D " << D << " (" << std::string(et::type_name<T>()) << ")");
-  const AttentionCase<T, D> a(c);
+            << c.pad_mode << " D " << D << " (" << std::string(et::type_name<T>()) << "), dropout " << p_drop);
+  const AttentionCase<T, D> a(c, p_drop);
   // P is rounded to T before P V and dS before dS K / dS^T Q: twice the GEMMs' tolerance.
   const double tol = 2 * et::tolerance<T>();
 
@@ -215,5 +250,11 @@ TEST_SUITE("kernel_emu") {
   TEST_CASE("attention_mma f16 and bf16, D 128: forward and backward") {
     if (!ember::emu::test::kSanitized) at::check_case<__half, 128>(at::kCases[0]);
     at::check_case<__nv_bfloat16, 128>(at::kCases[2]);
+  }
+  TEST_CASE("attention_mma with dropout 0.3 (the kDrop kernels): the CPU's mask, element for element") {
+    // Tk 130 is not a multiple of 4 (a Philox block spans two rows) nor of the 64-key tile.
+    at::check_case<__half, 64>(at::kCases[0], 0.3);
+    if (!ember::emu::test::kSanitized) at::check_case<__nv_bfloat16, 64>(at::kCases[2], 0.3);
+    if (!ember::emu::test::kSanitized) at::check_case<__nv_bfloat16, 128>(at::kCases[0], 0.3);
   }
 }
