@@ -1,7 +1,7 @@
 // RNN/LSTM/GRU recurrence on CUDA (contracts in prim/primitives.h, mirroring src/cpu/rnn.cpp).
 // Two implementations of the same recurrence: the per-step kernels below, and for small batches
 // the persistent kernels of rnn_persistent.cuh (one launch for all steps, W_hh on chip). Both
-// call the per-element cell math of rnn_cell, so they compute and round alike; which one runs
+// call the per-element cell math of rnn_cell.cuh, so they compute and round alike; which one runs
 // is decided per call on the host (persistent_plan, docs/rnn.md "Persistent kernel").
 //
 // Per-step forward, per step s (T launches of each):
@@ -45,106 +45,13 @@
 #include "prim/primitives.h"
 #include "prim/registry.h"
 #include "ember/core/storage.h"
+#include "rnn_cell.cuh"
+#include "rnn_persistent.cuh"
 
 namespace ember::cuda {
 
 prim::bmm::Fn bmm;  // kernels/gemm.cu
 
-namespace rnn_cell {
-
-template <class A>
-__device__ __forceinline__ A sigmoid_acc(A x) {
-  return A(1) / (A(1) + exp(-x));
-}
-
-template <class T>
-__device__ __forceinline__ acc_t<T> ld(const T* p, int64_t i) {
-  return to_acc(p[i]);
-}
-
-template <RNNMode kMode>
-inline constexpr int kGates = kMode == RNNMode::lstm ? 4 : kMode == RNNMode::gru ? 3 : 1;
-template <RNNMode kMode>  // workspace slots per unit: LSTM i f g o c_{t-1} tanh(c_t); GRU r z n hh_n; RNN h
-inline constexpr int kWorkSlots = kMode == RNNMode::lstm ? 6 : kMode == RNNMode::gru ? 4 : 1;
-
-// The cell of one (n, j) element, shared by the per-step kernel and the persistent kernel
-// (rnn_persistent.cuh) so both compute the same values with the same roundings. x, q, b: the
-// gate's input projection, hidden projection (as stored, in the storage type) and b_hh (0
-// without bias), one per gate; h_old: the state entering the step; c: the LSTM cell state, in
-// and out. put(k, v) receives workspace slot k. Returns the new h in the accumulator type.
-template <RNNMode kMode, class A, class Put>
-__device__ __forceinline__ A cell_forward(const A (&x)[kGates<kMode>], const A (&q)[kGates<kMode>],
-                                          const A (&b)[kGates<kMode>], A h_old, A& c, Put&& put) {
-  auto pre = [&](int g) { return x[g] + q[g] + b[g]; };
-  if constexpr (kMode == RNNMode::lstm) {
-    const A i = sigmoid_acc(pre(0)), f = sigmoid_acc(pre(1)), g = tanh(pre(2)), o = sigmoid_acc(pre(3));
-    const A cp = c;
-    const A cn = f * cp + i * g;
-    const A tc = tanh(cn);
-    c = cn;
-    put(0, i);
-    put(1, f);
-    put(2, g);
-    put(3, o);
-    put(4, cp);
-    put(5, tc);
-    return o * tc;
-  } else if constexpr (kMode == RNNMode::gru) {
-    const A r = sigmoid_acc(pre(0)), z = sigmoid_acc(pre(1));
-    const A hn = q[2] + b[2];
-    const A nn = tanh(x[2] + r * hn);
-    put(0, r);
-    put(1, z);
-    put(2, nn);
-    put(3, hn);
-    return nn + z * (h_old - nn);  // (1 - z) n + z h
-  } else {
-    const A v = pre(0);
-    const A h = kMode == RNNMode::rnn_relu ? (v > A(0) ? v : A(0)) : tanh(v);
-    put(0, h);
-    return h;
-  }
-}
-
-// The cell backward of one (n, j) element, shared likewise. d: the total gradient of h_t;
-// ws(k): workspace slot k of the step; hprev(): h_{t-1} (read by GRU only); dc: the LSTM cell
-// state's gradient, in (of c_t) and out (of c_{t-1}). Out: dg, the gate pre-activation
-// gradients (the input projection's), dgh_n (GRU: the hidden projection's n-gate gradient,
-// which enters as r * hh_n) and dh_direct, the part of dh_{t-1} that bypasses W_hh.
-template <RNNMode kMode, class A, class Ws, class Hprev>
-__device__ __forceinline__ void cell_backward(A d, Ws&& ws, Hprev&& hprev, A& dc, A (&dg)[kGates<kMode>], A& dgh_n,
-                                              A& dh_direct) {
-  dh_direct = A(0);
-  dgh_n = A(0);
-  if constexpr (kMode == RNNMode::lstm) {
-    const A i = ws(0), f = ws(1), g = ws(2), o = ws(3), cp = ws(4), tc = ws(5);
-    const A dcv = dc + d * o * (A(1) - tc * tc);
-    dg[0] = dcv * g * i * (A(1) - i);
-    dg[1] = dcv * cp * f * (A(1) - f);
-    dg[2] = dcv * i * (A(1) - g * g);
-    dg[3] = d * tc * o * (A(1) - o);
-    dc = dcv * f;
-  } else if constexpr (kMode == RNNMode::gru) {
-    const A r = ws(0), z = ws(1), nn = ws(2), hn = ws(3);
-    const A hp = hprev();
-    const A dn = d * (A(1) - z) * (A(1) - nn * nn);
-    dg[0] = dn * hn * r * (A(1) - r);
-    dg[1] = d * (hp - nn) * z * (A(1) - z);
-    dg[2] = dn;
-    dgh_n = dn * r;
-    dh_direct = d * z;
-  } else {
-    const A hy = ws(0);
-    dg[0] = kMode == RNNMode::rnn_relu ? (hy > A(0) ? d : A(0)) : d * (A(1) - hy * hy);
-  }
-}
-
-}  // namespace rnn_cell
-}  // namespace ember::cuda
-
-#include "rnn_persistent.cuh"
-
-namespace ember::cuda {
 namespace {
 
 using rnn_cell::cell_backward;
@@ -410,13 +317,9 @@ const DeviceFacts& device_facts(int dev) {
   return facts[static_cast<size_t>(dev % 64)];
 }
 
-// The geometry of one persistent launch: U hidden units per CTA, grid CTAs, the padded batch
-// Np and dot length Kp, KP parts of k per dot product, the shared memory.
-struct Plan {
-  bool ok = false;
-  int U = 0, grid = 0, Np = 0, Kp = 0, KP = 0;
-  size_t smem = 0;
-};
+// The geometry of one persistent launch (rnn_persistent.cuh's geometry(), which the host
+// emulation's test sizes its launches with too).
+using Plan = rp::Geometry;
 
 template <class T, RNNMode kMode, bool kBackward>
 auto persistent_kernel() {
@@ -428,21 +331,10 @@ auto persistent_kernel() {
 // self-check's ragged slices); 0 spreads the H units over all SMs, one CTA each.
 template <class T, RNNMode kMode, bool kBackward>
 Plan plan_for(int dev, int64_t T_, int64_t N, int64_t H, int64_t units = 0) {
-  Plan p;
   const DeviceFacts& f = device_facts(dev);
-  if (!f.cooperative || f.sms <= 0 || T_ <= 0 || N <= 0 || H <= 0) return p;
-  constexpr int G = kGates<kMode>, V = rp::kVec<T>;
-  const int64_t U = units > 0 ? units : (H + f.sms - 1) / f.sms;
-  if (N * U > rp::kBlock) return p;  // one (n, j) element per thread
-  const int64_t grid = (H + U - 1) / U;
-  const int64_t R = kBackward ? U : G * U, K = kBackward ? G * H : H;
-  const int64_t Kp = (K + 32 * V - 1) / (32 * V) * (32 * V), Np = (N + 7) / 8 * 8;
-  const int64_t items = R * (Np / rp::kBatchGroup), groups = Kp / (32 * V);
-  const int64_t KP = items >= rp::kWarps ? 1 : std::min<int64_t>(rp::kWarps / items, groups);
-  const size_t smem = rp::shared_bytes<T>(static_cast<int>(R), static_cast<int>(Np), static_cast<int>(Kp),
-                                          static_cast<int>(KP));
-  if (Kp > (int64_t{1} << 20) || smem > f.smem_optin) return p;
-  if ((T_ + 1) * grid >= (int64_t{1} << 31)) return p;  // the barrier's 32-bit arrival count
+  if (!f.cooperative) return Plan{};
+  Plan p = rp::geometry<T, kMode, kBackward>(f.sms, f.smem_optin, T_, N, H, units);
+  if (!p.ok) return p;
   auto kernel = persistent_kernel<T, kMode, kBackward>();
   static std::array<std::once_flag, 64> attr;
   std::call_once(attr[static_cast<size_t>(dev % 64)], [&] {
@@ -452,15 +344,8 @@ Plan plan_for(int dev, int64_t T_, int64_t N, int64_t H, int64_t units = 0) {
   // Every CTA must be resident at once: the barrier spins on CTAs that are not yet scheduled
   // otherwise (the cooperative launch would refuse such a grid).
   int per_sm = 0;
-  EMBER_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, rp::kBlock, smem));
-  if (static_cast<int64_t>(per_sm) * f.sms < grid) return p;
-  p.ok = true;
-  p.U = static_cast<int>(U);
-  p.grid = static_cast<int>(grid);
-  p.Np = static_cast<int>(Np);
-  p.Kp = static_cast<int>(Kp);
-  p.KP = static_cast<int>(KP);
-  p.smem = smem;
+  EMBER_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, rp::kBlock, p.smem));
+  if (static_cast<int64_t>(per_sm) * f.sms < p.grid) return Plan{};
   return p;
 }
 

@@ -1,9 +1,11 @@
 // The persistent RNN/LSTM/GRU recurrence for small batches: one cooperative launch runs all T
 // steps (forward) or all T steps back (backward), with each CTA's slice of W_hh in shared memory
-// for the whole sequence. Included by rnn.cu after the per-element cell math (rnn_cell::
-// cell_forward, cell_backward), which both this kernel and the per-step kernels call, so the two
-// paths compute every gate the same way and round at the same points. rnn.cu owns the rule for
-// when this runs, the launch and the first-use self-check (docs/rnn.md, "Persistent kernel").
+// for the whole sequence. The per-element cell math (rnn_cell.cuh: cell_forward, cell_backward)
+// is the per-step kernels' own, so the two paths compute every gate the same way and round at
+// the same points. rnn.cu owns the rule for when this runs, the launch and the first-use
+// self-check (docs/rnn.md, "Persistent kernel"); geometry() below is its launch sizing, shared
+// with the host emulation's test (tests/emu/test_rnn_persistent.cpp), which runs these kernels
+// on the CPU.
 //
 // Forward. CTA b owns the hidden units j0 = b*U .. j0 + U - 1 and keeps the rows g*H + j of
 // W_hh for every gate g of those units in shared memory (G*U rows of H, the storage type,
@@ -34,23 +36,27 @@
 // batch row (l >> 2) & 7. When there are fewer items than warps the k range is split into KP
 // parts whose partial sums the cell adds.
 //
-// The barrier: a 32-bit arrival counter in global memory, zeroed (cudaMemsetAsync) before the
-// launch. After its writes of step s, each CTA syncs its threads, thread 0 fences and adds 1,
-// later waits (ld.acquire.gpu) until the counter reaches (s + 1) * gridDim.x: the counter's
-// value is the generation, so it is never reset during the kernel and needs no sense flag. It is
-// hand-written rather than cooperative groups' grid.sync() to split arrive from wait, so each
-// CTA's stores of the output and workspace and its next gates_x loads overlap the wait for the
-// slowest CTA. The launch is still cooperative: that is what guarantees every CTA is resident
-// at once (a spin barrier over CTAs that are not would hang), and a cooperative kernel node
-// and a memset node can be captured into a CUDA graph.
+// The barrier (grid_sync.cuh): a 32-bit arrival counter in global memory, zeroed
+// (cudaMemsetAsync) before the launch. After its writes of step s, each CTA syncs its threads,
+// thread 0 fences and adds 1, later waits (ld.acquire.gpu) until the counter reaches
+// (s + 1) * gridDim.x: the counter's value is the generation, so it is never reset during the
+// kernel and needs no sense flag. It is hand-written rather than cooperative groups' grid.sync()
+// to split arrive from wait, so each CTA's stores of the output and workspace and its next
+// gates_x loads overlap the wait for the slowest CTA. The launch is still cooperative: that is
+// what guarantees every CTA is resident at once (a spin barrier over CTAs that are not would
+// hang), and a cooperative kernel node and a memset node can be captured into a CUDA graph.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
 #include "common.cuh"
+#include "grid_sync.cuh"
+#include "rnn_cell.cuh"
 
 namespace ember::cuda::rnn_persistent {
 
@@ -66,33 +72,6 @@ constexpr int kBatchGroup = 8;  // batch rows one warp item covers (8 f32 sums p
 // Elements per 16-byte vector of T.
 template <class T>
 inline constexpr int kVec = 16 / static_cast<int>(sizeof(T));
-
-// --- the grid barrier ---------------------------------------------------------------------------
-
-__device__ __forceinline__ unsigned load_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
-
-// Called by every thread after its stores that other CTAs read; thread 0 announces the CTA.
-__device__ __forceinline__ void barrier_arrive(unsigned* counter) {
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    atomicAdd(counter, 1u);
-  }
-}
-
-// Returns once `target` arrivals are counted; afterwards every thread of the CTA may read what
-// the other CTAs stored before they arrived.
-__device__ __forceinline__ void barrier_wait(const unsigned* counter, unsigned target) {
-  if (threadIdx.x == 0) {
-    while (load_acquire(counter) < target) {
-    }
-  }
-  __syncthreads();
-}
 
 // --- shared-memory dot products -----------------------------------------------------------------
 
@@ -188,6 +167,44 @@ __host__ __device__ constexpr size_t shared_bytes(int R, int Np, int Kp, int KP)
   return static_cast<size_t>(R + Np) * Kp * sizeof(T) + static_cast<size_t>(KP) * R * Np * sizeof(float);
 }
 
+// The geometry of one launch of forward_kernel or backward_kernel: U hidden units per CTA, grid
+// CTAs, the padded batch Np and dot length Kp, KP parts of k per dot product, the dynamic shared
+// memory. ok is false when the problem does not fit (one (n, j) element per thread, the slices
+// in smem_optin bytes, the barrier's 32-bit arrival count); whether the grid can be resident at
+// once is the launcher's question (occupancy), not this one's.
+struct Geometry {
+  bool ok = false;
+  int U = 0, grid = 0, Np = 0, Kp = 0, KP = 0;
+  size_t smem = 0;
+};
+
+// `units` forces U (the self-check's ragged slices); 0 spreads the H units over `sms` CTAs.
+template <class T, RNNMode kMode, bool kBackward>
+inline Geometry geometry(int sms, size_t smem_optin, int64_t T_, int64_t N, int64_t H, int64_t units = 0) {
+  Geometry p;
+  if (sms <= 0 || T_ <= 0 || N <= 0 || H <= 0) return p;
+  constexpr int G = kGates<kMode>, V = kVec<T>;
+  const int64_t U = units > 0 ? units : (H + sms - 1) / sms;
+  if (N * U > kBlock) return p;  // one (n, j) element per thread
+  const int64_t grid = (H + U - 1) / U;
+  const int64_t R = kBackward ? U : G * U, K = kBackward ? G * H : H;
+  const int64_t Kp = (K + 32 * V - 1) / (32 * V) * (32 * V), Np = (N + 7) / 8 * 8;
+  const int64_t items = R * (Np / kBatchGroup), groups = Kp / (32 * V);
+  const int64_t KP = items >= kWarps ? 1 : std::min<int64_t>(kWarps / items, groups);
+  const size_t smem =
+      shared_bytes<T>(static_cast<int>(R), static_cast<int>(Np), static_cast<int>(Kp), static_cast<int>(KP));
+  if (Kp > (int64_t{1} << 20) || smem > smem_optin) return p;
+  if ((T_ + 1) * grid >= (int64_t{1} << 31)) return p;  // the barrier's 32-bit arrival count
+  p.ok = true;
+  p.U = static_cast<int>(U);
+  p.grid = static_cast<int>(grid);
+  p.Np = static_cast<int>(Np);
+  p.Kp = static_cast<int>(Kp);
+  p.KP = static_cast<int>(KP);
+  p.smem = smem;
+  return p;
+}
+
 template <class T, RNNMode kMode>
 __global__ void __launch_bounds__(kBlock, 1) forward_kernel(const ForwardArgs<T> a) {
   using A = acc_t<T>;
@@ -259,7 +276,7 @@ __global__ void __launch_bounds__(kBlock, 1) forward_kernel(const ForwardArgs<T>
     // After step 0 always (h_n, read by step 0's staging, is written at the end), and before
     // every step that reads this one's h.
     const bool sync = s + 1 < a.steps || s == 0;
-    if (sync) barrier_arrive(a.barrier);
+    if (sync) grid_sync::arrive(a.barrier);
     if (mine) {
       if (active) {
         const int64_t t = a.reverse ? L - 1 - s : s;
@@ -276,7 +293,7 @@ __global__ void __launch_bounds__(kBlock, 1) forward_kernel(const ForwardArgs<T>
         if (a.hp) a.hp[srow] = from_acc<T>(A(0));
       }
     }
-    if (sync) barrier_wait(a.barrier, static_cast<unsigned>(s + 1) * gridDim.x);
+    if (sync) grid_sync::wait(a.barrier, static_cast<unsigned>(s + 1) * gridDim.x);
   }
   if (mine) {
     a.h_n[static_cast<int64_t>(n) * H + j] = h_last;
@@ -369,7 +386,7 @@ __global__ void __launch_bounds__(kBlock, 1) backward_kernel(const BackwardArgs<
           grow[g * H + j] = from_acc<T>(kMode == RNNMode::gru && g == 2 ? dgh_n : dg[g]);
       }
     }
-    barrier_arrive(a.barrier);
+    grid_sync::arrive(a.barrier);
     if (mine) {
       T* ghr = a.gh + (s * static_cast<int64_t>(N) + n) * GH;
       if (!active) {
@@ -389,7 +406,7 @@ __global__ void __launch_bounds__(kBlock, 1) backward_kernel(const BackwardArgs<
         }
       }
     }
-    barrier_wait(a.barrier, static_cast<unsigned>(a.steps - s) * gridDim.x);
+    grid_sync::wait(a.barrier, static_cast<unsigned>(a.steps - s) * gridDim.x);
   }
   // grad_h0 = dh + dgates_h[0] W_hh; grad_c0 = dc.
   const A dmm = project(0);

@@ -20,6 +20,15 @@
 //     a primitive detects (a misaligned ldmatrix row, a cp.async size out of range, ...).
 // Failures are thrown from launch() as ember::emu::KernelFault.
 //
+// Cooperative launches (launch_cooperative) make every block resident at once instead: all
+// blocks' fibers are scheduled on the one OS thread, block after block in turn, so a grid-wide
+// barrier (kernels/grid_sync.cuh: an atomic arrival counter and an acquire-load spin) works. A
+// block's dynamic shared memory is saved and restored when the scheduler turns to another block;
+// static `__shared__` arrays are one array for the whole grid there, so a cooperative kernel
+// keeps its shared memory in dynamic arrays. A spinning thread (the same word read twice by
+// load_acquire with no barrier between, and unchanged) waits until some thread changes the
+// word, so a grid whose threads all wait is reported as a deadlock, as a block's is.
+//
 // Include this header before any kernel header: it includes the CUDA toolkit's host headers
 // (dim3, int2, the f16/bf16 types) first and then redefines the CUDA keywords for the host.
 #pragma once
@@ -67,9 +76,17 @@ struct KernelFault : std::runtime_error {
 // Deliberate faults for the tests that show a wrong kernel fails them (never set otherwise).
 enum class Fault {
   kNone,
-  kLdmatrixRow,  // ldmatrix hands lane l row (l / 4 + 1) % 8 instead of row l / 4
+  kLdmatrixRow,     // ldmatrix hands lane l row (l / 4 + 1) % 8 instead of row l / 4
+  kAcquireLoadMax,  // load_acquire returns 0xffffffff: every spin on a counter passes at once
 };
 extern Fault injected_fault;
+
+// How a cooperative launch takes turns between its blocks. Both are deterministic.
+enum class GridSchedule {
+  kRoundRobin,  // each block in turn resumes each of its threads that can continue, once
+  kRunAhead,    // each block in turn runs until none of its threads can continue (at a grid
+                // barrier): the others lag as far behind as the kernel lets them
+};
 
 // Fails the running kernel thread (throws KernelFault; the launch then reports it).
 [[noreturn]] void fail(const std::string& what);
@@ -80,6 +97,12 @@ void sync_warp();
 
 // The calling thread's lane (linear thread index % 32).
 int lane_id();
+
+// ld.acquire.gpu.u32 of a word other blocks write (kernels/grid_sync.cuh). The emulation's
+// memory is sequentially consistent, so the acquire is implied; this is where a spin yields: a
+// second read of the same word that finds it unchanged, with no barrier or warp operation of the
+// thread between the two, waits until another thread changes the word.
+unsigned load_acquire(const unsigned* p);
 
 // Puts `n` (<= kExchangeWords) words of the calling lane into warp operation `tag` and waits for
 // the other lanes of its warp; returns every lane's words (row l: lane l), valid until the
@@ -106,6 +129,11 @@ unsigned char shared_fill_byte();  // 0xff
 
 // Runs body as the threads of grid x block; smem_bytes of dynamic shared memory.
 void launch_body(dim3 grid, dim3 block, size_t smem_bytes, const std::function<void()>& body);
+// The same with every block resident at once (cudaLaunchCooperativeKernel). At most
+// kMaxCooperativeThreads threads in all.
+constexpr int64_t kMaxCooperativeThreads = 16384;
+void launch_cooperative_body(dim3 grid, dim3 block, size_t smem_bytes, GridSchedule schedule,
+                             const std::function<void()>& body);
 
 // kernel<<<grid, block, smem_bytes>>>(args...): the arguments are converted to the kernel's
 // parameter types once, and every thread gets its own copy, as on the GPU.
@@ -114,6 +142,16 @@ void launch(dim3 grid, dim3 block, size_t smem_bytes, void (*kernel)(P...), A&&.
   static_assert(sizeof...(P) == sizeof...(A), "launch: argument count differs from the kernel's");
   const std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
   launch_body(grid, block, smem_bytes, [&] { std::apply(kernel, params); });
+}
+
+// cudaLaunchCooperativeKernel(kernel, grid, block, args, smem_bytes): as launch(), with every
+// block resident at once.
+template <class... P, class... A>
+void launch_cooperative(dim3 grid, dim3 block, size_t smem_bytes, GridSchedule schedule, void (*kernel)(P...),
+                        A&&... args) {
+  static_assert(sizeof...(P) == sizeof...(A), "launch_cooperative: argument count differs from the kernel's");
+  const std::tuple<std::decay_t<P>...> params(std::forward<A>(args)...);
+  launch_cooperative_body(grid, block, smem_bytes, schedule, [&] { std::apply(kernel, params); });
 }
 
 }  // namespace ember::emu
@@ -179,6 +217,42 @@ template <class T>
 inline T __ldg(const T* p) {
   return *p;
 }
+// ld.global.cg (through L2 only): memory is coherent here, so a plain load.
+template <class T>
+inline T __ldcg(const T* p) {
+  return *p;
+}
+
+// Atomics and fences. One OS thread runs the whole launch and a thread is only switched out at a
+// barrier, a warp operation or a spin, so a plain read-modify-write is atomic, and the memory is
+// sequentially consistent: a fence orders nothing that is not already ordered.
+inline int atomicAdd(int* p, int v) {
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
+inline unsigned atomicAdd(unsigned* p, unsigned v) {
+  const unsigned old = *p;
+  *p = old + v;
+  return old;
+}
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
+  const unsigned long long old = *p;
+  *p = old + v;
+  return old;
+}
+inline float atomicAdd(float* p, float v) {
+  const float old = *p;
+  *p = old + v;
+  return old;
+}
+inline double atomicAdd(double* p, double v) {
+  const double old = *p;
+  *p = old + v;
+  return old;
+}
+inline void __threadfence() {}
+inline void __threadfence_block() {}
 
 // min/max as CUDA's device overloads (the kernels call them unqualified on int64_t and float).
 inline int min(int a, int b) { return a < b ? a : b; }

@@ -1,6 +1,7 @@
 // The host emulation itself: barriers, shuffles, shared memory, cp.async timing, the fragment
-// layouts of ldmatrix + mma against a plain matrix product, TF32 rounding, and the faults it
-// must report (deadlock, divergent warp, misaligned ldmatrix).
+// layouts of ldmatrix + mma against a plain matrix product, TF32 rounding, cooperative launches
+// (a grid barrier, atomics, each block's own dynamic shared memory), and the faults it must
+// report (deadlock, grid deadlock, divergent warp, misaligned ldmatrix).
 #include "emu_runtime.h"  // first: the CUDA keywords on the host
 
 EMBER_EMU_DYNAMIC_SHARED(emu_runtime_test, dyn);
@@ -13,6 +14,7 @@ EMBER_EMU_DYNAMIC_SHARED(emu_runtime_test, dyn);
 #include <vector>
 
 #include "emu_test_util.h"
+#include "grid_sync.cuh"
 #include "mma.cuh"
 
 namespace emu_runtime_test {
@@ -94,6 +96,50 @@ __global__ void mma_tf32_kernel(const float* a, const float* b, float* c) {
   for (int e = 0; e < 4; ++e) c[(g + 8 * (e / 2)) * 8 + 2 * t + e % 2] = d[e];
 }
 
+// Two phases split by grid barriers (kernels/grid_sync.cuh). Phase 1: each block fills its
+// dynamic shared memory and publishes one value per thread; every thread counts itself with
+// atomicAdd. Phase 2: each thread reads a value another block published, and checks that its
+// block's shared memory survived the other blocks' turns. `rounds` barriers in all (>= 1).
+__global__ void grid_phases_kernel(int* published, unsigned* counter, unsigned* arrivals, int* seen, int rounds) {
+  extern __shared__ __align__(16) unsigned char dyn[];
+  int* mine = reinterpret_cast<int*>(dyn);
+  const int tid = static_cast<int>(threadIdx.x), blk = static_cast<int>(blockIdx.x);
+  const int threads = static_cast<int>(blockDim.x), blocks = static_cast<int>(gridDim.x);
+  mine[tid] = 1000 * blk + tid;
+  published[blk * threads + tid] = 7 * blk + tid;
+  atomicAdd(arrivals, 1u);
+  for (int r = 1; r <= rounds; ++r) {
+    ember::cuda::grid_sync::arrive(counter);
+    ember::cuda::grid_sync::wait(counter, static_cast<unsigned>(r * blocks));
+  }
+  const int other = (blk + 1) % blocks;
+  seen[2 * (blk * threads + tid)] = published[other * threads + (tid + 1) % threads];
+  seen[2 * (blk * threads + tid) + 1] = mine[tid];
+}
+
+// A grid barrier that block 1 never reaches.
+__global__ void grid_early_exit_kernel(unsigned* counter) {
+  if (blockIdx.x == 1) return;
+  ember::cuda::grid_sync::arrive(counter);
+  ember::cuda::grid_sync::wait(counter, gridDim.x);
+}
+
+void check_grid_phases(ember::emu::GridSchedule schedule, int rounds) {
+  constexpr int kBlocks = 3, kThreads = 64;
+  std::vector<int> published(kBlocks * kThreads, -1), seen(2 * kBlocks * kThreads, -1);
+  unsigned counter = 0, arrivals = 0;
+  ember::emu::launch_cooperative(dim3(kBlocks), dim3(kThreads), kThreads * sizeof(int), schedule,
+                                 &grid_phases_kernel, published.data(), &counter, &arrivals, seen.data(), rounds);
+  CHECK(counter == static_cast<unsigned>(rounds * kBlocks));
+  CHECK(arrivals == static_cast<unsigned>(kBlocks * kThreads));
+  for (int b = 0; b < kBlocks; ++b)
+    for (int t = 0; t < kThreads; ++t) {
+      const size_t i = static_cast<size_t>(b * kThreads + t);
+      CHECK(seen[2 * i] == 7 * ((b + 1) % kBlocks) + (t + 1) % kThreads);
+      CHECK(seen[2 * i + 1] == 1000 * b + t);
+    }
+}
+
 float tf32_of(float x) {
   const uint32_t u = mma::to_tf32(x);
   float f;
@@ -135,6 +181,32 @@ TEST_SUITE("kernel_emu") {
   TEST_CASE("emu: a barrier some thread never reaches is a deadlock") {
     CHECK_THROWS_WITH_AS(ember::emu::launch(dim3(1), dim3(64), 0, &early_exit_kernel),
                          doctest::Contains("deadlock"), ember::emu::KernelFault);
+  }
+
+  TEST_CASE("emu: a cooperative launch runs a grid barrier, atomics, and keeps each block's shared memory") {
+    check_grid_phases(ember::emu::GridSchedule::kRoundRobin, 1);
+    check_grid_phases(ember::emu::GridSchedule::kRoundRobin, 3);
+    check_grid_phases(ember::emu::GridSchedule::kRunAhead, 1);
+    check_grid_phases(ember::emu::GridSchedule::kRunAhead, 3);
+  }
+
+  TEST_CASE("emu: a grid barrier some block never reaches is a grid deadlock") {
+    unsigned counter = 0;
+    CHECK_THROWS_WITH_AS(ember::emu::launch_cooperative(dim3(3), dim3(64), 0, ember::emu::GridSchedule::kRoundRobin,
+                                                        &grid_early_exit_kernel, &counter),
+                         doctest::Contains("grid deadlock"), ember::emu::KernelFault);
+    counter = 0;
+    CHECK_THROWS_WITH_AS(ember::emu::launch_cooperative(dim3(3), dim3(64), 0, ember::emu::GridSchedule::kRunAhead,
+                                                        &grid_early_exit_kernel, &counter),
+                         doctest::Contains("a spin on ld.acquire (the word stays 2)"), ember::emu::KernelFault);
+    // Launched one block after another, the first block's wait is already a deadlock.
+    counter = 0;
+    CHECK_THROWS_WITH_AS(ember::emu::launch(dim3(3), dim3(64), 0, &grid_early_exit_kernel, &counter),
+                         doctest::Contains("launch_cooperative"), ember::emu::KernelFault);
+    // More threads than the cooperative launch keeps resident.
+    CHECK_THROWS_WITH_AS(ember::emu::launch_cooperative(dim3(65), dim3(256), 0, ember::emu::GridSchedule::kRoundRobin,
+                                                        &grid_early_exit_kernel, &counter),
+                         doctest::Contains("threads in all"), ember::emu::KernelFault);
   }
 
   TEST_CASE("emu: lanes of one warp in different warp operations are reported") {
