@@ -15,6 +15,7 @@ EMBER_EMU_DYNAMIC_SHARED(ember::cuda::gemm_detail, tc_smem);
 #include <string>
 #include <vector>
 
+#include "emu_gemm_util.h"
 #include "emu_test_util.h"
 #include "gemm_mma.cuh"
 
@@ -24,35 +25,20 @@ namespace {
 namespace gd = ember::cuda::gemm_detail;
 namespace et = ember::emu::test;
 
-int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
 
 struct GemmShape {
   int64_t M, N, K, batches;
   bool bias;
 };
 
-// One operand as a (rows, K) matrix, K-contiguous or not, with a leading dimension rounded up to
-// a multiple of 8 (the kernel's requirement); the padding holds NaN, so reading it shows.
 template <class T>
-struct Operand {
-  std::vector<T> data;
-  int64_t ld, bs, rows, K;
-  bool k_contig;
-  Operand(int64_t rows_, int64_t K_, int64_t batches, bool k_contig_, uint32_t seed)
-      : ld(round8(k_contig_ ? K_ : rows_)), rows(rows_), K(K_), k_contig(k_contig_) {
-    const int64_t outer = k_contig ? rows : K;
-    bs = round8(outer * ld + 3);  // batches apart by more than one matrix
-    data.assign(static_cast<size_t>(bs * batches), et::from_float<T>(std::numeric_limits<float>::quiet_NaN()));
-    const std::vector<T> values = et::random_values<T>(static_cast<size_t>(rows * K * batches), seed);
-    size_t next = 0;
-    for (int64_t b = 0; b < batches; ++b)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < K; ++k) data[static_cast<size_t>(at(b, r, k))] = values[next++];
-  }
-  int64_t at(int64_t b, int64_t r, int64_t k) const { return b * bs + (k_contig ? r * ld + k : k * ld + r); }
-  double get(int64_t b, int64_t r, int64_t k) const { return et::to_double(data[static_cast<size_t>(at(b, r, k))]); }
-  gd::TcOperand<T> view() const { return gd::TcOperand<T>{data.data(), ld, bs, rows}; }
-};
+using Operand = et::GemmOperand<T>;
+
+// The kernel's view of an operand.
+template <class T>
+gd::TcOperand<T> view(const Operand<T>& o) {
+  return gd::TcOperand<T>{o.data.data(), o.ld, o.bs, o.rows};
+}
 
 // a_k: A row-major (K-contiguous); b_k: B column-major (B^T K-contiguous).
 template <class T>
@@ -61,14 +47,7 @@ et::Worst check_gemm(const GemmShape& s, bool a_k, bool b_k) {
   const Operand<T> a(s.M, s.K, s.batches, a_k, seed);
   const Operand<T> bt(s.N, s.K, s.batches, b_k, seed + 1);
   const std::vector<T> bias = et::random_values<T>(static_cast<size_t>(s.N), seed + 2);
-  et::Reference ref(static_cast<size_t>(s.batches * s.M * s.N));
-  for (int64_t b = 0; b < s.batches; ++b)
-    for (int64_t m = 0; m < s.M; ++m)
-      for (int64_t n = 0; n < s.N; ++n) {
-        const size_t i = static_cast<size_t>((b * s.M + m) * s.N + n);
-        if (s.bias) ref.add(i, et::to_double(bias[static_cast<size_t>(n)]));
-        for (int64_t k = 0; k < s.K; ++k) ref.add(i, a.get(b, m, k) * bt.get(b, n, k));
-      }
+  const et::Reference ref = et::gemm_reference(a, bt, s.bias ? &bias : nullptr, s.batches);
   std::vector<T> out(ref.value.size(), et::from_float<T>(std::numeric_limits<float>::quiet_NaN()));
   // gemm.cu's grid: x = tiles (grouped order), batch = z * gridDim.y + y.
   const int64_t tiles = ((s.M + gd::kTcBM - 1) / gd::kTcBM) * ((s.N + gd::kTcBN - 1) / gd::kTcBN);
@@ -77,7 +56,7 @@ et::Worst check_gemm(const GemmShape& s, bool a_k, bool b_k) {
   const T* bias_ptr = s.bias ? bias.data() : nullptr;
   const auto run = [&](auto kernel) {
     ember::emu::launch(grid, dim3(gd::kTcThreads), static_cast<size_t>(gd::tc_smem_bytes(a_k, b_k)), kernel,
-                       a.view(), bt.view(), out.data(), bias_ptr, s.M, s.N, s.K, s.batches, pair_store);
+                       view(a), view(bt), out.data(), bias_ptr, s.M, s.N, s.K, s.batches, pair_store);
   };
   if (a_k && b_k) run(&gd::gemm_mma_kernel<T, true, true>);
   else if (a_k) run(&gd::gemm_mma_kernel<T, true, false>);

@@ -20,6 +20,7 @@ EMBER_EMU_SM90_DYNAMIC_SHARED(ember::cuda::sm90::wgmma_detail, smem_raw);
 #include <string>
 #include <vector>
 
+#include "emu_gemm_util.h"
 #include "emu_test_util.h"
 #include "sm90/gemm_wgmma.cuh"
 
@@ -29,7 +30,6 @@ namespace wd = ember::cuda::sm90::wgmma_detail;
 namespace es = ember::emu::sm90;
 namespace et = ember::emu::test;
 
-int64_t round8(int64_t v) { return (v + 7) / 8 * 8; }
 
 struct Shape {
   int64_t M, N, K, batches;
@@ -37,29 +37,14 @@ struct Shape {
   int sms;  // the launcher's SM count: fewer blocks than tiles make blocks walk several tiles
 };
 
-// One operand as a (rows, K) matrix, K-major or MN-major, with a leading dimension rounded up to a
-// multiple of 8 and batches further apart than one matrix (the kernel's requirements); the
-// padding holds NaN, so reading it shows.
 template <class T>
-struct Operand {
-  std::vector<T> data;
-  int64_t ld, bs, rows, K;
-  bool k_major;
-  Operand(int64_t rows_, int64_t K_, int64_t batches, bool k_major_, uint32_t seed)
-      : ld(round8(k_major_ ? K_ : rows_)), rows(rows_), K(K_), k_major(k_major_) {
-    const int64_t outer = k_major ? rows : K;
-    bs = round8(outer * ld + 3);
-    data.assign(static_cast<size_t>(bs * batches), et::from_float<T>(std::numeric_limits<float>::quiet_NaN()));
-    const std::vector<T> values = et::random_values<T>(static_cast<size_t>(rows * K * batches), seed);
-    size_t next = 0;
-    for (int64_t b = 0; b < batches; ++b)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < K; ++k) data[static_cast<size_t>(at(b, r, k))] = values[next++];
-  }
-  int64_t at(int64_t b, int64_t r, int64_t k) const { return b * bs + (k_major ? r * ld + k : k * ld + r); }
-  double get(int64_t b, int64_t r, int64_t k) const { return et::to_double(data[static_cast<size_t>(at(b, r, k))]); }
-  ember::cuda::sm90::Operand view() const { return {data.data(), rows, ld, bs, k_major}; }
-};
+using Operand = et::GemmOperand<T>;
+
+// The kernel's view of an operand.
+template <class T>
+ember::cuda::sm90::Operand view(const Operand<T>& o) {
+  return {o.data.data(), o.rows, o.ld, o.bs, o.k_contig};
+}
 
 CUtensorMap encode(bool bf16, const ember::cuda::sm90::Operand& op, int64_t K, int64_t batches, int box_rows) {
   const wd::TensorMapArgs m = wd::tensor_map_args(bf16, op, K, batches, box_rows);
@@ -88,20 +73,13 @@ et::Worst run_gemm(const Shape& s, bool a_k, bool b_k) {
   const Operand<T> a(s.M, s.K, s.batches, a_k, seed);
   const Operand<T> bt(s.N, s.K, s.batches, b_k, seed + 1);
   const std::vector<T> bias = et::random_values<T>(static_cast<size_t>(s.N), seed + 2);
-  et::Reference ref(static_cast<size_t>(s.batches * s.M * s.N));
-  for (int64_t b = 0; b < s.batches; ++b)
-    for (int64_t m = 0; m < s.M; ++m)
-      for (int64_t n = 0; n < s.N; ++n) {
-        const size_t i = static_cast<size_t>((b * s.M + m) * s.N + n);
-        if (s.bias) ref.add(i, et::to_double(bias[static_cast<size_t>(n)]));
-        for (int64_t k = 0; k < s.K; ++k) ref.add(i, a.get(b, m, k) * bt.get(b, n, k));
-      }
+  const et::Reference ref = et::gemm_reference(a, bt, s.bias ? &bias : nullptr, s.batches);
   const T nan = et::from_float<T>(std::numeric_limits<float>::quiet_NaN());
   std::vector<T> out(ref.value.size() + kCanary, nan);
 
   // As the launcher (gemm_wgmma.cu: launch) does it.
-  const CUtensorMap ma = encode(bf16, a.view(), s.K, s.batches, wd::kBM);
-  const CUtensorMap mb = encode(bf16, bt.view(), s.K, s.batches, BN);
+  const CUtensorMap ma = encode(bf16, view(a), s.K, s.batches, wd::kBM);
+  const CUtensorMap mb = encode(bf16, view(bt), s.K, s.batches, BN);
   const unsigned grid = wd::grid_blocks(s.M, s.N, s.batches, BN, s.sms);
   const bool pair_store = s.N % 2 == 0 && reinterpret_cast<uintptr_t>(out.data()) % 4 == 0;
   const T* bias_ptr = s.bias ? bias.data() : nullptr;
