@@ -37,6 +37,7 @@
 #include <type_traits>
 
 #include "mma.cuh"
+#include "tile_order.cuh"
 
 namespace ember::cuda::gemm_detail {
 
@@ -51,18 +52,6 @@ __host__ __device__ constexpr int tc_smem_bytes(bool a_k, bool b_k) {
   return kTcStages * (tc_tile_elems(a_k, kTcBM) + tc_tile_elems(b_k, kTcBN)) * 2;
 }
 
-// Maps a linear block id to a (tile row, tile col) pair, walking `group` tile rows at a time
-// so that consecutive blocks reuse the same panels of A and B.
-__device__ __forceinline__ void grouped_tile(int64_t pid, int64_t tiles_m, int64_t tiles_n,
-                                             int64_t& tm, int64_t& tn) {
-  constexpr int64_t group = 8;
-  const int64_t per_group = group * tiles_n;
-  const int64_t first_m = (pid / per_group) * group;
-  const int64_t rows = (tiles_m - first_m) < group ? (tiles_m - first_m) : group;
-  const int64_t in_group = pid % per_group;
-  tm = first_m + in_group % rows;
-  tn = in_group / rows;
-}
 
 using mma::cp_async_16;
 using mma::cp_async_commit;

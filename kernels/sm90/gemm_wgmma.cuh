@@ -37,6 +37,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "../tile_order.cuh"
 #include "gemm_wgmma.h"
 #include "sm90_ops.cuh"
 
@@ -98,16 +99,6 @@ inline TensorMapArgs tensor_map_args(bool bf16, const Operand& op, int64_t K, in
   return m;
 }
 
-// Tile t of one batch (row-major numbering) -> (tile row, tile col), 8 tile-rows per group.
-__device__ __forceinline__ void grouped(int64_t t, int64_t tiles_m, int64_t tiles_n, int64_t& tm, int64_t& tn) {
-  constexpr int64_t group = 8;
-  const int64_t per_group = group * tiles_n;
-  const int64_t first_m = (t / per_group) * group;
-  const int64_t rows = (tiles_m - first_m) < group ? (tiles_m - first_m) : group;
-  const int64_t in_group = t % per_group;
-  tm = first_m + in_group % rows;
-  tn = in_group / rows;
-}
 
 #if EMBER_SM90_DEVICE_CODE
 
@@ -216,7 +207,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int64_t t = blockIdx.x; t < total; t += gridDim.x) {
         const int batch = static_cast<int>(t / per_batch);
         int64_t tm, tn;
-        grouped(t % per_batch, tiles_m, tiles_n, tm, tn);
+        grouped_tile(t % per_batch, tiles_m, tiles_n, tm, tn);
         for (int kt = 0; kt < k_tiles; ++kt) {
           mbar_wait(&empty[stage],
                     phase ^ 1);  // a fresh barrier counts as released
@@ -244,7 +235,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   for (int64_t t = blockIdx.x; t < total; t += gridDim.x) {
     const int64_t batch = t / per_batch;
     int64_t tm, tn;
-    grouped(t % per_batch, tiles_m, tiles_n, tm, tn);
+    grouped_tile(t % per_batch, tiles_m, tiles_n, tm, tn);
     int prev = -1;
     for (int kt = 0; kt < k_tiles; ++kt) {
       mbar_wait(&full[stage], phase);
